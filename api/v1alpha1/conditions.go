@@ -1,0 +1,60 @@
+package v1alpha1
+
+// ConditionType is the type of a status condition.
+type ConditionType = string
+
+// ConditionReady is the one condition every kind reports: whether the object does its job
+// (a Provider can be used, a ConnectedAccount's credential can be vended).
+const ConditionReady ConditionType = "Ready"
+
+// Reason is the machine-readable reason of a condition or an Event.
+type Reason = string
+
+// Condition reasons. Each names the cause, so `kubectl get -o yaml` tells what to fix.
+const (
+	// ReasonReady: everything the object needs is in place.
+	ReasonReady Reason = "Ready"
+	// ReasonDisabled: the Provider or OrganizationProvider itself has enabled=false.
+	ReasonDisabled Reason = "Disabled"
+	// ReasonClientSecretNotFound: the OAuth client secret reference does not resolve.
+	ReasonClientSecretNotFound Reason = "ClientSecretNotFound"
+
+	// ReasonConnected: the credential is stored encrypted and can be vended.
+	ReasonConnected Reason = "Connected"
+	// ReasonAwaitingCredential: no key has been supplied yet (backend-API accounts).
+	ReasonAwaitingCredential Reason = "AwaitingCredential"
+	// ReasonSourceNotFound: spec.apiKey.secretKeyRef names a Secret or key that does not exist.
+	ReasonSourceNotFound Reason = "SourceNotFound"
+	// ReasonInvalidKey: the supplied key is empty, padded with whitespace or too long.
+	ReasonInvalidKey Reason = "InvalidKey"
+	// ReasonProviderNotFound: spec.providerRef names no Provider (it was deleted).
+	ReasonProviderNotFound Reason = "ProviderNotFound"
+	// ReasonProviderDisabled: the Provider has enabled=false.
+	ReasonProviderDisabled Reason = "ProviderDisabled"
+	// ReasonOrganizationDisabled: an OrganizationProvider disables the provider for the account's organization.
+	ReasonOrganizationDisabled Reason = "OrganizationDisabled"
+	// ReasonAuthMethodMismatch: the account's credential source does not fit the Provider's method.
+	ReasonAuthMethodMismatch Reason = "AuthMethodMismatch"
+	// ReasonDecryptionFailed: the stored ciphertext does not decrypt (tampered, copied from another account, or its key was removed).
+	ReasonDecryptionFailed Reason = "DecryptionFailed"
+	// ReasonEncryptionFailed: the credential could not be encrypted or stored.
+	ReasonEncryptionFailed Reason = "EncryptionFailed"
+	// ReasonOAuthNotSupported: OAuth connections are not implemented yet.
+	ReasonOAuthNotSupported Reason = "OAuthNotSupported"
+)
+
+// Event reasons, mirroring the hosted product's connection events.
+const (
+	// EventConnected: a credential was stored for the first time.
+	EventConnected Reason = "Connected"
+	// EventRotated: the stored credential was replaced by a new one.
+	EventRotated Reason = "Rotated"
+	// EventDisconnected: the stored credential was removed.
+	EventDisconnected Reason = "Disconnected"
+	// EventConnectionFailed: a supplied credential could not be stored.
+	EventConnectionFailed Reason = "ConnectionFailed"
+	// EventReencrypted: the credential was re-encrypted under the current primary key.
+	EventReencrypted Reason = "Reencrypted"
+	// EventReauthorizationNeeded: the stored credential stopped working.
+	EventReauthorizationNeeded Reason = "ReauthorizationNeeded"
+)

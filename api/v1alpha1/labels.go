@@ -1,0 +1,37 @@
+package v1alpha1
+
+// Labels, annotations and types of the objects the operator owns.
+const (
+	// LabelManagedBy marks every object the operator creates; the manager's cache
+	// selects Secrets by it, so it never holds the cluster's other Secrets in memory.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is LabelManagedBy's value.
+	ManagedByValue = "pipes-operator"
+	// LabelProvider names the Provider of a managed credential Secret.
+	LabelProvider = "pipes.dev/provider"
+	// LabelConnectedAccount names the ConnectedAccount of a managed credential Secret.
+	LabelConnectedAccount = "pipes.dev/connected-account"
+	// LabelComponent tells managed objects apart (credential, keyset).
+	LabelComponent = "pipes.dev/component"
+
+	// AnnotationCredentialVersion is the version of the credential in a managed Secret.
+	AnnotationCredentialVersion = "pipes.dev/credential-version"
+	// AnnotationKeyID is the id of the key-encryption key that wraps the ciphertext.
+	AnnotationKeyID = "pipes.dev/key-id"
+	// AnnotationSourceVersion is "<uid>/<resourceVersion>" of the source Secret last copied.
+	AnnotationSourceVersion = "pipes.dev/source-version"
+	// AnnotationAPIKeyLast4 is the displayable last four characters of the API key.
+	AnnotationAPIKeyLast4 = "pipes.dev/api-key-last-4"
+	// AnnotationRotatedAt is when the credential was last set (RFC 3339).
+	AnnotationRotatedAt = "pipes.dev/rotated-at"
+
+	// CredentialSecretType is the type of the Secrets holding encrypted credentials.
+	CredentialSecretType = "pipes.dev/credential"
+	// CredentialCiphertextKey is the data key of a credential Secret holding the ciphertext.
+	CredentialCiphertextKey = "ciphertext"
+
+	// FinalizerCredentialCleanup removes a ConnectedAccount's credential Secret before the
+	// account goes away, so a disconnect takes effect at once and emits its Event
+	// rather than waiting for the garbage collector.
+	FinalizerCredentialCleanup = "pipes.dev/credential-cleanup"
+)

@@ -1,0 +1,81 @@
+// Command manager runs pipes-operator: reconcilers, admission webhooks and (soon) the
+// backend API. Subcommands:
+//
+//	manager [flags]                      run against the cluster in KUBECONFIG / in-cluster config
+//	manager dev [flags]                  run on an embedded control plane (what `make run` does)
+//	manager keyset rotate|prune|status   manage the key-encryption keyset
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"go.uber.org/zap/zapcore"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/pipes-dev/pipes-operator/internal/logsafe"
+	"github.com/pipes-dev/pipes-operator/internal/operator"
+)
+
+func main() {
+	args := os.Args[1:]
+	var err error
+	switch {
+	case len(args) > 0 && args[0] == "dev":
+		err = runDev(args[1:])
+	case len(args) > 0 && args[0] == "keyset":
+		err = runKeyset(args[1:])
+	default:
+		err = runManager(args)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+// managerFlags binds the flags shared by `manager` and `manager dev`.
+func managerFlags(fs *flag.FlagSet, o *operator.Options, zo *zap.Options) {
+	fs.StringVar(&o.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the operator's namespace, holding the keyset and webhook certificate Secrets (env POD_NAMESPACE)")
+	fs.StringVar(&o.KeysetSecret, "keyset-secret", "pipes-keyset", "Secret holding the key-encryption keyset; created with a fresh keyset on first start")
+	fs.StringVar(&o.KeysetFile, "keyset-file", "", "load the keyset from this file instead of --keyset-secret (rotation then needs a restart)")
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "metrics endpoint address; 0 disables it")
+	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "health and readiness probe address")
+	fs.BoolVar(&o.LeaderElection, "leader-elect", false, "use leader election so only one replica reconciles at a time")
+	fs.BoolVar(&o.DisableWebhooks, "disable-webhooks", false, "serve no admission webhooks (CEL validation still applies)")
+	fs.IntVar(&o.WebhookPort, "webhook-port", 9443, "admission webhook port")
+	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "directory of the webhook serving certificate (tls.crt, tls.key)")
+	zo.BindFlags(fs)
+}
+
+func runManager(args []string) error {
+	var o operator.Options
+	zo := zap.Options{TimeEncoder: zapcore.ISO8601TimeEncoder}
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	managerFlags(fs, &o, &zo)
+	certRotation := fs.Bool("cert-rotation", true, "generate and rotate the webhook certificate with cert-controller (disable when cert-manager provides it)")
+	certSecret := fs.String("cert-secret", "pipes-webhook-cert", "Secret for the generated webhook certificate")
+	webhookService := fs.String("webhook-service", "pipes-webhook-service", "Service in front of the webhook server")
+	webhookConfig := fs.String("webhook-config", "pipes-validating-webhook-configuration", "ValidatingWebhookConfiguration whose CA bundle cert-controller keeps current")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *certRotation {
+		o.CertRotation = &operator.CertRotation{SecretName: *certSecret, ServiceName: *webhookService, WebhookConfigName: *webhookConfig}
+	}
+	log := logsafe.Cap(zap.New(zap.UseFlagOptions(&zo)))
+	ctrl.SetLogger(log)
+	ctx := ctrl.SetupSignalHandler()
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	op, err := operator.New(ctx, cfg, o, log)
+	if err != nil {
+		return err
+	}
+	log.Info("starting manager", "namespace", o.Namespace)
+	return op.Manager.Start(ctx)
+}

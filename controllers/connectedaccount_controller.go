@@ -1,0 +1,356 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/credential"
+	"github.com/pipes-dev/pipes-operator/internal/index"
+	"github.com/pipes-dev/pipes-operator/internal/validation"
+)
+
+// ConditionSynced says whether the stored credential matches spec.apiKey's source. It is
+// separate from Ready because a bad new key in the source leaves the last good one in
+// place: the account stays vendable (Ready) while Synced says the rotation failed.
+const ConditionSynced = "Synced"
+
+// ConnectedAccountReconciler stores each account's API key encrypted in a Secret it owns,
+// rotates it when the source changes, re-encrypts it when the keyset's primary key
+// changes, and reports in status whether the credential can be vended.
+type ConnectedAccountReconciler struct {
+	// Client reads through the manager's cache (which holds only managed Secrets).
+	Client client.Client
+	// APIReader reads users' source Secrets straight from the API server, so they are never cached.
+	APIReader client.Reader
+	Store     *credential.Store
+	Recorder  events.EventRecorder
+	// SourceMetadata is a metadata-only cache of Secrets, used to notice changes to
+	// source Secrets without holding their data.
+	SourceMetadata cache.Cache
+	// KeysetRotated receives an event when the keyset's primary key changes.
+	KeysetRotated <-chan event.GenericEvent
+	// MaxConcurrentReconciles defaults to 2.
+	MaxConcurrentReconciles int
+}
+
+// +kubebuilder:rbac:groups=pipes.dev,resources=connectedaccounts,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=pipes.dev,resources=connectedaccounts/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=pipes.dev,resources=connectedaccounts/finalizers,verbs=update
+// +kubebuilder:rbac:groups=pipes.dev,resources=providers;organizationproviders,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile implements reconcile.Reconciler.
+func (r *ConnectedAccountReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var ca pipesv1.ConnectedAccount
+	if err := r.Client.Get(ctx, req.NamespacedName, &ca); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !ca.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.finalize(ctx, &ca)
+	}
+	if controllerutil.AddFinalizer(&ca, pipesv1.FinalizerCredentialCleanup) {
+		if err := r.Client.Update(ctx, &ca); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	before := ca.DeepCopy()
+	syncErr := r.sync(ctx, &ca)
+	ca.Status.ObservedGeneration = ca.Generation
+	if !equality.Semantic.DeepEqual(before.Status, ca.Status) {
+		if err := r.Client.Status().Patch(ctx, &ca, client.MergeFrom(before)); err != nil {
+			return ctrl.Result{}, errors.Join(syncErr, err)
+		}
+	}
+	r.emitTransitions(before, &ca)
+	return ctrl.Result{}, syncErr
+}
+
+// sync stores or rotates the credential and fills in ca.Status. A returned error is
+// transient (API server, conflicts) and retried with backoff; problems users must fix
+// are reported in conditions instead.
+func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.ConnectedAccount) error {
+	avail, err := credential.CheckAvailability(ctx, r.Client, ca.Namespace, ca.Spec.ProviderRef.Name, ca.Spec.OrganizationID)
+	if err != nil {
+		return err
+	}
+	if avail.Provider == nil {
+		// The hosted product deletes a provider's accounts with it; we keep the
+		// (user-owned) object but remove the credential and say why.
+		return r.disconnect(ctx, ca, avail.Reason, avail.Message)
+	}
+	if avail.Provider.Spec.Method == pipesv1.AuthMethodOAuth {
+		reason, msg := pipesv1.ReasonOAuthNotSupported, "OAuth connections are not supported yet; this account stays disconnected"
+		if ca.Spec.APIKey != nil {
+			reason, msg = pipesv1.ReasonAuthMethodMismatch, fmt.Sprintf("Provider %q uses OAuth but this account supplies an API key; remove spec.apiKey", avail.Provider.Name)
+		}
+		return r.disconnect(ctx, ca, reason, msg)
+	}
+
+	secret, err := r.Store.Get(ctx, ca)
+	if err != nil {
+		return err
+	}
+	var plaintext []byte // the decrypted or newly supplied credential; decrypted at most once
+	defer func() { clear(plaintext) }()
+	var stored credential.Stored
+	hasStored := secret != nil
+	if hasStored {
+		stored = credential.Describe(secret)
+	}
+	notStoredReason, notStoredMsg := pipesv1.ReasonAwaitingCredential,
+		fmt.Sprintf("no API key stored yet; set one with PUT /data-integrations/%s/api-key or spec.apiKey.secretKeyRef", ca.Spec.ProviderRef.Name)
+
+	if ca.Spec.APIKey != nil && ca.Spec.APIKey.SecretKeyRef != nil {
+		key, sourceVersion, reason, msg, err := r.readSource(ctx, ca)
+		if err != nil {
+			return err
+		}
+		defer clear(key)
+		switch {
+		case reason != "":
+			setCondition(ca, ConditionSynced, metav1.ConditionFalse, reason, msg)
+			notStoredReason, notStoredMsg = reason, msg
+		case secret != nil && stored.SourceVersion == sourceVersion:
+			setCondition(ca, ConditionSynced, metav1.ConditionTrue, pipesv1.ReasonReady, "the stored key matches spec.apiKey.secretKeyRef")
+		default:
+			next := credential.Stored{Version: 1, Last4: validation.Last4(key), SourceVersion: sourceVersion}
+			if secret != nil {
+				if plaintext, err = r.Store.Open(ca, secret); err == nil && bytes.Equal(plaintext, key) {
+					// Same key (the Secret changed elsewhere): record the version, keep the rotation time.
+					next = stored
+					next.SourceVersion = sourceVersion
+				} else {
+					next.Version = stored.Version + 1
+				}
+			}
+			if stored, err = r.Store.Put(ctx, ca, secret, key, next); err != nil {
+				return err
+			}
+			clear(plaintext)
+			plaintext = bytes.Clone(key)
+			if secret == nil {
+				r.event(ca, corev1.EventTypeNormal, pipesv1.EventConnected, "Connect", "API key stored encrypted (version %d%s)", stored.Version, last4Note(stored.Last4))
+			} else if stored.Version > credential.Describe(secret).Version {
+				r.event(ca, corev1.EventTypeNormal, pipesv1.EventRotated, "Rotate", "API key replaced (version %d%s); the previous key is no longer stored", stored.Version, last4Note(stored.Last4))
+			}
+			hasStored = true
+			setCondition(ca, ConditionSynced, metav1.ConditionTrue, pipesv1.ReasonReady, "the stored key matches spec.apiKey.secretKeyRef")
+		}
+	} else {
+		apimeta.RemoveStatusCondition(&ca.Status.Conditions, ConditionSynced)
+	}
+
+	if !hasStored {
+		setStored(ca, nil)
+		ca.Status.State = pipesv1.StateDisconnected
+		setCondition(ca, pipesv1.ConditionReady, metav1.ConditionFalse, notStoredReason, notStoredMsg)
+		return nil
+	}
+
+	if plaintext == nil {
+		plaintext, err = r.Store.Open(ca, secret)
+		if err != nil {
+			ca.Status.State = pipesv1.StateNeedsReauthorization
+			setStored(ca, &stored)
+			setCondition(ca, pipesv1.ConditionReady, metav1.ConditionFalse, pipesv1.ReasonDecryptionFailed,
+				"the stored credential cannot be decrypted: it was modified, copied from another account, or its key was removed from the keyset; the user must supply the key again")
+			return nil
+		}
+		if stored.KeyID != r.Store.PrimaryKeyID() {
+			oldKey := stored.KeyID
+			if stored, err = r.Store.Put(ctx, ca, secret, plaintext, stored); err != nil {
+				return err
+			}
+			r.event(ca, corev1.EventTypeNormal, pipesv1.EventReencrypted, "Reencrypt", "credential re-encrypted under key %d (was %d)", stored.KeyID, oldKey)
+		}
+	}
+
+	ca.Status.State = pipesv1.StateConnected
+	setStored(ca, &stored)
+	if !avail.Available() {
+		setCondition(ca, pipesv1.ConditionReady, metav1.ConditionFalse, avail.Reason, avail.Message)
+		return nil
+	}
+	setCondition(ca, pipesv1.ConditionReady, metav1.ConditionTrue, pipesv1.ReasonConnected, "the API key is stored encrypted and can be vended")
+	return nil
+}
+
+// readSource reads the API key from spec.apiKey.secretKeyRef. A problem the user must fix
+// comes back as a reason and message (never containing the key); err is transient.
+func (r *ConnectedAccountReconciler) readSource(ctx context.Context, ca *pipesv1.ConnectedAccount) (key []byte, sourceVersion, reason, msg string, err error) {
+	ref := ca.Spec.APIKey.SecretKeyRef
+	var s corev1.Secret
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ca.Namespace, Name: ref.Name}, &s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, "", pipesv1.ReasonSourceNotFound, fmt.Sprintf("Secret %q named by spec.apiKey.secretKeyRef does not exist in namespace %q; create it with the API key under key %q", ref.Name, ca.Namespace, ref.Key), nil
+		}
+		return nil, "", "", "", err
+	}
+	value, ok := s.Data[ref.Key]
+	if !ok {
+		keys := make([]string, 0, len(s.Data))
+		for k := range s.Data {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		return nil, "", pipesv1.ReasonSourceNotFound, fmt.Sprintf("Secret %q has no key %q (its keys: %v); fix spec.apiKey.secretKeyRef.key or the Secret", ref.Name, ref.Key, keys), nil
+	}
+	if errs := validation.APIKey(field.NewPath("data").Key(ref.Key), value); len(errs) > 0 {
+		return nil, "", pipesv1.ReasonInvalidKey, fmt.Sprintf("Secret %q: %s", ref.Name, validation.Message(errs)), nil
+	}
+	return value, string(s.UID) + "/" + s.ResourceVersion, "", "", nil
+}
+
+// disconnect removes the stored credential and marks the account disconnected.
+func (r *ConnectedAccountReconciler) disconnect(ctx context.Context, ca *pipesv1.ConnectedAccount, reason, msg string) error {
+	existed, err := r.Store.Delete(ctx, ca)
+	if err != nil {
+		return err
+	}
+	if existed {
+		r.event(ca, corev1.EventTypeNormal, pipesv1.EventDisconnected, "Disconnect", "stored credential removed: %s", msg)
+	}
+	setStored(ca, nil)
+	ca.Status.State = pipesv1.StateDisconnected
+	apimeta.RemoveStatusCondition(&ca.Status.Conditions, ConditionSynced)
+	setCondition(ca, pipesv1.ConditionReady, metav1.ConditionFalse, reason, msg)
+	return nil
+}
+
+// finalize removes the credential before the account goes away.
+func (r *ConnectedAccountReconciler) finalize(ctx context.Context, ca *pipesv1.ConnectedAccount) error {
+	if !controllerutil.ContainsFinalizer(ca, pipesv1.FinalizerCredentialCleanup) {
+		return nil
+	}
+	existed, err := r.Store.Delete(ctx, ca)
+	if err != nil {
+		return err
+	}
+	if existed {
+		r.event(ca, corev1.EventTypeNormal, pipesv1.EventDisconnected, "Disconnect", "ConnectedAccount deleted; stored credential removed")
+	}
+	controllerutil.RemoveFinalizer(ca, pipesv1.FinalizerCredentialCleanup)
+	return r.Client.Update(ctx, ca)
+}
+
+// emitTransitions records Events for state changes that are not tied to a write.
+func (r *ConnectedAccountReconciler) emitTransitions(before, after *pipesv1.ConnectedAccount) {
+	if c := apimeta.FindStatusCondition(after.Status.Conditions, ConditionSynced); c != nil && c.Status == metav1.ConditionFalse {
+		if old := apimeta.FindStatusCondition(before.Status.Conditions, ConditionSynced); old == nil || old.Status != c.Status || old.Reason != c.Reason {
+			r.event(after, corev1.EventTypeWarning, pipesv1.EventConnectionFailed, "Connect", "%s", c.Message)
+		}
+	}
+	if after.Status.State == pipesv1.StateNeedsReauthorization && before.Status.State != pipesv1.StateNeedsReauthorization {
+		c := apimeta.FindStatusCondition(after.Status.Conditions, pipesv1.ConditionReady)
+		r.event(after, corev1.EventTypeWarning, pipesv1.EventReauthorizationNeeded, "Vend", "%s", c.Message)
+	}
+}
+
+func (r *ConnectedAccountReconciler) event(ca *pipesv1.ConnectedAccount, eventType, reason, action, note string, args ...any) {
+	r.Recorder.Eventf(ca, nil, eventType, reason, action, note, args...)
+}
+
+// setStored mirrors the stored credential's description into status; nil clears it.
+func setStored(ca *pipesv1.ConnectedAccount, stored *credential.Stored) {
+	if stored == nil {
+		ca.Status.APIKeyLast4, ca.Status.CredentialSecretRef, ca.Status.CredentialVersion = "", nil, 0
+		ca.Status.LastRotatedTime, ca.Status.EncryptionKeyID = nil, 0
+		return
+	}
+	ca.Status.APIKeyLast4 = stored.Last4
+	ca.Status.CredentialSecretRef = &pipesv1.LocalObjectReference{Name: credential.SecretName(ca)}
+	ca.Status.CredentialVersion = stored.Version
+	ca.Status.EncryptionKeyID = int64(stored.KeyID)
+	if stored.RotatedAt.IsZero() {
+		ca.Status.LastRotatedTime = nil
+	} else {
+		t := metav1.NewTime(stored.RotatedAt)
+		ca.Status.LastRotatedTime = &t
+	}
+}
+
+func setCondition(ca *pipesv1.ConnectedAccount, condType string, status metav1.ConditionStatus, reason, msg string) {
+	apimeta.SetStatusCondition(&ca.Status.Conditions, metav1.Condition{
+		Type: condType, Status: status, Reason: reason, Message: msg, ObservedGeneration: ca.Generation,
+	})
+}
+
+func last4Note(last4 string) string {
+	if last4 == "" {
+		return ""
+	}
+	return ", ending …" + last4
+}
+
+// SetupWithManager wires the reconciler's watches: its accounts and their Secrets, their
+// Providers and OrganizationProviders, source Secrets (metadata only) and keyset rotations.
+func (r *ConnectedAccountReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	accountsOf := func(field string, value func(client.Object) string) handler.EventHandler {
+		return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.requestsFor(ctx, o.GetNamespace(), client.MatchingFields{field: value(o)})
+		})
+	}
+	name := func(o client.Object) string { return o.GetName() }
+	sourceSecrets := source.Kind(r.SourceMetadata, secretMetadata(),
+		handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
+			return r.requestsFor(ctx, o.Namespace, client.MatchingFields{index.AccountSourceSecret: o.Name})
+		}))
+	rotated := source.Channel(r.KeysetRotated, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+		return r.requestsFor(ctx, "")
+	}))
+	workers := r.MaxConcurrentReconciles
+	if workers == 0 {
+		workers = 2
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&pipesv1.ConnectedAccount{}).
+		Owns(&corev1.Secret{}).
+		Watches(&pipesv1.Provider{}, accountsOf(index.AccountProvider, name)).
+		Watches(&pipesv1.OrganizationProvider{}, accountsOf(index.AccountProvider, func(o client.Object) string {
+			return o.(*pipesv1.OrganizationProvider).Spec.ProviderRef.Name
+		})).
+		WatchesRawSource(sourceSecrets).
+		WatchesRawSource(rotated).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers, RateLimiter: rateLimiter()}).
+		Complete(r)
+}
+
+// requestsFor lists accounts in namespace ("" for all) matching opts, as requests.
+func (r *ConnectedAccountReconciler) requestsFor(ctx context.Context, namespace string, opts ...client.ListOption) []reconcile.Request {
+	var list pipesv1.ConnectedAccountList
+	if namespace != "" {
+		opts = append(opts, client.InNamespace(namespace))
+	}
+	if err := r.Client.List(ctx, &list, opts...); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing ConnectedAccounts to enqueue")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, ca := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&ca)})
+	}
+	return reqs
+}

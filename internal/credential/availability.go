@@ -1,0 +1,59 @@
+package credential
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/index"
+)
+
+// Availability says whether an account's Provider and organization let its credential be
+// vended, and if not, why (a condition reason and a message for people).
+type Availability struct {
+	Provider *pipesv1.Provider // nil when the Provider does not exist
+	Reason   string            // empty when available
+	Message  string
+}
+
+// Available reports whether nothing stands in the way.
+func (a Availability) Available() bool { return a.Reason == "" }
+
+// CheckAvailability looks up the account's Provider and, for organization-scoped
+// accounts, the organization's OrganizationProvider. r is normally the manager's cache.
+func CheckAvailability(ctx context.Context, r client.Reader, namespace, providerName, organizationID string) (Availability, error) {
+	var p pipesv1.Provider
+	if err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: providerName}, &p); err != nil {
+		if apierrors.IsNotFound(err) {
+			return Availability{Reason: pipesv1.ReasonProviderNotFound,
+				Message: fmt.Sprintf("Provider %q does not exist in namespace %q; its stored credentials were removed", providerName, namespace)}, nil
+		}
+		return Availability{}, err
+	}
+	a := Availability{Provider: &p}
+	if !p.IsEnabled() {
+		a.Reason, a.Message = pipesv1.ReasonProviderDisabled,
+			fmt.Sprintf("Provider %q is disabled (spec.enabled=false); credentials are kept and vended again once it is enabled", p.Name)
+		return a, nil
+	}
+	if organizationID == "" {
+		return a, nil
+	}
+	var ops pipesv1.OrganizationProviderList
+	if err := r.List(ctx, &ops, client.InNamespace(namespace),
+		client.MatchingFields{index.OrganizationProviderIdentity: index.OrganizationKey(providerName, organizationID)}); err != nil {
+		return Availability{}, err
+	}
+	for _, op := range ops.Items {
+		if !op.IsEnabled() {
+			a.Reason, a.Message = pipesv1.ReasonOrganizationDisabled,
+				fmt.Sprintf("OrganizationProvider %q disables Provider %q for organization %q; credentials are kept and vended again once it is enabled", op.Name, providerName, organizationID)
+			return a, nil
+		}
+	}
+	return a, nil
+}

@@ -1,0 +1,194 @@
+package crypto
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+
+	"github.com/tink-crypto/tink-go/v2/aead"
+	"github.com/tink-crypto/tink-go/v2/aead/aesgcm"
+	"github.com/tink-crypto/tink-go/v2/insecurecleartextkeyset"
+	"github.com/tink-crypto/tink-go/v2/keyset"
+	"github.com/tink-crypto/tink-go/v2/tink"
+)
+
+// aes256KeySize is the only AES-GCM key size a Keyset accepts.
+const aes256KeySize = 32
+
+var _ KeyEncryptionKey = (*Keyset)(nil)
+
+// Keyset is a local Tink keyset of AES-256-GCM keys used as the KEK.
+//
+// A Keyset is an immutable value: Rotate and Prune return new Keysets, so a
+// Sealer built from one never sees its keys change underneath it.
+type Keyset struct {
+	handle *keyset.Handle
+	// aead is built once because Seal and Open are on hot paths.
+	aead    tink.AEAD
+	primary uint32
+	// enabled holds the ids of enabled keys, sorted.
+	enabled []uint32
+}
+
+// NewKeyset returns a keyset with one fresh AES-256-GCM key as primary.
+func NewKeyset() (*Keyset, error) {
+	h, err := keyset.NewHandle(aead.AES256GCMKeyTemplate())
+	if err != nil {
+		return nil, fmt.Errorf("crypto: generate keyset: %w", err)
+	}
+	return newKeyset(h)
+}
+
+// newKeyset checks that h holds only AES-256-GCM keys and caches the AEAD
+// primitive and key ids.
+func newKeyset(h *keyset.Handle) (*Keyset, error) {
+	primary, err := h.Primary()
+	if err != nil {
+		return nil, fmt.Errorf("crypto: keyset has no primary key: %w", err)
+	}
+	enabled := make([]uint32, 0, h.Len())
+	for i := range h.Len() {
+		e, err := h.Entry(i)
+		if err != nil {
+			return nil, fmt.Errorf("crypto: read keyset entry %d: %w", i, err)
+		}
+		// Refuse anything weaker or different than the documented key type,
+		// rather than silently wrapping credentials with it.
+		k, ok := e.Key().(*aesgcm.Key)
+		if !ok {
+			return nil, fmt.Errorf("crypto: keyset key %d is %T, want AES-256-GCM", e.KeyID(), e.Key())
+		}
+		if p, ok := k.Parameters().(*aesgcm.Parameters); !ok || p.KeySizeInBytes() != aes256KeySize {
+			return nil, fmt.Errorf("crypto: keyset key %d is not a 256-bit AES-GCM key, want AES-256-GCM", e.KeyID())
+		}
+		if e.KeyStatus() == keyset.Enabled {
+			enabled = append(enabled, e.KeyID())
+		}
+	}
+	slices.Sort(enabled)
+	a, err := aead.New(h)
+	if err != nil {
+		return nil, fmt.Errorf("crypto: build AEAD from keyset: %w", err)
+	}
+	return &Keyset{handle: h, aead: a, primary: primary.KeyID(), enabled: enabled}, nil
+}
+
+// ParseKeyset reads a cleartext Tink JSON keyset, as written by MarshalJSON or
+// `tinkey create-keyset --key-template AES256_GCM --out-format json`.
+func ParseKeyset(jsonBytes []byte) (*Keyset, error) {
+	trimmed := bytes.TrimSpace(jsonBytes)
+	if len(trimmed) == 0 {
+		return nil, errors.New("crypto: parse keyset: input is empty, want a Tink JSON keyset")
+	}
+	// An encrypted keyset would otherwise only get Tink's generic "invalid
+	// keyset" error; say what is actually wrong.
+	if bytes.Contains(trimmed, []byte(`"encryptedKeyset"`)) {
+		return nil, errors.New("crypto: parse keyset: input is an encrypted Tink keyset, want a cleartext one")
+	}
+	// Tink's reader errors are fixed strings and never quote the input, which
+	// matters because the input is secret key material.
+	h, err := insecurecleartextkeyset.Read(keyset.NewJSONReader(bytes.NewReader(trimmed)))
+	if err != nil {
+		return nil, fmt.Errorf("crypto: parse keyset: not a valid Tink JSON keyset: %w", err)
+	}
+	return newKeyset(h)
+}
+
+// LoadKeysetFile reads a cleartext Tink JSON keyset from path, typically a
+// Secret mounted into the operator pod.
+func LoadKeysetFile(path string) (*Keyset, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		// *fs.PathError already names the path.
+		return nil, fmt.Errorf("crypto: load keyset: %w", err)
+	}
+	k, err := ParseKeyset(b)
+	if err != nil {
+		return nil, fmt.Errorf("crypto: load keyset %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// MarshalJSON returns the keyset as cleartext Tink JSON, readable by
+// ParseKeyset.
+//
+// The output is secret key material. Because Keyset implements json.Marshaler,
+// do not embed a Keyset in structs that get logged or serialised.
+func (k *Keyset) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	if err := insecurecleartextkeyset.Write(k.handle, keyset.NewJSONWriter(&buf)); err != nil {
+		return nil, fmt.Errorf("crypto: marshal keyset: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// AEAD returns the keyset's AEAD primitive: it encrypts with the primary key
+// and decrypts with any enabled key.
+func (k *Keyset) AEAD() tink.AEAD { return k.aead }
+
+// PrimaryKeyID is the id of the key new data keys are wrapped with.
+func (k *Keyset) PrimaryKeyID() uint32 { return k.primary }
+
+// KeyIDs returns the ids of all enabled keys, sorted.
+func (k *Keyset) KeyIDs() []uint32 { return slices.Clone(k.enabled) }
+
+// Rotate returns a new keyset with a fresh AES-256-GCM key made primary. The
+// old keys stay enabled so existing ciphertexts still decrypt; k is unchanged.
+func (k *Keyset) Rotate() (*Keyset, error) {
+	m := keyset.NewManagerFromHandle(k.handle)
+	id, err := m.Add(aead.AES256GCMKeyTemplate())
+	if err != nil {
+		return nil, fmt.Errorf("crypto: rotate keyset: add key: %w", err)
+	}
+	if err := m.SetPrimary(id); err != nil {
+		return nil, fmt.Errorf("crypto: rotate keyset: set primary: %w", err)
+	}
+	h, err := m.Handle()
+	if err != nil {
+		return nil, fmt.Errorf("crypto: rotate keyset: %w", err)
+	}
+	return newKeyset(h)
+}
+
+// Prune returns a new keyset without the non-primary keys (enabled or
+// disabled) for which inUse returns false, and the removed ids, sorted. The
+// primary key is never removed, and inUse is not asked about it. If nothing is
+// removed, k itself is returned; k is never modified.
+//
+// Ciphertexts whose data key was wrapped by a removed key can no longer be
+// opened, so inUse must cover every stored ciphertext (Sealed.KeyID).
+func (k *Keyset) Prune(inUse func(keyID uint32) bool) (*Keyset, []uint32, error) {
+	if inUse == nil {
+		return nil, nil, errors.New("crypto: prune keyset: inUse is nil")
+	}
+	m := keyset.NewManagerFromHandle(k.handle)
+	var removed []uint32
+	for i := range k.handle.Len() {
+		e, err := k.handle.Entry(i)
+		if err != nil {
+			return nil, nil, fmt.Errorf("crypto: prune keyset: read entry %d: %w", i, err)
+		}
+		if e.IsPrimary() || inUse(e.KeyID()) {
+			continue
+		}
+		if err := m.Delete(e.KeyID()); err != nil {
+			return nil, nil, fmt.Errorf("crypto: prune keyset: delete key %d: %w", e.KeyID(), err)
+		}
+		removed = append(removed, e.KeyID())
+	}
+	if len(removed) == 0 {
+		return k, nil, nil
+	}
+	h, err := m.Handle()
+	if err != nil {
+		return nil, nil, fmt.Errorf("crypto: prune keyset: %w", err)
+	}
+	pruned, err := newKeyset(h)
+	if err != nil {
+		return nil, nil, err
+	}
+	slices.Sort(removed)
+	return pruned, removed, nil
+}

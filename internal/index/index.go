@@ -1,0 +1,73 @@
+// Package index owns the cache field indexes that let reconcilers, webhooks and the
+// backend API find objects by reference (accounts of a provider, the account of a user)
+// without listing everything.
+package index
+
+import (
+	"context"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+)
+
+// Index names, usable with client.MatchingFields and a namespace.
+const (
+	// AccountProvider indexes ConnectedAccounts by spec.providerRef.name.
+	AccountProvider = "spec.providerRef.name"
+	// AccountIdentity indexes ConnectedAccounts by AccountKey(provider, user, organization).
+	AccountIdentity = "pipes.dev/identity"
+	// AccountSourceSecret indexes ConnectedAccounts by spec.apiKey.secretKeyRef.name.
+	AccountSourceSecret = "spec.apiKey.secretKeyRef.name"
+	// OrganizationProviderProvider indexes OrganizationProviders by spec.providerRef.name.
+	OrganizationProviderProvider = "spec.providerRef.name"
+	// OrganizationProviderIdentity indexes OrganizationProviders by OrganizationKey(provider, organization).
+	OrganizationProviderIdentity = "pipes.dev/identity"
+)
+
+// AccountKey is a ConnectedAccount's identity: at most one exists per key and namespace.
+func AccountKey(provider, user, organization string) string {
+	return provider + "\x00" + user + "\x00" + organization
+}
+
+// OrganizationKey is an OrganizationProvider's identity: at most one exists per key and namespace.
+func OrganizationKey(provider, organization string) string {
+	return provider + "\x00" + organization
+}
+
+// Register adds every index to indexer (the manager's field indexer).
+func Register(ctx context.Context, indexer client.FieldIndexer) error {
+	indexes := []struct {
+		obj   client.Object
+		field string
+		fn    client.IndexerFunc
+	}{
+		{&pipesv1.ConnectedAccount{}, AccountProvider, func(o client.Object) []string {
+			return []string{o.(*pipesv1.ConnectedAccount).Spec.ProviderRef.Name}
+		}},
+		{&pipesv1.ConnectedAccount{}, AccountIdentity, func(o client.Object) []string {
+			s := o.(*pipesv1.ConnectedAccount).Spec
+			return []string{AccountKey(s.ProviderRef.Name, s.UserID, s.OrganizationID)}
+		}},
+		{&pipesv1.ConnectedAccount{}, AccountSourceSecret, func(o client.Object) []string {
+			s := o.(*pipesv1.ConnectedAccount).Spec
+			if s.APIKey == nil || s.APIKey.SecretKeyRef == nil {
+				return nil
+			}
+			return []string{s.APIKey.SecretKeyRef.Name}
+		}},
+		{&pipesv1.OrganizationProvider{}, OrganizationProviderProvider, func(o client.Object) []string {
+			return []string{o.(*pipesv1.OrganizationProvider).Spec.ProviderRef.Name}
+		}},
+		{&pipesv1.OrganizationProvider{}, OrganizationProviderIdentity, func(o client.Object) []string {
+			s := o.(*pipesv1.OrganizationProvider).Spec
+			return []string{OrganizationKey(s.ProviderRef.Name, s.OrganizationID)}
+		}},
+	}
+	for _, ix := range indexes {
+		if err := indexer.IndexField(ctx, ix.obj, ix.field, ix.fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,270 @@
+// Package operator assembles the manager: its cache (which holds only the Secrets the
+// operator owns), indexes, keyring, reconcilers, webhooks, metrics and probes. The
+// manager binary, `make run` and the integration tests all build it here, so what is
+// tested is what runs.
+package operator
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/open-policy-agent/cert-controller/pkg/rotator"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/controllers"
+	"github.com/pipes-dev/pipes-operator/internal/credential"
+	"github.com/pipes-dev/pipes-operator/internal/crypto"
+	"github.com/pipes-dev/pipes-operator/internal/index"
+	"github.com/pipes-dev/pipes-operator/internal/keyring"
+	"github.com/pipes-dev/pipes-operator/internal/logsafe"
+	pipeswebhook "github.com/pipes-dev/pipes-operator/internal/webhook"
+)
+
+// Options configure the manager.
+type Options struct {
+	// Namespace is the operator's own namespace: the keyset and webhook certificate Secrets live there.
+	Namespace string
+	// KeysetSecret names the Secret holding the key-encryption keyset (created on first start).
+	KeysetSecret string
+	// KeysetFile, when set, loads the keyset from this file (a mounted Secret or a KMS
+	// agent's output) instead of KeysetSecret; rotating it then needs a restart.
+	KeysetFile string
+
+	MetricsAddr      string // "0" disables
+	ProbeAddr        string // "0" disables
+	LeaderElection   bool
+	LeaderElectionID string
+
+	// DisableWebhooks runs without admission webhooks (CEL rules still apply).
+	DisableWebhooks bool
+	WebhookHost     string
+	WebhookPort     int
+	// WebhookCertDir holds tls.crt and tls.key. With CertRotation set, cert-controller
+	// writes them there; otherwise they must exist (envtest, cert-manager).
+	WebhookCertDir string
+	CertRotation   *CertRotation
+
+	// SkipNameValidation lets several managers run in one process (tests).
+	SkipNameValidation bool
+}
+
+// CertRotation has cert-controller generate and rotate the webhook serving certificate
+// and inject its CA into the webhook configurations: no manual steps in a cluster.
+type CertRotation struct {
+	SecretName        string // Secret in Namespace holding the CA and serving cert
+	ServiceName       string // webhook Service, in Namespace
+	WebhookConfigName string // ValidatingWebhookConfiguration to patch
+}
+
+// Operator is a configured manager and the parts tests and commands need to reach.
+type Operator struct {
+	Manager ctrl.Manager
+	Keyring *keyring.Keyring
+	Store   *credential.Store
+}
+
+// Scheme returns a scheme with the built-in kinds and pipes.dev/v1alpha1.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := pipesv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;list;watch;update;patch
+
+// New builds the manager; it loads (or on first start creates) the keyset before returning.
+func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Operator, error) {
+	if o.Namespace == "" {
+		return nil, errors.New("operator namespace is not set (flag --namespace or POD_NAMESPACE)")
+	}
+	if o.KeysetSecret == "" {
+		o.KeysetSecret = "pipes-keyset"
+	}
+	log = logsafe.Cap(log)
+	scheme := Scheme()
+	managed := labels.SelectorFromSet(labels.Set{pipesv1.LabelManagedBy: pipesv1.ManagedByValue})
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme: scheme,
+		Logger: log,
+		Cache: cache.Options{
+			// Only the Secrets we own are cached: caching every Secret of a cluster is how
+			// operators run out of memory.
+			ByObject:         map[client.Object]cache.ByObject{&corev1.Secret{}: {Label: managed}},
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  o.ProbeAddr,
+		LeaderElection:          o.LeaderElection,
+		LeaderElectionID:        orDefault(o.LeaderElectionID, "pipes-operator.pipes.dev"),
+		LeaderElectionNamespace: o.Namespace,
+		WebhookServer:           webhook.NewServer(webhook.Options{Host: o.WebhookHost, Port: o.WebhookPort, CertDir: o.WebhookCertDir}),
+		Controller:              ctrlConfig(o),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := index.Register(ctx, mgr.GetFieldIndexer()); err != nil {
+		return nil, err
+	}
+
+	direct, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, err
+	}
+	keysetKey := types.NamespacedName{Namespace: o.Namespace, Name: o.KeysetSecret}
+	var ks *crypto.Keyset
+	if o.KeysetFile != "" {
+		ks, err = crypto.LoadKeysetFile(o.KeysetFile)
+	} else {
+		ks, err = keyring.EnsureSecret(ctx, direct, keysetKey, log.WithName("keyring"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	ring := keyring.New(ks)
+	store := credential.NewStore(mgr.GetClient(), ring)
+
+	// Source Secrets are users' own; we watch their metadata only, reduced to identity,
+	// so a change triggers reconciliation without their data ever entering memory.
+	sourceMetadata, err := cache.New(cfg, cache.Options{
+		Scheme: scheme, Mapper: mgr.GetRESTMapper(),
+		DefaultTransform: func(in any) (any, error) {
+			if m, ok := in.(*metav1.PartialObjectMetadata); ok {
+				return &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
+					Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+				}}, nil
+			}
+			return in, nil
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(sourceMetadata); err != nil {
+		return nil, err
+	}
+
+	rotated := make(chan event.GenericEvent, 1)
+	if o.KeysetFile == "" {
+		if err := (&controllers.KeysetReconciler{Client: mgr.GetClient(), Secret: keysetKey, Keyring: ring, Rotated: rotated}).SetupWithManager(mgr); err != nil {
+			return nil, err
+		}
+	}
+	if err := (&controllers.ConnectedAccountReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Store: store,
+		Recorder: mgr.GetEventRecorder("pipes-operator"), SourceMetadata: sourceMetadata, KeysetRotated: rotated,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := (&controllers.ProviderReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := (&controllers.OrganizationProviderReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := metrics.Registry.Register(controllers.NewCredentialCollector(mgr.GetClient(), ring)); err != nil {
+		var already prometheus.AlreadyRegisteredError
+		if !errors.As(err, &already) { // a second manager in one process (tests)
+			return nil, err
+		}
+	}
+
+	if err := setupWebhooks(mgr, o); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("readyz", readyz(mgr, o)); err != nil {
+		return nil, err
+	}
+	return &Operator{Manager: mgr, Keyring: ring, Store: store}, nil
+}
+
+func setupWebhooks(mgr ctrl.Manager, o Options) error {
+	if o.DisableWebhooks {
+		return nil
+	}
+	if o.CertRotation == nil {
+		return pipeswebhook.Setup(mgr)
+	}
+	ready := make(chan struct{})
+	err := rotator.AddRotator(mgr, &rotator.CertRotator{
+		SecretKey:      types.NamespacedName{Namespace: o.Namespace, Name: o.CertRotation.SecretName},
+		CertDir:        o.WebhookCertDir,
+		CAName:         "pipes-operator-ca",
+		CAOrganization: "pipes.dev",
+		DNSName:        fmt.Sprintf("%s.%s.svc", o.CertRotation.ServiceName, o.Namespace),
+		ExtraDNSNames:  []string{fmt.Sprintf("%s.%s.svc.cluster.local", o.CertRotation.ServiceName, o.Namespace)},
+		IsReady:        ready,
+		Webhooks:       []rotator.WebhookInfo{{Name: o.CertRotation.WebhookConfigName, Type: rotator.Validating}},
+		ExtKeyUsages:   &[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		// Every replica serves webhooks, so every replica must see the certificate.
+		RequireLeaderElection: false,
+	})
+	if err != nil {
+		return err
+	}
+	// Handlers are registered once the certificate exists; until then readyz fails.
+	errs := make(chan error, 1)
+	go func() {
+		<-ready
+		errs <- pipeswebhook.Setup(mgr)
+	}()
+	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		select {
+		case err := <-errs:
+			return err
+		case <-ctx.Done():
+			return nil
+		}
+	}))
+}
+
+func readyz(mgr ctrl.Manager, o Options) healthz.Checker {
+	if o.DisableWebhooks {
+		return healthz.Ping
+	}
+	started := mgr.GetWebhookServer().StartedChecker()
+	return func(req *http.Request) error { return started(req) }
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func ctrlConfig(o Options) config.Controller {
+	skip := o.SkipNameValidation
+	return config.Controller{SkipNameValidation: &skip}
+}

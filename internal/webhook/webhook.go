@@ -1,0 +1,205 @@
+// Package webhook owns the admission webhooks the manager serves: validation of
+// Provider, OrganizationProvider and ConnectedAccount. The rules themselves live in
+// internal/validation; this package adds what needs other objects (does the Provider
+// exist, is this a duplicate) and turns rule violations into admission errors.
+package webhook
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/index"
+	"github.com/pipes-dev/pipes-operator/internal/validation"
+)
+
+// Setup registers every validating webhook with mgr. Cross-object checks read through
+// the manager's cache (with the indexes of package index).
+func Setup(mgr ctrl.Manager) error {
+	r := mgr.GetClient()
+	if err := ctrl.NewWebhookManagedBy(mgr, &pipesv1.Provider{}).WithValidator(&ProviderValidator{}).Complete(); err != nil {
+		return err
+	}
+	if err := ctrl.NewWebhookManagedBy(mgr, &pipesv1.OrganizationProvider{}).WithValidator(&OrganizationProviderValidator{Reader: r}).Complete(); err != nil {
+		return err
+	}
+	return ctrl.NewWebhookManagedBy(mgr, &pipesv1.ConnectedAccount{}).WithValidator(&ConnectedAccountValidator{Reader: r}).Complete()
+}
+
+// invalid turns rule violations into a 422 Invalid status whose message is the rules'
+// own sentences (each names its field). It carries no per-field causes on purpose:
+// kubectl prints causes instead of the message, as "field: field ...".
+func invalid(kind, name string, errs field.ErrorList) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status:  metav1.StatusFailure,
+		Code:    422,
+		Reason:  metav1.StatusReasonInvalid,
+		Message: validation.Message(errs),
+		Details: &metav1.StatusDetails{Group: pipesv1.GroupVersion.Group, Kind: kind, Name: name},
+	}}
+}
+
+// getProvider returns the named Provider, or nil when it does not exist.
+func getProvider(ctx context.Context, r client.Reader, namespace, name string) (*pipesv1.Provider, error) {
+	var p pipesv1.Provider
+	err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &p)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("looking up Provider %s/%s: %w", namespace, name, err)
+	}
+	return &p, nil
+}
+
+// +kubebuilder:webhook:path=/validate-pipes-dev-v1alpha1-provider,mutating=false,failurePolicy=fail,sideEffects=None,groups=pipes.dev,resources=providers,verbs=create;update,versions=v1alpha1,name=vprovider.pipes.dev,admissionReviewVersions=v1
+
+// ProviderValidator validates Providers.
+type ProviderValidator struct{}
+
+var _ admission.Validator[*pipesv1.Provider] = &ProviderValidator{}
+
+// ValidateCreate implements admission.Validator.
+func (v *ProviderValidator) ValidateCreate(_ context.Context, p *pipesv1.Provider) (admission.Warnings, error) {
+	return nil, invalid("Provider", p.Name, validation.Provider(p))
+}
+
+// ValidateUpdate implements admission.Validator.
+func (v *ProviderValidator) ValidateUpdate(_ context.Context, oldP, newP *pipesv1.Provider) (admission.Warnings, error) {
+	return nil, invalid("Provider", newP.Name, validation.ProviderUpdate(oldP, newP))
+}
+
+// ValidateDelete implements admission.Validator.
+func (v *ProviderValidator) ValidateDelete(context.Context, *pipesv1.Provider) (admission.Warnings, error) {
+	return nil, nil
+}
+
+// +kubebuilder:webhook:path=/validate-pipes-dev-v1alpha1-organizationprovider,mutating=false,failurePolicy=fail,sideEffects=None,groups=pipes.dev,resources=organizationproviders,verbs=create;update,versions=v1alpha1,name=vorganizationprovider.pipes.dev,admissionReviewVersions=v1
+
+// OrganizationProviderValidator validates OrganizationProviders against their Provider
+// and against each other.
+type OrganizationProviderValidator struct {
+	Reader client.Reader
+}
+
+var _ admission.Validator[*pipesv1.OrganizationProvider] = &OrganizationProviderValidator{}
+
+// ValidateCreate implements admission.Validator.
+func (v *OrganizationProviderValidator) ValidateCreate(ctx context.Context, op *pipesv1.OrganizationProvider) (admission.Warnings, error) {
+	errs, err := v.validate(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	var existing pipesv1.OrganizationProviderList
+	if err := v.Reader.List(ctx, &existing, client.InNamespace(op.Namespace),
+		client.MatchingFields{index.OrganizationProviderIdentity: index.OrganizationKey(op.Spec.ProviderRef.Name, op.Spec.OrganizationID)}); err != nil {
+		return nil, err
+	}
+	for _, other := range existing.Items {
+		if other.Name != op.Name {
+			errs = append(errs, &field.Error{Type: field.ErrorTypeDuplicate, Field: "spec.organizationID", BadValue: op.Spec.OrganizationID,
+				Detail: fmt.Sprintf("spec.organizationID: OrganizationProvider %q already configures Provider %q for organization %q; edit that one instead",
+					other.Name, op.Spec.ProviderRef.Name, op.Spec.OrganizationID)})
+			break
+		}
+	}
+	return nil, invalid("OrganizationProvider", op.Name, errs)
+}
+
+// ValidateUpdate implements admission.Validator.
+func (v *OrganizationProviderValidator) ValidateUpdate(ctx context.Context, oldOP, newOP *pipesv1.OrganizationProvider) (admission.Warnings, error) {
+	errs := validation.OrganizationProviderUpdate(oldOP, newOP)
+	if newOP.DeletionTimestamp == nil {
+		more, err := v.validate(ctx, newOP)
+		if err != nil {
+			return nil, err
+		}
+		errs = append(errs, more...)
+	}
+	return nil, invalid("OrganizationProvider", newOP.Name, errs)
+}
+
+// ValidateDelete implements admission.Validator.
+func (v *OrganizationProviderValidator) ValidateDelete(context.Context, *pipesv1.OrganizationProvider) (admission.Warnings, error) {
+	return nil, nil
+}
+
+func (v *OrganizationProviderValidator) validate(ctx context.Context, op *pipesv1.OrganizationProvider) (field.ErrorList, error) {
+	p, err := getProvider(ctx, v.Reader, op.Namespace, op.Spec.ProviderRef.Name)
+	if err != nil {
+		return nil, err
+	}
+	return validation.OrganizationProvider(op, p), nil
+}
+
+// +kubebuilder:webhook:path=/validate-pipes-dev-v1alpha1-connectedaccount,mutating=false,failurePolicy=fail,sideEffects=None,groups=pipes.dev,resources=connectedaccounts,verbs=create;update,versions=v1alpha1,name=vconnectedaccount.pipes.dev,admissionReviewVersions=v1
+
+// ConnectedAccountValidator validates ConnectedAccounts against their Provider and
+// against each other.
+type ConnectedAccountValidator struct {
+	Reader client.Reader
+}
+
+var _ admission.Validator[*pipesv1.ConnectedAccount] = &ConnectedAccountValidator{}
+
+// ValidateCreate implements admission.Validator.
+func (v *ConnectedAccountValidator) ValidateCreate(ctx context.Context, ca *pipesv1.ConnectedAccount) (admission.Warnings, error) {
+	p, err := getProvider(ctx, v.Reader, ca.Namespace, ca.Spec.ProviderRef.Name)
+	if err != nil {
+		return nil, err
+	}
+	errs := validation.ConnectedAccount(ca, p)
+	var existing pipesv1.ConnectedAccountList
+	if err := v.Reader.List(ctx, &existing, client.InNamespace(ca.Namespace),
+		client.MatchingFields{index.AccountIdentity: index.AccountKey(ca.Spec.ProviderRef.Name, ca.Spec.UserID, ca.Spec.OrganizationID)}); err != nil {
+		return nil, err
+	}
+	for _, other := range existing.Items {
+		if other.Name != ca.Name {
+			errs = append(errs, &field.Error{Type: field.ErrorTypeDuplicate, Field: "spec.userID", BadValue: ca.Spec.UserID,
+				Detail: fmt.Sprintf("spec.userID: ConnectedAccount %q already connects user %q%s to Provider %q; update that one instead (one account per provider, user and organization)",
+					other.Name, ca.Spec.UserID, orgSuffix(ca.Spec.OrganizationID), ca.Spec.ProviderRef.Name)})
+			break
+		}
+	}
+	return nil, invalid("ConnectedAccount", ca.Name, errs)
+}
+
+// ValidateUpdate implements admission.Validator. The Provider is not required to exist on
+// update, so accounts of a deleted Provider can still be cleaned up.
+func (v *ConnectedAccountValidator) ValidateUpdate(ctx context.Context, oldCA, newCA *pipesv1.ConnectedAccount) (admission.Warnings, error) {
+	errs := validation.ConnectedAccountUpdate(oldCA, newCA)
+	if newCA.DeletionTimestamp == nil {
+		p, err := getProvider(ctx, v.Reader, newCA.Namespace, newCA.Spec.ProviderRef.Name)
+		if err != nil {
+			return nil, err
+		}
+		if p != nil {
+			errs = append(errs, validation.ConnectedAccount(newCA, p)...)
+		}
+	}
+	return nil, invalid("ConnectedAccount", newCA.Name, errs)
+}
+
+// ValidateDelete implements admission.Validator.
+func (v *ConnectedAccountValidator) ValidateDelete(context.Context, *pipesv1.ConnectedAccount) (admission.Warnings, error) {
+	return nil, nil
+}
+
+func orgSuffix(org string) string {
+	if org == "" {
+		return ""
+	}
+	return fmt.Sprintf(" in organization %q", org)
+}
