@@ -51,8 +51,8 @@ func (r *OrganizationProviderReconciler) Reconcile(ctx context.Context, req ctrl
 		status, reason, msg = metav1.ConditionFalse, pipesv1.ReasonDisabled, fmt.Sprintf("spec.enabled is false: organization %q's users cannot use Provider %q; their credentials are kept", op.Spec.OrganizationID, p.Name)
 	default:
 		// The Provider may have changed since admission (e.g. scopes narrowed).
-		if errs := validation.OrganizationSettings(&p, op.Spec.Scopes, op.Spec.Credentials != nil, field.NewPath("spec")); len(errs) > 0 {
-			status, reason, msg = metav1.ConditionFalse, pipesv1.ReasonAuthMethodMismatch, validation.Message(errs)
+		if errs := validation.OrganizationSettings(&p, op.Spec.Scopes, op.Spec.Credentials != nil, field.NewPath("spec", "scopes"), field.NewPath("spec", "credentials")); len(errs) > 0 {
+			status, reason, msg = metav1.ConditionFalse, pipesv1.ReasonInvalidSettings, validation.Message(errs)
 		} else if op.Spec.Credentials != nil {
 			found, why, err := secretKeyExists(ctx, r.APIReader, op.Namespace, op.Spec.Credentials.ClientSecretRef)
 			if err != nil {

@@ -39,6 +39,8 @@ const (
 	ReasonDecryptionFailed Reason = "DecryptionFailed"
 	// ReasonEncryptionFailed: the credential could not be encrypted or stored.
 	ReasonEncryptionFailed Reason = "EncryptionFailed"
+	// ReasonInvalidSettings: an OrganizationProvider's settings no longer fit its Provider (e.g. its scopes were narrowed).
+	ReasonInvalidSettings Reason = "InvalidSettings"
 	// ReasonOAuthNotSupported: OAuth connections are not implemented yet.
 	ReasonOAuthNotSupported Reason = "OAuthNotSupported"
 )

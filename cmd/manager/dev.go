@@ -36,6 +36,9 @@ func runDev(args []string) (err error) {
 	if err := fs.Set("health-probe-bind-address", "127.0.0.1:8081"); err != nil {
 		return err
 	}
+	if err := fs.Set("api-bind-address", "127.0.0.1:8443"); err != nil {
+		return err
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -82,14 +85,26 @@ func runDev(args []string) (err error) {
 	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
 		return err
 	}
-	envPath := filepath.Join(*dir, "env")
-	if err := os.WriteFile(envPath, fmt.Appendf(nil, "export KUBECONFIG=%s\n", kubeconfigPath), 0o600); err != nil {
+	if err := devenv.InstallAPIRoles(ctx, c); err != nil {
 		return err
 	}
-
-	if !o.DisableWebhooks {
+	envFile := fmt.Sprintf("export KUBECONFIG=%s\n", kubeconfigPath)
+	if o.DisableWebhooks {
+		o.APIAddr = "" // the backend API shares the webhooks' generated certificate
+	} else {
 		w := env.WebhookInstallOptions
 		o.WebhookHost, o.WebhookPort, o.WebhookCertDir = w.LocalServingHost, w.LocalServingPort, w.LocalServingCertDir
+	}
+	if o.APIAddr != "" {
+		caPath, _ := filepath.Abs(filepath.Join(*dir, "ca.crt"))
+		if err := os.WriteFile(caPath, env.WebhookInstallOptions.LocalServingCAData, 0o600); err != nil {
+			return err
+		}
+		envFile += fmt.Sprintf("export PIPES_API_URL=https://%s\nexport PIPES_API_CA=%s\n", o.APIAddr, caPath)
+	}
+	envPath := filepath.Join(*dir, "env")
+	if err := os.WriteFile(envPath, []byte(envFile), 0o600); err != nil {
+		return err
 	}
 	op, err := operator.New(ctx, cfg, o, log)
 	if err != nil {
@@ -103,8 +118,9 @@ Try:
   source %[2]s
   kubectl get crd
   kubectl apply -f config/samples/
-  kubectl get providers,connectedaccounts -A
+  kubectl get pipes -A
   or: kubectl --kubeconfig %[1]s apply -f config/samples/
+Backend API: $PIPES_API_URL (CA: $PIPES_API_CA); docs/api.md shows how to get a token and call it.
 
 `, kubeconfigPath, envPath)
 	return op.Manager.Start(ctx)

@@ -47,6 +47,9 @@ func managerFlags(fs *flag.FlagSet, o *operator.Options, zo *zap.Options) {
 	fs.BoolVar(&o.DisableWebhooks, "disable-webhooks", false, "serve no admission webhooks (CEL validation still applies)")
 	fs.IntVar(&o.WebhookPort, "webhook-port", 9443, "admission webhook port")
 	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "directory of the webhook serving certificate (tls.crt, tls.key)")
+	fs.StringVar(&o.APIAddr, "api-bind-address", ":8443", "backend API address (HTTPS); empty disables it")
+	fs.StringVar(&o.APICertDir, "api-cert-dir", "", "directory of the backend API's certificate (tls.crt, tls.key); default: --webhook-cert-dir")
+	fs.Float64Var(&o.APIRateLimit, "api-rate-limit", 50, "backend API requests per second allowed per caller (burst: twice that)")
 	zo.BindFlags(fs)
 }
 
@@ -58,12 +61,13 @@ func runManager(args []string) error {
 	certRotation := fs.Bool("cert-rotation", true, "generate and rotate the webhook certificate with cert-controller (disable when cert-manager provides it)")
 	certSecret := fs.String("cert-secret", "pipes-webhook-cert", "Secret for the generated webhook certificate")
 	webhookService := fs.String("webhook-service", "pipes-webhook-service", "Service in front of the webhook server")
+	apiService := fs.String("api-service", "pipes-api", "Service in front of the backend API (added to the generated certificate)")
 	webhookConfig := fs.String("webhook-config", "pipes-validating-webhook-configuration", "ValidatingWebhookConfiguration whose CA bundle cert-controller keeps current")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *certRotation {
-		o.CertRotation = &operator.CertRotation{SecretName: *certSecret, ServiceName: *webhookService, WebhookConfigName: *webhookConfig}
+		o.CertRotation = &operator.CertRotation{SecretName: *certSecret, ServiceName: *webhookService, WebhookConfigName: *webhookConfig, ExtraServiceNames: []string{*apiService}}
 	}
 	log := logsafe.Cap(zap.New(zap.UseFlagOptions(&zo)))
 	ctrl.SetLogger(log)

@@ -204,3 +204,15 @@ func KeyUsage(ctx context.Context, r client.Reader) (Usage, error) {
 	}
 	return usage, nil
 }
+
+// AccountName is the name the backend API gives the ConnectedAccount of (provider, user,
+// organization): deterministic, so concurrent first upserts converge on one object, and
+// a valid object name whatever characters the IDs contain.
+func AccountName(provider, user, organization string) string {
+	sum := sha256.Sum256([]byte(user + "\x00" + organization))
+	suffix := "-" + hex.EncodeToString(sum[:6])
+	if len(provider)+len(suffix) > 253 {
+		provider = provider[:253-len(suffix)]
+	}
+	return provider + suffix
+}

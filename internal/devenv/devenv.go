@@ -5,13 +5,19 @@ package devenv
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
@@ -73,4 +79,30 @@ func Environment(webhooks bool) (*envtest.Environment, error) {
 		}
 	}
 	return env, nil
+}
+
+// InstallAPIRoles creates the ClusterRoles of config/rbac/api_roles.yaml with the name
+// prefix config/default gives them (pipes-vendor, pipes-backend).
+func InstallAPIRoles(ctx context.Context, c client.Client) error {
+	root, err := Root()
+	if err != nil {
+		return err
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "config", "rbac", "api_roles.yaml"))
+	if err != nil {
+		return err
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
+	for {
+		var role rbacv1.ClusterRole
+		if err := dec.Decode(&role); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("config/rbac/api_roles.yaml: %w", err)
+		}
+		role.Name = "pipes-" + role.Name
+		if err := c.Create(ctx, &role); err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +35,7 @@ import (
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/controllers"
+	"github.com/pipes-dev/pipes-operator/internal/backendapi"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
 	"github.com/pipes-dev/pipes-operator/internal/crypto"
 	"github.com/pipes-dev/pipes-operator/internal/index"
@@ -66,6 +68,12 @@ type Options struct {
 	WebhookCertDir string
 	CertRotation   *CertRotation
 
+	// APIAddr serves the backend API there ("" disables it); APICertDir holds its
+	// tls.crt and tls.key (default: WebhookCertDir).
+	APIAddr      string
+	APICertDir   string
+	APIRateLimit float64
+
 	// SkipNameValidation lets several managers run in one process (tests).
 	SkipNameValidation bool
 }
@@ -76,6 +84,8 @@ type CertRotation struct {
 	SecretName        string // Secret in Namespace holding the CA and serving cert
 	ServiceName       string // webhook Service, in Namespace
 	WebhookConfigName string // ValidatingWebhookConfiguration to patch
+	// ExtraServiceNames are other Services in Namespace the certificate serves (the backend API).
+	ExtraServiceNames []string
 }
 
 // Operator is a configured manager and the parts tests and commands need to reach.
@@ -83,6 +93,7 @@ type Operator struct {
 	Manager ctrl.Manager
 	Keyring *keyring.Keyring
 	Store   *credential.Store
+	API     *backendapi.Server // nil when disabled
 }
 
 // Scheme returns a scheme with the built-in kinds and pipes.dev/v1alpha1.
@@ -98,6 +109,10 @@ func Scheme() *runtime.Scheme {
 }
 
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+// +kubebuilder:rbac:groups=pipes.dev,resources=connectedaccounts,verbs=create;delete
+// +kubebuilder:rbac:groups=pipes.dev,resources=organizationproviders,verbs=create;update
 
 // New builds the manager; it loads (or on first start creates) the keyset before returning.
 func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Operator, error) {
@@ -200,13 +215,27 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	if err := setupWebhooks(mgr, o); err != nil {
 		return nil, err
 	}
+	var api *backendapi.Server
+	if o.APIAddr != "" {
+		api = &backendapi.Server{
+			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Store: store,
+			Recorder: mgr.GetEventRecorder("pipes-backend-api"),
+			Authn:    backendapi.NewTokenReviewer(direct, 10*time.Second),
+			Authz:    backendapi.NewAccessReviewer(direct, 10*time.Second),
+			Log:      log.WithName("backend-api"),
+			Options:  backendapi.Options{Addr: o.APIAddr, CertDir: orDefault(o.APICertDir, o.WebhookCertDir), RateLimit: o.APIRateLimit},
+		}
+		if err := mgr.Add(api); err != nil {
+			return nil, err
+		}
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, err
 	}
 	if err := mgr.AddReadyzCheck("readyz", readyz(mgr, o)); err != nil {
 		return nil, err
 	}
-	return &Operator{Manager: mgr, Keyring: ring, Store: store}, nil
+	return &Operator{Manager: mgr, Keyring: ring, Store: store, API: api}, nil
 }
 
 func setupWebhooks(mgr ctrl.Manager, o Options) error {
@@ -217,13 +246,17 @@ func setupWebhooks(mgr ctrl.Manager, o Options) error {
 		return pipeswebhook.Setup(mgr)
 	}
 	ready := make(chan struct{})
+	dnsNames := []string{fmt.Sprintf("%s.%s.svc.cluster.local", o.CertRotation.ServiceName, o.Namespace)}
+	for _, svc := range o.CertRotation.ExtraServiceNames {
+		dnsNames = append(dnsNames, fmt.Sprintf("%s.%s.svc", svc, o.Namespace), fmt.Sprintf("%s.%s.svc.cluster.local", svc, o.Namespace))
+	}
 	err := rotator.AddRotator(mgr, &rotator.CertRotator{
 		SecretKey:      types.NamespacedName{Namespace: o.Namespace, Name: o.CertRotation.SecretName},
 		CertDir:        o.WebhookCertDir,
 		CAName:         "pipes-operator-ca",
 		CAOrganization: "pipes.dev",
 		DNSName:        fmt.Sprintf("%s.%s.svc", o.CertRotation.ServiceName, o.Namespace),
-		ExtraDNSNames:  []string{fmt.Sprintf("%s.%s.svc.cluster.local", o.CertRotation.ServiceName, o.Namespace)},
+		ExtraDNSNames:  dnsNames,
 		IsReady:        ready,
 		Webhooks:       []rotator.WebhookInfo{{Name: o.CertRotation.WebhookConfigName, Type: rotator.Validating}},
 		ExtKeyUsages:   &[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},

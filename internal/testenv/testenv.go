@@ -50,6 +50,10 @@ type Options struct {
 	NoManager bool
 	// LogTo also receives the manager's log (e.g. GinkgoWriter).
 	LogTo io.Writer
+	// API serves the backend API on a free loopback port (needs Webhooks, for its certificate).
+	API bool
+	// APIRateLimit overrides the API's per-caller rate limit.
+	APIRateLimit float64
 }
 
 // Start starts the control plane and the manager and waits until the manager's caches
@@ -72,6 +76,9 @@ func Start(o Options) (*Env, error) {
 	if err := e.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: OperatorNamespace}}); err != nil {
 		return nil, err
 	}
+	if err := devenv.InstallAPIRoles(ctx, e.Client); err != nil {
+		return nil, err
+	}
 	if o.NoManager {
 		return e, nil
 	}
@@ -87,6 +94,9 @@ func Start(o Options) (*Env, error) {
 	if o.Webhooks {
 		w := env.WebhookInstallOptions
 		opts.WebhookHost, opts.WebhookPort, opts.WebhookCertDir = w.LocalServingHost, w.LocalServingPort, w.LocalServingCertDir
+	}
+	if o.API {
+		opts.APIAddr, opts.APIRateLimit = "127.0.0.1:0", o.APIRateLimit
 	}
 	if e.Operator, err = operator.New(ctx, cfg, opts, log); err != nil {
 		return nil, err
@@ -108,8 +118,21 @@ func Start(o Options) (*Env, error) {
 			}
 		}
 	}
+	for o.API && e.Operator.API.Addr() == "" {
+		select {
+		case <-syncCtx.Done():
+			return nil, fmt.Errorf("backend API did not start")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	return e, nil
 }
+
+// APIURL is the backend API's base URL.
+func (e *Env) APIURL() string { return "https://" + e.Operator.API.Addr() }
+
+// APICA is the PEM CA bundle the backend API's certificate chains to.
+func (e *Env) APICA() []byte { return e.Env.WebhookInstallOptions.LocalServingCAData }
 
 // Stop stops the manager, then the control plane.
 func (e *Env) Stop() error {

@@ -65,16 +65,94 @@ func fuzzCredentialsMode(b byte) pipesv1.OAuthCredentialsMode {
 	}
 }
 
-// validID restates the identifier rule independently: non-empty, at most MaxIDLength
-// bytes, no surrounding whitespace, no ASCII control characters.
+// unprintableRune restates the control-character rule independently: the C0 and C1
+// control ranges, DEL, and the Unicode line and paragraph separators.
+func unprintableRune(r rune) bool {
+	return r < 0x20 || (r >= 0x7f && r <= 0x9f) || r == 0x2028 || r == 0x2029
+}
+
+// validID restates the identifier rule independently: non-empty valid UTF-8, at most
+// MaxIDLength characters (not bytes), no surrounding whitespace, nothing unprintable.
 func validID(id string) bool {
-	return id != "" && len(id) <= validation.MaxIDLength && strings.TrimSpace(id) == id &&
-		!strings.ContainsFunc(id, func(r rune) bool { return r < 0x20 || r == 0x7f })
+	return id != "" && utf8.ValidString(id) && len([]rune(id)) <= validation.MaxIDLength && strings.TrimSpace(id) == id &&
+		!strings.ContainsFunc(id, unprintableRune)
+}
+
+// checkID checks the error reported at path for id (nil when none) against the order of
+// the identifier rules; invalid UTF-8 and control characters are never echoed back.
+func checkID(t *testing.T, path, id string, required bool, errs field.ErrorList) {
+	t.Helper()
+	var got []*field.Error
+	for _, e := range errs {
+		if e.Field == path {
+			got = append(got, e)
+		}
+	}
+	if id == "" && !required || validID(id) {
+		if len(got) != 0 {
+			t.Fatalf("%s %q: unexpected errors %v", path, id, got)
+		}
+		return
+	}
+	if len(got) != 1 {
+		t.Fatalf("%s %q: want one error, got %v", path, id, got)
+	}
+	e := got[0]
+	switch {
+	case id == "":
+		if e.Type != field.ErrorTypeRequired {
+			t.Fatalf("%s empty: %v", path, e)
+		}
+	case !utf8.ValidString(id):
+		if e.Detail != path+" is not valid UTF-8 text" || e.BadValue != nil {
+			t.Fatalf("%s %q not valid UTF-8: %#v", path, id, e)
+		}
+	case len([]rune(id)) > validation.MaxIDLength:
+		n := len([]rune(id))
+		if e.Type != field.ErrorTypeTooLong || e.Detail != fmt.Sprintf("%s is %d characters long; at most %d are allowed", path, n, validation.MaxIDLength) {
+			t.Fatalf("%s of %d characters: %v", path, n, e)
+		}
+	case strings.TrimSpace(id) != id:
+		if e.Detail != path+" has leading or trailing whitespace; remove it" {
+			t.Fatalf("%s %q: %v", path, id, e)
+		}
+	default:
+		if e.Detail != path+" contains control characters; use printable characters only" || e.BadValue != nil {
+			t.Fatalf("%s %q: %#v", path, id, e)
+		}
+	}
+}
+
+// badScope restates the scope rule independently: a scope is one non-empty
+// whitespace-free field.
+func badScope(s string) bool {
+	f := strings.Fields(s)
+	return len(f) != 1 || f[0] != s
+}
+
+// checkScopes checks that exactly the bad scopes are reported as Invalid at path[i].
+func checkScopes(t *testing.T, path string, scopes []string, errs field.ErrorList) {
+	t.Helper()
+	for i, s := range scopes {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		if badScope(s) != hasErrorOf(errs, field.ErrorTypeInvalid, p) {
+			t.Fatalf("scope %q: bad=%v, errors %v", s, badScope(s), errs)
+		}
+	}
 }
 
 func hasErrorAt(errs field.ErrorList, path string) bool {
 	for _, e := range errs {
 		if e.Field == path {
+			return true
+		}
+	}
+	return false
+}
+
+func hasErrorOf(errs field.ErrorList, typ field.ErrorType, path string) bool {
+	for _, e := range errs {
+		if e.Field == path && e.Type == typ {
 			return true
 		}
 	}
@@ -88,6 +166,9 @@ func FuzzProvider(f *testing.F) {
 	f.Add(byte(0), byte(1), true, "x", strings.Repeat("d", 2049), "http://example.com", "/relative", "", false, "a,a, b,", "STATE", byte(2))
 	f.Add(byte(3), byte(2), true, "\x00", "\xff\xfe", "https://[::1]:9/x", "http://[::1]/t", "\n", true, "\t,\n", "redirect_uri", byte(1))
 	f.Add(byte(1), byte(1), true, "n", "d", "://", "https://", "c", true, ",,,", "scope", byte(0))
+	f.Add(byte(0), byte(0), false, "é", strings.Repeat("é", 1500), "", "", "", false, "", "", byte(0))
+	f.Add(byte(0), byte(0), false, "é", strings.Repeat("é", 2049), "", "", "", false, "", "", byte(0))
+	f.Add(byte(1), byte(1), true, "n", "\u2028", "https://a.example/a", "https://a.example/t", "c", true, "a\vb,c\u00a0d,e\u2028f,g\u3000h,i\u0085j,ok", "p", byte(0))
 	f.Fuzz(func(t *testing.T, method, newMethod byte, hasOAuth bool, displayName, description, authURL, tokenURL, clientID string,
 		hasSecret bool, scopes, paramKey string, mode byte) {
 		p := &pipesv1.Provider{
@@ -114,8 +195,18 @@ func FuzzProvider(f *testing.F) {
 		if p.Spec.Method == pipesv1.AuthMethodOAuth && !hasOAuth && !hasErrorAt(errs, "spec.oauth") {
 			t.Fatalf("OAuth provider without oauth accepted: %v", errs)
 		}
-		if (len(description) > validation.MaxDescriptionLength) != hasErrorAt(errs, "spec.description") {
-			t.Fatalf("description of %d bytes: errors %v", len(description), errs)
+		// Counted in characters (each byte of invalid UTF-8 counting as one).
+		if n := len([]rune(description)); (n > validation.MaxDescriptionLength) != hasErrorAt(errs, "spec.description") {
+			t.Fatalf("description of %d characters (%d bytes): errors %v", n, len(description), errs)
+		} else if n > validation.MaxDescriptionLength {
+			for _, e := range errs {
+				if e.Field == "spec.description" && e.Detail != fmt.Sprintf("spec.description is %d characters long; shorten it to at most %d", n, validation.MaxDescriptionLength) {
+					t.Fatalf("description of %d characters: %v", n, e)
+				}
+			}
+		}
+		if p.Spec.Method == pipesv1.AuthMethodOAuth && hasOAuth {
+			checkScopes(t, "spec.oauth.scopes", p.Spec.OAuth.Scopes, errs)
 		}
 
 		// Update: the Provider's own errors, preceded by the method error iff it changed.
@@ -141,6 +232,9 @@ func FuzzOrganizationProvider(f *testing.F) {
 	f.Add("github", "", true, byte(1), "admin,admin,repo", true, "repo", byte(0), true, "org", "gitlab")
 	f.Add("x", " org ", false, byte(2), "a b", false, "", byte(2), false, "\x00", "")
 	f.Add("openai", strings.Repeat("o", 257), true, byte(0), "read", true, "", byte(0), true, "", "openai")
+	f.Add("openai", strings.Repeat("é", 200), true, byte(0), "", false, "", byte(0), true, strings.Repeat("é", 200), "openai")
+	f.Add("openai", strings.Repeat("é", 257), true, byte(0), "", false, "", byte(0), true, "o", "openai")
+	f.Add("github", "org\xff", true, byte(1), "a\vb,c\u00a0d", false, "a\vb,c\u00a0d", byte(0), true, "org\u2028", "github")
 	f.Fuzz(func(t *testing.T, providerName, org string, providerExists bool, method byte, scopes string, hasCreds bool,
 		providerScopes string, mode byte, enabled bool, newOrg, newProvider string) {
 		op := &pipesv1.OrganizationProvider{
@@ -168,8 +262,9 @@ func FuzzOrganizationProvider(f *testing.F) {
 		if (provider == nil) != hasErrorAt(errs, "spec.providerRef.name") {
 			t.Fatalf("provider exists=%v: errors %v", provider != nil, errs)
 		}
-		if validID(org) == hasErrorAt(errs, "spec.organizationID") {
-			t.Fatalf("organizationID %q: errors %v", org, errs)
+		checkID(t, "spec.organizationID", org, true, errs)
+		if provider != nil && provider.Spec.Method != pipesv1.AuthMethodAPIKey {
+			checkScopes(t, "spec.scopes", op.Spec.Scopes, errs)
 		}
 		if provider != nil && provider.Spec.Method == pipesv1.AuthMethodAPIKey {
 			if (len(op.Spec.Scopes) > 0) != hasErrorAt(errs, "spec.scopes") || hasCreds != hasErrorAt(errs, "spec.credentials") {
@@ -183,7 +278,7 @@ func FuzzOrganizationProvider(f *testing.F) {
 		}
 
 		if provider != nil {
-			body := validation.OrganizationSettings(provider, op.Spec.Scopes, hasCreds, field.NewPath("body"))
+			body := validation.OrganizationSettings(provider, op.Spec.Scopes, hasCreds, field.NewPath("body", "scopes"), field.NewPath("body", "credentials"))
 			checkErrors(t, "OrganizationSettings", "body", body)
 		}
 
@@ -203,6 +298,9 @@ func FuzzConnectedAccount(f *testing.F) {
 	f.Add("github", "", "org_9", false, byte(1), true, false, "u", "", "x")
 	f.Add("x", " u\n", "\x7f", true, byte(3), false, false, "", "org", "")
 	f.Add("openai", strings.Repeat("u", 300), strings.Repeat("o", 256), true, byte(0), false, false, "u", "o", "openai")
+	f.Add("openai", strings.Repeat("é", 200), strings.Repeat("é", 257), true, byte(0), true, true, "u", "o", "openai")
+	f.Add("openai", "user\xc3", "org\u2029x", true, byte(0), false, false, "u", "o", "openai")
+	f.Add("openai", "u\u0085v", "\xed\xa0\x80", true, byte(1), true, false, "u", "o", "openai")
 	f.Fuzz(func(t *testing.T, providerName, user, org string, providerExists bool, method byte, hasAPIKey, hasRef bool,
 		newUser, newOrg, newProvider string) {
 		ca := &pipesv1.ConnectedAccount{
@@ -226,19 +324,19 @@ func FuzzConnectedAccount(f *testing.F) {
 		if (provider == nil) != hasErrorAt(errs, "spec.providerRef.name") {
 			t.Fatalf("provider exists=%v: errors %v", provider != nil, errs)
 		}
+		// spec.apiKey carries both the auth method mismatch (Forbidden) and the missing source (Required).
 		mismatch := provider != nil && provider.Spec.Method == pipesv1.AuthMethodOAuth && hasAPIKey
-		if mismatch != hasErrorAt(errs, "spec.apiKey") {
+		if mismatch != hasErrorOf(errs, field.ErrorTypeForbidden, "spec.apiKey") {
 			t.Fatalf("OAuth provider with apiKey=%v: errors %v", hasAPIKey, errs)
 		}
-		if (hasAPIKey && !hasRef) != hasErrorAt(errs, "spec.apiKey.secretKeyRef") {
+		if (hasAPIKey && !hasRef) != hasErrorOf(errs, field.ErrorTypeRequired, "spec.apiKey") {
 			t.Fatalf("apiKey=%v secretKeyRef=%v: errors %v", hasAPIKey, hasRef, errs)
 		}
-		if validID(user) == hasErrorAt(errs, "spec.userID") {
-			t.Fatalf("userID %q: errors %v", user, errs)
+		if hasErrorAt(errs, "spec.apiKey.secretKeyRef") {
+			t.Fatalf("error reported at spec.apiKey.secretKeyRef: %v", errs)
 		}
-		if (org == "" || validID(org)) == hasErrorAt(errs, "spec.organizationID") {
-			t.Fatalf("organizationID %q: errors %v", org, errs)
-		}
+		checkID(t, "spec.userID", user, true, errs)
+		checkID(t, "spec.organizationID", org, false, errs)
 
 		n := ca.DeepCopy()
 		n.Spec.UserID, n.Spec.OrganizationID, n.Spec.ProviderRef.Name = newUser, newOrg, newProvider
@@ -262,6 +360,11 @@ func FuzzAPIKey(f *testing.F) {
 	f.Add([]byte("ключ-секрет-АБВГ"))
 	f.Add([]byte("\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8\xf7\xf6\xf5\xf4"))
 	f.Add([]byte(strings.Repeat("k", validation.MaxAPIKeyLength+1)))
+	f.Add([]byte("sk-live-\u2028-0123456789"))
+	f.Add([]byte("sk-live-\u2029-0123456789"))
+	f.Add([]byte("sk-live-\u0085-0123456789"))
+	f.Add([]byte("sk-live-0123456789\xe2\x80"))
+	f.Add([]byte(" \xff "))
 	f.Fuzz(func(t *testing.T, key []byte) {
 		path := field.NewPath("body", "apiKey")
 		errs := validation.APIKey(path, key)
@@ -276,6 +379,7 @@ func FuzzAPIKey(f *testing.F) {
 			fmt.Sprintf("body.apiKey is %d bytes long; API keys may be at most %d bytes", len(key), validation.MaxAPIKeyLength):                      true,
 			"body.apiKey has leading or trailing whitespace (often a trailing newline from `echo`); store the key without it, e.g. with `printf %s`": true,
 			"body.apiKey contains control characters; an API key is a single line of printable text":                                                 true,
+			"body.apiKey is not valid UTF-8 text; an API key is a single line of printable text":                                                     true,
 		}
 		for _, e := range errs {
 			if !allowed[e.Detail] {
@@ -286,10 +390,15 @@ func FuzzAPIKey(f *testing.F) {
 			}
 		}
 		s := string(key)
-		valid := len(key) > 0 && len(key) <= validation.MaxAPIKeyLength && strings.TrimSpace(s) == s &&
-			!strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
+		valid := len(key) > 0 && len(key) <= validation.MaxAPIKeyLength && utf8.Valid(key) && strings.TrimSpace(s) == s &&
+			!strings.ContainsFunc(s, unprintableRune)
 		if valid != (len(errs) == 0) {
 			t.Fatalf("key %q: valid=%v but errors %v", key, valid, errs)
+		}
+		// Invalid UTF-8 is reported as such whenever the key's length is acceptable.
+		if len(key) > 0 && len(key) <= validation.MaxAPIKeyLength && !utf8.Valid(key) &&
+			(len(errs) != 1 || errs[0].Detail != "body.apiKey is not valid UTF-8 text; an API key is a single line of printable text") {
+			t.Fatalf("key %q is not valid UTF-8: errors %v", key, errs)
 		}
 
 		last4 := validation.Last4(key)

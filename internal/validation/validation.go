@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -59,9 +61,9 @@ func Provider(p *pipesv1.Provider) field.ErrorList {
 		errs = append(errs, problem(field.ErrorTypeNotSupported, methodPath, string(s.Method),
 			"spec.method must be OAuth or APIKey, not %q", s.Method))
 	}
-	if len(s.Description) > MaxDescriptionLength {
-		errs = append(errs, problem(field.ErrorTypeTooLong, specPath.Child("description"), len(s.Description),
-			"spec.description is %d characters long; shorten it to at most %d", len(s.Description), MaxDescriptionLength))
+	if n := utf8.RuneCountInString(s.Description); n > MaxDescriptionLength {
+		errs = append(errs, problem(field.ErrorTypeTooLong, specPath.Child("description"), n,
+			"spec.description is %d characters long; shorten it to at most %d", n, MaxDescriptionLength))
 	}
 	return errs
 }
@@ -113,7 +115,7 @@ func scopeList(path *field.Path, scopes []string) field.ErrorList {
 	seen := map[string]bool{}
 	for i, s := range scopes {
 		switch {
-		case strings.TrimSpace(s) == "" || strings.ContainsAny(s, " \t\r\n"):
+		case strings.TrimSpace(s) == "" || strings.ContainsFunc(s, unicode.IsSpace):
 			errs = append(errs, problem(field.ErrorTypeInvalid, path.Index(i), s, "%s must be a single non-empty scope without spaces", path.Index(i)))
 		case seen[s]:
 			errs = append(errs, problem(field.ErrorTypeDuplicate, path.Index(i), s, "%s repeats scope %q; list each scope once", path.Index(i), s))
@@ -145,24 +147,24 @@ func OrganizationProvider(op *pipesv1.OrganizationProvider, provider *pipesv1.Pr
 	if provider == nil {
 		return append(errs, providerNotFound(op.Namespace, op.Spec.ProviderRef.Name))
 	}
-	return append(errs, OrganizationSettings(provider, op.Spec.Scopes, op.Spec.Credentials != nil, specPath)...)
+	return append(errs, OrganizationSettings(provider, op.Spec.Scopes, op.Spec.Credentials != nil, specPath.Child("scopes"), specPath.Child("credentials"))...)
 }
 
 // OrganizationSettings checks an organization's scopes and OAuth client against its
-// Provider; base is where the fields live (spec for OrganizationProvider, the request body
-// for the backend API).
-func OrganizationSettings(provider *pipesv1.Provider, scopes []string, hasCredentials bool, base *field.Path) field.ErrorList {
+// Provider; scopesPath and credentialsPath say where those fields live (spec for an
+// OrganizationProvider, the request body for the backend API).
+func OrganizationSettings(provider *pipesv1.Provider, scopes []string, hasCredentials bool, scopesPath, credentialsPath *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	if provider.Spec.Method == pipesv1.AuthMethodAPIKey {
 		if len(scopes) > 0 {
-			errs = append(errs, problem(field.ErrorTypeForbidden, base.Child("scopes"), scopes, "%s: %s", base.Child("scopes"), APIKeyProviderOverrides))
+			errs = append(errs, problem(field.ErrorTypeForbidden, scopesPath, scopes, "%s: %s", scopesPath, APIKeyProviderOverrides))
 		}
 		if hasCredentials {
-			errs = append(errs, problem(field.ErrorTypeForbidden, base.Child("credentials"), nil, "%s: %s", base.Child("credentials"), APIKeyProviderOverrides))
+			errs = append(errs, problem(field.ErrorTypeForbidden, credentialsPath, nil, "%s: %s", credentialsPath, APIKeyProviderOverrides))
 		}
 		return errs
 	}
-	errs = append(errs, scopeList(base.Child("scopes"), scopes)...)
+	errs = append(errs, scopeList(scopesPath, scopes)...)
 	var allowed []string
 	if provider.Spec.OAuth != nil {
 		allowed = provider.Spec.OAuth.Scopes
@@ -174,14 +176,14 @@ func OrganizationSettings(provider *pipesv1.Provider, scopes []string, hasCreden
 		}
 	}
 	if len(extra) > 0 {
-		errs = append(errs, problem(field.ErrorTypeForbidden, base.Child("scopes"), extra,
+		errs = append(errs, problem(field.ErrorTypeForbidden, scopesPath, extra,
 			"%s may only narrow Provider %q's scopes; not allowed: %s (allowed: %s)",
-			base.Child("scopes"), provider.Name, strings.Join(extra, ", "), orNone(allowed)))
+			scopesPath, provider.Name, strings.Join(extra, ", "), orNone(allowed)))
 	}
 	if hasCredentials && (provider.Spec.OAuth == nil || provider.Spec.OAuth.CredentialsMode != pipesv1.OAuthCredentialsOrganization) {
-		errs = append(errs, problem(field.ErrorTypeForbidden, base.Child("credentials"), nil,
+		errs = append(errs, problem(field.ErrorTypeForbidden, credentialsPath, nil,
 			"%s is allowed only when Provider %q has spec.oauth.credentialsMode Organization; this provider uses the application's OAuth client",
-			base.Child("credentials"), provider.Name))
+			credentialsPath, provider.Name))
 	}
 	return errs
 }
@@ -209,7 +211,7 @@ func ConnectedAccount(ca *pipesv1.ConnectedAccount, provider *pipesv1.Provider) 
 	errs = append(errs, identifier(specPath.Child("userID"), ca.Spec.UserID, true)...)
 	errs = append(errs, identifier(specPath.Child("organizationID"), ca.Spec.OrganizationID, false)...)
 	if ca.Spec.APIKey != nil && ca.Spec.APIKey.SecretKeyRef == nil {
-		errs = append(errs, problem(field.ErrorTypeRequired, specPath.Child("apiKey", "secretKeyRef"), nil,
+		errs = append(errs, problem(field.ErrorTypeRequired, specPath.Child("apiKey"), nil,
 			"spec.apiKey needs a source: set spec.apiKey.secretKeyRef, or remove spec.apiKey to set the key through the backend API"))
 	}
 	if provider == nil {
@@ -253,11 +255,14 @@ func identifier(path *field.Path, id string, required bool) field.ErrorList {
 		return field.ErrorList{problem(field.ErrorTypeRequired, path, nil, "%s is required", path)}
 	case id == "":
 		return nil
-	case len(id) > MaxIDLength:
-		return field.ErrorList{problem(field.ErrorTypeTooLong, path, len(id), "%s is %d bytes long; at most %d are allowed", path, len(id), MaxIDLength)}
+	case !utf8.ValidString(id):
+		return field.ErrorList{problem(field.ErrorTypeInvalid, path, nil, "%s is not valid UTF-8 text", path)}
+	case utf8.RuneCountInString(id) > MaxIDLength:
+		n := utf8.RuneCountInString(id)
+		return field.ErrorList{problem(field.ErrorTypeTooLong, path, n, "%s is %d characters long; at most %d are allowed", path, n, MaxIDLength)}
 	case strings.TrimSpace(id) != id:
 		return field.ErrorList{problem(field.ErrorTypeInvalid, path, id, "%s has leading or trailing whitespace; remove it", path)}
-	case strings.IndexFunc(id, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0:
+	case strings.IndexFunc(id, unprintable) >= 0:
 		return field.ErrorList{problem(field.ErrorTypeInvalid, path, nil, "%s contains control characters; use printable characters only", path)}
 	}
 	return nil
@@ -276,13 +281,18 @@ func APIKey(path *field.Path, key []byte) field.ErrorList {
 		return field.ErrorList{problem(field.ErrorTypeRequired, path, nil, "%s is empty; supply the API key issued by the provider", path)}
 	case len(key) > MaxAPIKeyLength:
 		return field.ErrorList{problem(field.ErrorTypeTooLong, path, nil, "%s is %d bytes long; API keys may be at most %d bytes", path, len(key), MaxAPIKeyLength)}
+	case !utf8.Valid(key):
+		return field.ErrorList{problem(field.ErrorTypeInvalid, path, nil, "%s is not valid UTF-8 text; an API key is a single line of printable text", path)}
 	case strings.TrimSpace(string(key)) != string(key):
 		return field.ErrorList{problem(field.ErrorTypeInvalid, path, nil, "%s has leading or trailing whitespace (often a trailing newline from `echo`); store the key without it, e.g. with `printf %%s`", path)}
-	case strings.IndexFunc(string(key), func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0:
+	case strings.IndexFunc(string(key), unprintable) >= 0:
 		return field.ErrorList{problem(field.ErrorTypeInvalid, path, nil, "%s contains control characters; an API key is a single line of printable text", path)}
 	}
 	return nil
 }
+
+// unprintable matches control characters and Unicode line and paragraph separators.
+func unprintable(r rune) bool { return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' }
 
 // Last4 is what may be shown of a key: its last four characters, or nothing for keys
 // shorter than 12 characters, where four would reveal too much.

@@ -36,27 +36,21 @@ func expectErrors(t *testing.T, errs field.ErrorList, wants ...want) {
 	}
 	for _, e := range errs {
 		if !detailStartsWithPath(e) {
-			t.Errorf("Detail %q does not start with its Field %q (or a parent of it)", e.Detail, e.Field)
+			t.Errorf("Detail %q does not start with its Field %q", e.Detail, e.Field)
 		}
 	}
 }
 
-// detailStartsWithPath reports whether e.Detail starts with e.Field or with one of its
-// parent paths. (The package documents "starts with that path"; one rule, spec.apiKey
-// needs a source, reports Field spec.apiKey.secretKeyRef with a sentence starting
-// spec.apiKey, which is why parents are accepted.)
+// detailStartsWithPath reports whether e.Detail starts with e.Field itself, as the
+// package documents ("a whole sentence that starts with that path"), followed by the
+// end of the sentence, a space or a colon (not a longer path such as spec.apiKey.secretKeyRef
+// for Field spec.apiKey).
 func detailStartsWithPath(e *field.Error) bool {
-	if e.Field == "" || e.Detail == "" {
+	if e.Field == "" || e.Detail == "" || !strings.HasPrefix(e.Detail, e.Field) {
 		return false
 	}
-	if strings.HasPrefix(e.Detail, e.Field) {
-		return true
-	}
-	tok := e.Detail
-	if i := strings.IndexAny(tok, " :"); i >= 0 {
-		tok = tok[:i]
-	}
-	return tok != "" && strings.HasPrefix(e.Field, tok) && strings.ContainsRune(".[", rune(e.Field[len(tok)]))
+	rest := e.Detail[len(e.Field):]
+	return rest == "" || rest[0] == ' ' || rest[0] == ':'
 }
 
 func fmtWant(w want) string { return fmt.Sprintf("{%s %s %q}", w.Type, w.Field, w.Detail) }
@@ -237,6 +231,31 @@ func TestProvider(t *testing.T) {
 			want: []want{{field.ErrorTypeTooLong, "spec.description", "spec.description is 2049 characters long; shorten it to at most 2048"}},
 		},
 		{
+			name: "multibyte description counted in characters: 1500 é (3000 bytes)",
+			provider: func() *pipesv1.Provider {
+				p := apiKeyProvider("openai")
+				p.Spec.Description = strings.Repeat("é", 1500)
+				return p
+			}(),
+		},
+		{
+			name: "multibyte description at the limit: 2048 four-byte runes",
+			provider: func() *pipesv1.Provider {
+				p := apiKeyProvider("openai")
+				p.Spec.Description = strings.Repeat("😀", validation.MaxDescriptionLength)
+				return p
+			}(),
+		},
+		{
+			name: "multibyte description too long: 2049 é",
+			provider: func() *pipesv1.Provider {
+				p := apiKeyProvider("openai")
+				p.Spec.Description = strings.Repeat("é", validation.MaxDescriptionLength+1)
+				return p
+			}(),
+			want: []want{{field.ErrorTypeTooLong, "spec.description", "spec.description is 2049 characters long; shorten it to at most 2048"}},
+		},
+		{
 			name: "unsupported method and long description report both",
 			provider: &pipesv1.Provider{Spec: pipesv1.ProviderSpec{
 				Method: "Token", Description: strings.Repeat("x", 3000),
@@ -344,6 +363,20 @@ func TestProvider(t *testing.T) {
 				{field.ErrorTypeInvalid, "spec.oauth.scopes[3]", "spec.oauth.scopes[3] must be a single non-empty scope without spaces"},
 				{field.ErrorTypeInvalid, "spec.oauth.scopes[4]", "spec.oauth.scopes[4] must be a single non-empty scope without spaces"},
 				{field.ErrorTypeInvalid, "spec.oauth.scopes[5]", "spec.oauth.scopes[5] must be a single non-empty scope without spaces"},
+			},
+		},
+		{
+			name: "OAuth scopes with any Unicode space: vertical tab, no-break space, line separator, ideographic space, NEL",
+			provider: oauthProvider("github", func(o *pipesv1.OAuthSpec) {
+				o.Scopes = []string{"a\vb", "repo", "c\u00a0d", "e\u2028f", "g\u3000h", "i\u0085j", "\u00a0", "read:üser"}
+			}),
+			want: []want{
+				{field.ErrorTypeInvalid, "spec.oauth.scopes[0]", "spec.oauth.scopes[0] must be a single non-empty scope without spaces"},
+				{field.ErrorTypeInvalid, "spec.oauth.scopes[2]", "spec.oauth.scopes[2] must be a single non-empty scope without spaces"},
+				{field.ErrorTypeInvalid, "spec.oauth.scopes[3]", "spec.oauth.scopes[3] must be a single non-empty scope without spaces"},
+				{field.ErrorTypeInvalid, "spec.oauth.scopes[4]", "spec.oauth.scopes[4] must be a single non-empty scope without spaces"},
+				{field.ErrorTypeInvalid, "spec.oauth.scopes[5]", "spec.oauth.scopes[5] must be a single non-empty scope without spaces"},
+				{field.ErrorTypeInvalid, "spec.oauth.scopes[6]", "spec.oauth.scopes[6] must be a single non-empty scope without spaces"},
 			},
 		},
 		{
@@ -579,6 +612,16 @@ func TestOrganizationProvider(t *testing.T) {
 			},
 		},
 		{
+			// The Provider lists these very strings, so only the space rule rejects them.
+			name:     "OAuth provider, scopes with a vertical tab and a no-break space",
+			op:       op("github", "org_9", scopes("a\vb", "c\u00a0d")),
+			provider: oauthProvider("github", func(o *pipesv1.OAuthSpec) { o.Scopes = []string{"a\vb", "c\u00a0d"} }),
+			want: []want{
+				{field.ErrorTypeInvalid, "spec.scopes[0]", "spec.scopes[0] must be a single non-empty scope without spaces"},
+				{field.ErrorTypeInvalid, "spec.scopes[1]", "spec.scopes[1] must be a single non-empty scope without spaces"},
+			},
+		},
+		{
 			name: "credentials with credentialsMode Application", op: op("github", "org_9", creds), provider: github,
 			want: []want{{field.ErrorTypeForbidden, "spec.credentials",
 				`spec.credentials is allowed only when Provider "github" has spec.oauth.credentialsMode Organization; this provider uses the application's OAuth client`}},
@@ -587,9 +630,26 @@ func TestOrganizationProvider(t *testing.T) {
 		{
 			name: "organizationID too long",
 			op:   op("openai", strings.Repeat("o", validation.MaxIDLength+1), nil), provider: openai,
-			want: []want{{field.ErrorTypeTooLong, "spec.organizationID", "spec.organizationID is 257 bytes long; at most 256 are allowed"}},
+			want: []want{{field.ErrorTypeTooLong, "spec.organizationID", "spec.organizationID is 257 characters long; at most 256 are allowed"}},
 		},
 		{name: "organizationID at the limit", op: op("openai", strings.Repeat("o", validation.MaxIDLength), nil), provider: openai},
+		{name: "organizationID of 200 é (400 bytes) counted in characters", op: op("openai", strings.Repeat("é", 200), nil), provider: openai},
+		{name: "organizationID of 256 é at the limit", op: op("openai", strings.Repeat("é", validation.MaxIDLength), nil), provider: openai},
+		{
+			name: "organizationID of 257 é",
+			op:   op("openai", strings.Repeat("é", validation.MaxIDLength+1), nil), provider: openai,
+			want: []want{{field.ErrorTypeTooLong, "spec.organizationID", "spec.organizationID is 257 characters long; at most 256 are allowed"}},
+		},
+		{
+			name: "organizationID not valid UTF-8",
+			op:   op("openai", "org\xff9", nil), provider: openai,
+			want: []want{{field.ErrorTypeInvalid, "spec.organizationID", "spec.organizationID is not valid UTF-8 text"}},
+		},
+		{
+			name: "organizationID with a line separator",
+			op:   op("openai", "org\u20289", nil), provider: openai,
+			want: []want{{field.ErrorTypeInvalid, "spec.organizationID", "spec.organizationID contains control characters; use printable characters only"}},
+		},
 		{
 			name: "organizationID with surrounding whitespace",
 			op:   op("openai", " org_9", nil), provider: openai,
@@ -614,23 +674,34 @@ func TestOrganizationProvider(t *testing.T) {
 	}
 }
 
-func TestOrganizationSettingsBasePath(t *testing.T) {
+func TestOrganizationSettingsPaths(t *testing.T) {
 	base := field.NewPath("body")
-	expectErrors(t, validation.OrganizationSettings(apiKeyProvider("openai"), []string{"x"}, true, base),
+	sp, cp := base.Child("scopes"), base.Child("credentials")
+	expectErrors(t, validation.OrganizationSettings(apiKeyProvider("openai"), []string{"x"}, true, sp, cp),
 		want{field.ErrorTypeForbidden, "body.scopes", "body.scopes: " + msgAPIKeyOverride},
 		want{field.ErrorTypeForbidden, "body.credentials", "body.credentials: " + msgAPIKeyOverride},
 	)
-	expectErrors(t, validation.OrganizationSettings(oauthProvider("github"), []string{"gist"}, true, base),
+	expectErrors(t, validation.OrganizationSettings(oauthProvider("github"), []string{"gist"}, true, sp, cp),
 		want{field.ErrorTypeForbidden, "body.scopes", `body.scopes may only narrow Provider "github"'s scopes; not allowed: gist (allowed: repo, read:user)`},
 		want{field.ErrorTypeForbidden, "body.credentials", `body.credentials is allowed only when Provider "github" has spec.oauth.credentialsMode Organization; this provider uses the application's OAuth client`},
 	)
 	// An OAuth provider whose oauth block is missing (rejected on its own) allows nothing.
 	broken := &pipesv1.Provider{ObjectMeta: metav1.ObjectMeta{Name: "broken"}, Spec: pipesv1.ProviderSpec{Method: pipesv1.AuthMethodOAuth}}
-	expectErrors(t, validation.OrganizationSettings(broken, []string{"a"}, true, base),
+	expectErrors(t, validation.OrganizationSettings(broken, []string{"a"}, true, sp, cp),
 		want{field.ErrorTypeForbidden, "body.scopes", `body.scopes may only narrow Provider "broken"'s scopes; not allowed: a (allowed: none)`},
 		want{field.ErrorTypeForbidden, "body.credentials", `body.credentials is allowed only when Provider "broken" has spec.oauth.credentialsMode Organization; this provider uses the application's OAuth client`},
 	)
-	expectErrors(t, validation.OrganizationSettings(apiKeyProvider("openai"), nil, false, base))
+	expectErrors(t, validation.OrganizationSettings(apiKeyProvider("openai"), nil, false, sp, cp))
+	// The two paths are independent (the backend API names its fields differently).
+	expectErrors(t, validation.OrganizationSettings(apiKeyProvider("openai"), []string{"x"}, true, field.NewPath("scopes"), field.NewPath("oauthClient")),
+		want{field.ErrorTypeForbidden, "scopes", "scopes: " + msgAPIKeyOverride},
+		want{field.ErrorTypeForbidden, "oauthClient", "oauthClient: " + msgAPIKeyOverride},
+	)
+	expectErrors(t, validation.OrganizationSettings(oauthProvider("github"), []string{"repo", "repo", "gist"}, true, field.NewPath("scopes"), field.NewPath("oauthClient")),
+		want{field.ErrorTypeDuplicate, "scopes[1]", `scopes[1] repeats scope "repo"; list each scope once`},
+		want{field.ErrorTypeForbidden, "scopes", `scopes may only narrow Provider "github"'s scopes; not allowed: gist (allowed: repo, read:user)`},
+		want{field.ErrorTypeForbidden, "oauthClient", `oauthClient is allowed only when Provider "github" has spec.oauth.credentialsMode Organization; this provider uses the application's OAuth client`},
+	)
 }
 
 func TestOrganizationProviderUpdate(t *testing.T) {
@@ -707,19 +778,19 @@ func TestConnectedAccount(t *testing.T) {
 		},
 		{
 			name: "apiKey without a source", ca: noSource(account("openai", "user_123", "")), provider: openai,
-			want: []want{{field.ErrorTypeRequired, "spec.apiKey.secretKeyRef", msgNeedsSource}},
+			want: []want{{field.ErrorTypeRequired, "spec.apiKey", msgNeedsSource}},
 		},
 		{
 			name: "apiKey without a source on an OAuth provider", ca: noSource(account("github", "user_123", "")), provider: github,
 			want: []want{
-				{field.ErrorTypeRequired, "spec.apiKey.secretKeyRef", msgNeedsSource},
+				{field.ErrorTypeRequired, "spec.apiKey", msgNeedsSource},
 				{field.ErrorTypeForbidden, "spec.apiKey", mismatch},
 			},
 		},
 		{name: "provider missing", ca: account("openai", "user_123", ""), want: []want{notFound("openai")}},
 		{
 			name: "provider missing and apiKey without a source", ca: noSource(account("openai", "user_123", "")),
-			want: []want{{field.ErrorTypeRequired, "spec.apiKey.secretKeyRef", msgNeedsSource}, notFound("openai")},
+			want: []want{{field.ErrorTypeRequired, "spec.apiKey", msgNeedsSource}, notFound("openai")},
 		},
 		{
 			name: "userID empty", ca: account("openai", "", ""), provider: openai,
@@ -727,7 +798,33 @@ func TestConnectedAccount(t *testing.T) {
 		},
 		{
 			name: "userID too long", ca: account("openai", strings.Repeat("u", 300), ""), provider: openai,
-			want: []want{{field.ErrorTypeTooLong, "spec.userID", "spec.userID is 300 bytes long; at most 256 are allowed"}},
+			want: []want{{field.ErrorTypeTooLong, "spec.userID", "spec.userID is 300 characters long; at most 256 are allowed"}},
+		},
+		{name: "userID of 200 é (400 bytes) counted in characters", ca: account("openai", strings.Repeat("é", 200), ""), provider: openai},
+		{name: "userID of 256 four-byte runes at the limit", ca: account("openai", strings.Repeat("😀", validation.MaxIDLength), ""), provider: openai},
+		{
+			name: "userID of 257 é", ca: account("openai", strings.Repeat("é", validation.MaxIDLength+1), ""), provider: openai,
+			want: []want{{field.ErrorTypeTooLong, "spec.userID", "spec.userID is 257 characters long; at most 256 are allowed"}},
+		},
+		{
+			name: "userID not valid UTF-8", ca: account("openai", "user\xc3(123", ""), provider: openai,
+			want: []want{{field.ErrorTypeInvalid, "spec.userID", "spec.userID is not valid UTF-8 text"}},
+		},
+		{
+			name: "userID not valid UTF-8 and too long in bytes reports UTF-8", ca: account("openai", strings.Repeat("\xff", 300), ""), provider: openai,
+			want: []want{{field.ErrorTypeInvalid, "spec.userID", "spec.userID is not valid UTF-8 text"}},
+		},
+		{
+			name: "userID with a paragraph separator", ca: account("openai", "user\u2029123", ""), provider: openai,
+			want: []want{{field.ErrorTypeInvalid, "spec.userID", "spec.userID contains control characters; use printable characters only"}},
+		},
+		{
+			name: "userID with a C1 control character", ca: account("openai", "user\u009b123", ""), provider: openai,
+			want: []want{{field.ErrorTypeInvalid, "spec.userID", "spec.userID contains control characters; use printable characters only"}},
+		},
+		{
+			name: "userID with a trailing line separator", ca: account("openai", "user_123\u2028", ""), provider: openai,
+			want: []want{{field.ErrorTypeInvalid, "spec.userID", "spec.userID has leading or trailing whitespace; remove it"}},
 		},
 		{
 			name: "userID with trailing newline", ca: account("openai", "user_123\n", ""), provider: openai,
@@ -743,7 +840,12 @@ func TestConnectedAccount(t *testing.T) {
 		},
 		{
 			name: "organizationID too long", ca: account("openai", "user_123", strings.Repeat("o", 257)), provider: openai,
-			want: []want{{field.ErrorTypeTooLong, "spec.organizationID", "spec.organizationID is 257 bytes long; at most 256 are allowed"}},
+			want: []want{{field.ErrorTypeTooLong, "spec.organizationID", "spec.organizationID is 257 characters long; at most 256 are allowed"}},
+		},
+		{name: "organizationID of 200 é", ca: account("openai", "user_123", strings.Repeat("é", 200)), provider: openai},
+		{
+			name: "organizationID not valid UTF-8", ca: account("openai", "user_123", "\xfforg"), provider: openai,
+			want: []want{{field.ErrorTypeInvalid, "spec.organizationID", "spec.organizationID is not valid UTF-8 text"}},
 		},
 		{
 			name: "bad userID, bad organizationID and missing provider report all three",
@@ -760,8 +862,14 @@ func TestConnectedAccount(t *testing.T) {
 			errs := validation.ConnectedAccount(tc.ca, tc.provider)
 			expectErrors(t, errs, tc.want...)
 			for _, e := range errs {
-				if e.Field == "spec.apiKey" && !strings.Contains(e.Detail, validation.AuthMethodMismatchCode) {
-					t.Errorf("auth method error %q lacks the code %q", e.Detail, validation.AuthMethodMismatchCode)
+				// spec.apiKey carries two rules: the auth method mismatch (Forbidden, with the
+				// code) and the missing source (Required, without it).
+				if e.Field == "spec.apiKey" && (e.Type == field.ErrorTypeForbidden) != strings.Contains(e.Detail, validation.AuthMethodMismatchCode) {
+					t.Errorf("spec.apiKey %s error %q: the code %q belongs to the auth method mismatch only", e.Type, e.Detail, validation.AuthMethodMismatchCode)
+				}
+				// Invalid UTF-8 is never echoed back.
+				if strings.Contains(e.Detail, "UTF-8") && e.BadValue != nil {
+					t.Errorf("BadValue = %q for invalid UTF-8, want nil", e.BadValue)
 				}
 			}
 		})
@@ -843,10 +951,26 @@ func TestUserIDAndOrganizationID(t *testing.T) {
 	o := field.NewPath("body", "organizationID")
 	expectErrors(t, validation.OrganizationID(o, "")) // optional
 	expectErrors(t, validation.OrganizationID(o, "org_9"))
-	expectErrors(t, validation.OrganizationID(o, strings.Repeat("é", 129)), // 258 bytes, 129 characters
-		want{field.ErrorTypeTooLong, "body.organizationID", "body.organizationID is 258 bytes long; at most 256 are allowed"})
+	expectErrors(t, validation.OrganizationID(o, strings.Repeat("é", 129))) // 258 bytes, 129 characters: counted in characters
+	expectErrors(t, validation.OrganizationID(o, strings.Repeat("é", 200))) // 400 bytes
+	expectErrors(t, validation.UserID(p, strings.Repeat("é", 200)))
+	expectErrors(t, validation.OrganizationID(o, strings.Repeat("é", validation.MaxIDLength+1)),
+		want{field.ErrorTypeTooLong, "body.organizationID", "body.organizationID is 257 characters long; at most 256 are allowed"})
 	expectErrors(t, validation.OrganizationID(o, "a\u007fb"),
 		want{field.ErrorTypeInvalid, "body.organizationID", "body.organizationID contains control characters; use printable characters only"})
+	for _, id := range []string{"a\u2028b", "a\u2029b", "a\u0085b", "a\u009fb"} {
+		expectErrors(t, validation.OrganizationID(o, id),
+			want{field.ErrorTypeInvalid, "body.organizationID", "body.organizationID contains control characters; use printable characters only"})
+	}
+	expectErrors(t, validation.OrganizationID(o, "org_9\u2029"),
+		want{field.ErrorTypeInvalid, "body.organizationID", "body.organizationID has leading or trailing whitespace; remove it"})
+	for _, id := range []string{"\xff", "user-SECRET\xfe", "\xed\xa0\x80" /* an encoded surrogate */, "\xc3"} {
+		errs := validation.UserID(p, id)
+		expectErrors(t, errs, want{field.ErrorTypeInvalid, "body.userID", "body.userID is not valid UTF-8 text"})
+		if errs[0].BadValue != nil || strings.Contains(errs[0].Error(), "SECRET") {
+			t.Errorf("UserID(%q) echoes the value: BadValue %v, Error() %q", id, errs[0].BadValue, errs[0].Error())
+		}
+	}
 }
 
 // ---------------------------------------------------------------------------
@@ -894,6 +1018,43 @@ func TestAPIKey(t *testing.T) {
 		{
 			name: "DEL inside", key: []byte("sk-live-SECRET\x7fVALUE"),
 			want: []want{{field.ErrorTypeInvalid, "body.apiKey", "body.apiKey contains control characters; an API key is a single line of printable text"}},
+		},
+		{name: "valid, emoji", key: []byte("sk-😀-" + secret)},
+		{
+			name: "invalid UTF-8", key: []byte("sk-live-SECRET\xffVALUE"),
+			want: []want{{field.ErrorTypeInvalid, "body.apiKey", "body.apiKey is not valid UTF-8 text; an API key is a single line of printable text"}},
+		},
+		{
+			name: "invalid UTF-8: truncated sequence at the end", key: []byte("sk-live-SECRETVALUE\xe2\x80"),
+			want: []want{{field.ErrorTypeInvalid, "body.apiKey", "body.apiKey is not valid UTF-8 text; an API key is a single line of printable text"}},
+		},
+		{
+			name: "invalid UTF-8 with surrounding whitespace reports UTF-8", key: []byte(" sk-live-SECRET\xc0VALUE\n"),
+			want: []want{{field.ErrorTypeInvalid, "body.apiKey", "body.apiKey is not valid UTF-8 text; an API key is a single line of printable text"}},
+		},
+		{
+			name: "invalid UTF-8 and too long reports the length", key: append([]byte("sk-live-SECRET\xff"), strings.Repeat("k", validation.MaxAPIKeyLength)...),
+			want: []want{{field.ErrorTypeTooLong, "body.apiKey", fmt.Sprintf("body.apiKey is %d bytes long; API keys may be at most 8192 bytes", len("sk-live-SECRET\xff")+validation.MaxAPIKeyLength)}},
+		},
+		{
+			name: "line separator U+2028 inside", key: []byte("sk-live-SECRET\u2028VALUE"),
+			want: []want{{field.ErrorTypeInvalid, "body.apiKey", "body.apiKey contains control characters; an API key is a single line of printable text"}},
+		},
+		{
+			name: "paragraph separator U+2029 inside", key: []byte("sk-live-SECRET\u2029VALUE"),
+			want: []want{{field.ErrorTypeInvalid, "body.apiKey", "body.apiKey contains control characters; an API key is a single line of printable text"}},
+		},
+		{
+			name: "NEL U+0085 inside", key: []byte("sk-live-SECRET\u0085VALUE"),
+			want: []want{{field.ErrorTypeInvalid, "body.apiKey", "body.apiKey contains control characters; an API key is a single line of printable text"}},
+		},
+		{
+			name: "C1 control U+009B inside", key: []byte("sk-live-SECRET\u009bVALUE"),
+			want: []want{{field.ErrorTypeInvalid, "body.apiKey", "body.apiKey contains control characters; an API key is a single line of printable text"}},
+		},
+		{
+			name: "trailing line separator U+2028", key: []byte(secret + "\u2028"),
+			want: []want{{field.ErrorTypeInvalid, "body.apiKey", "body.apiKey has leading or trailing whitespace (often a trailing newline from `echo`); store the key without it, e.g. with `printf %s`"}},
 		},
 	}
 	for _, tc := range tests {

@@ -121,11 +121,16 @@ func (v *OrganizationProviderValidator) ValidateCreate(ctx context.Context, op *
 func (v *OrganizationProviderValidator) ValidateUpdate(ctx context.Context, oldOP, newOP *pipesv1.OrganizationProvider) (admission.Warnings, error) {
 	errs := validation.OrganizationProviderUpdate(oldOP, newOP)
 	if newOP.DeletionTimestamp == nil {
-		more, err := v.validate(ctx, newOP)
+		// The Provider may be gone or narrowed since creation; updates (labels, disabling,
+		// cleanup) must still go through, so only settings are checked, and only against a Provider that exists.
+		p, err := getProvider(ctx, v.Reader, newOP.Namespace, newOP.Spec.ProviderRef.Name)
 		if err != nil {
 			return nil, err
 		}
-		errs = append(errs, more...)
+		if p != nil {
+			errs = append(errs, validation.OrganizationSettings(p, newOP.Spec.Scopes, newOP.Spec.Credentials != nil,
+				field.NewPath("spec", "scopes"), field.NewPath("spec", "credentials"))...)
+		}
 	}
 	return nil, invalid("OrganizationProvider", newOP.Name, errs)
 }

@@ -1,0 +1,592 @@
+package backendapi
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/credential"
+	"github.com/pipes-dev/pipes-operator/internal/index"
+	"github.com/pipes-dev/pipes-operator/internal/validation"
+	"github.com/pipes-dev/pipes-operator/internal/wire"
+)
+
+const (
+	accounts      = "connectedaccounts"
+	orgProviders  = "organizationproviders"
+	fieldSecret   = "secret"
+	fieldUserID   = "user_id"
+	fieldOrgID    = "organization_id"
+	defaultLimit  = 10
+	maxListLimit  = 100
+	cacheWaitTime = 5 * time.Second
+)
+
+func (c *call) provider(slug string) (*pipesv1.Provider, error) {
+	var p pipesv1.Provider
+	err := c.s.Client.Get(c.ctx, types.NamespacedName{Namespace: c.namespace, Name: slug}, &p)
+	if apierrors.IsNotFound(err) {
+		return nil, errorf(http.StatusNotFound, wire.CodeNotFound, "data integration %q not found: no Provider %q in namespace %q", slug, slug, c.namespace)
+	}
+	return &p, err
+}
+
+// account finds the ConnectedAccount of (slug, user, org), or nil.
+func (c *call) account(slug, user, org string) (*pipesv1.ConnectedAccount, error) {
+	var list pipesv1.ConnectedAccountList
+	if err := c.s.Client.List(c.ctx, &list, client.InNamespace(c.namespace),
+		client.MatchingFields{index.AccountIdentity: index.AccountKey(slug, user, org)}); err != nil {
+		return nil, err
+	}
+	for i := range list.Items {
+		if list.Items[i].DeletionTimestamp.IsZero() {
+			return &list.Items[i], nil
+		}
+	}
+	return nil, nil
+}
+
+func identityErrors(user, org string) error {
+	errs := append(validation.UserID(field.NewPath(fieldUserID), user), validation.OrganizationID(field.NewPath(fieldOrgID), org)...)
+	if len(errs) > 0 {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidRequest, "%s", validation.Message(errs))
+	}
+	return nil
+}
+
+func authMethod(p *pipesv1.Provider) string {
+	if p.Spec.Method == pipesv1.AuthMethodOAuth {
+		return wire.AuthMethodOAuth
+	}
+	return wire.AuthMethodAPIKey
+}
+
+// upsertAPIKey installs or rotates a user's key: the plaintext goes straight into the
+// sealed credential Secret; no plaintext object is ever written.
+func (s *Server) upsertAPIKey(c *call) error {
+	var req wire.UpsertAPIKeyRequest
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	secret := []byte(req.Secret)
+	defer clear(secret)
+	slug := c.r.PathValue("slug")
+	p, err := c.provider(slug)
+	if err != nil {
+		return err
+	}
+	if p.Spec.Method != pipesv1.AuthMethodAPIKey {
+		return errorf(http.StatusUnprocessableEntity, wire.CodeAuthMethodMismatch, "data integration %q uses OAuth: its users connect through the OAuth flow, not with an API key", slug)
+	}
+	if err := identityErrors(req.UserID, req.OrganizationID); err != nil {
+		return err
+	}
+	if errs := validation.APIKey(field.NewPath(fieldSecret), secret); len(errs) > 0 {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidRequest, "%s", validation.Message(errs))
+	}
+	ca, err := c.account(slug, req.UserID, req.OrganizationID)
+	if err != nil {
+		return err
+	}
+	if ca == nil {
+		if err := c.authorize("create", accounts, ""); err != nil {
+			return err
+		}
+		if ca, err = c.createAccount(slug, req.UserID, req.OrganizationID); err != nil {
+			return err
+		}
+	} else {
+		if err := c.authorize("update", accounts, ca.Name); err != nil {
+			return err
+		}
+		if ca.Spec.APIKey != nil {
+			return errorf(http.StatusConflict, wire.CodeConflict,
+				"the key of ConnectedAccount %q comes from Secret %q (spec.apiKey.secretKeyRef): update that Secret, or remove spec.apiKey to manage the key through this API",
+				ca.Name, ca.Spec.APIKey.SecretKeyRef.Name)
+		}
+	}
+	c.auditAccount = ca.Name
+	stored, err := s.storeKey(c.ctx, ca, secret)
+	if err != nil {
+		return err
+	}
+	return c.respond(http.StatusOK, accountView(ca, p, &stored))
+}
+
+func (c *call) createAccount(slug, user, org string) (*pipesv1.ConnectedAccount, error) {
+	ca := &pipesv1.ConnectedAccount{
+		ObjectMeta: metav1.ObjectMeta{Namespace: c.namespace, Name: credential.AccountName(slug, user, org)},
+		Spec:       pipesv1.ConnectedAccountSpec{ProviderRef: pipesv1.LocalObjectReference{Name: slug}, UserID: user, OrganizationID: org},
+	}
+	err := c.s.Client.Create(c.ctx, ca)
+	if apierrors.IsAlreadyExists(err) { // a concurrent first upsert won; use its account
+		err = c.s.APIReader.Get(c.ctx, client.ObjectKeyFromObject(ca), ca)
+	}
+	return ca, err
+}
+
+// storeKey seals key into the account's Secret, replacing what is stored (version + 1)
+// unless it is the same key, and returns once this replica's cache shows the write, so
+// a vend that follows sees the new key.
+func (s *Server) storeKey(ctx context.Context, ca *pipesv1.ConnectedAccount, key []byte) (credential.Stored, error) {
+	var stored credential.Stored
+	err := wait.ExponentialBackoffWithContext(ctx, wait.Backoff{Duration: 20 * time.Millisecond, Factor: 2, Steps: 6}, func(ctx context.Context) (bool, error) {
+		existing, err := s.Store.Get(ctx, ca)
+		if err != nil {
+			return false, err
+		}
+		next := credential.Stored{Version: 1, Last4: validation.Last4(key)}
+		if existing != nil {
+			prev := credential.Describe(existing)
+			if plain, err := s.Store.Open(ca, existing); err == nil && bytes.Equal(plain, key) {
+				clear(plain)
+				stored = prev // the same key again: nothing to rotate
+				return true, nil
+			}
+			next.Version = prev.Version + 1
+		}
+		stored, err = s.Store.Put(ctx, ca, existing, key, next)
+		switch {
+		case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
+			return false, nil // the cache was behind; read again
+		case err != nil:
+			return false, err
+		}
+		if next.Version == 1 {
+			s.Recorder.Eventf(ca, nil, corev1.EventTypeNormal, pipesv1.EventConnected, "Connect", "API key stored encrypted through the backend API (version 1%s)", last4Note(stored.Last4))
+		} else {
+			s.Recorder.Eventf(ca, nil, corev1.EventTypeNormal, pipesv1.EventRotated, "Rotate", "API key replaced through the backend API (version %d%s); the previous key is no longer stored", stored.Version, last4Note(stored.Last4))
+		}
+		return true, nil
+	})
+	if err != nil {
+		return stored, err
+	}
+	// Read-your-writes on this replica.
+	err = wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, cacheWaitTime, true, func(ctx context.Context) (bool, error) {
+		got, err := s.Store.Get(ctx, ca)
+		return got != nil && credential.Describe(got).Version >= stored.Version, err
+	})
+	return stored, err
+}
+
+func last4Note(last4 string) string {
+	if last4 == "" {
+		return ""
+	}
+	return ", ending …" + last4
+}
+
+// vendCredentials returns the user's credential, or why there is none.
+func (s *Server) vendCredentials(c *call) error {
+	var req wire.CredentialsRequest
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	slug := c.r.PathValue("slug")
+	p, err := c.provider(slug)
+	if err != nil {
+		return err
+	}
+	if err := identityErrors(req.UserID, req.OrganizationID); err != nil {
+		return err
+	}
+	resp, err := s.vend(c, p, req)
+	if err != nil {
+		return err
+	}
+	return c.respond(http.StatusOK, resp)
+}
+
+func (s *Server) vend(c *call, p *pipesv1.Provider, req wire.CredentialsRequest) (wire.CredentialsResponse, error) {
+	notInstalled := wire.CredentialsResponse{Active: false, Error: wire.ErrorNotInstalled}
+	ca, err := c.account(p.Name, req.UserID, req.OrganizationID)
+	if err != nil {
+		return notInstalled, err
+	}
+	if ca == nil {
+		// Authorize against the collection: an account that does not exist has no name to narrow by.
+		if err := c.authorize("vend", accounts, ""); err != nil {
+			return notInstalled, err
+		}
+		c.result = wire.ErrorNotInstalled
+		return notInstalled, nil
+	}
+	c.auditAccount = ca.Name
+	if err := c.authorize("vend", accounts, ca.Name); err != nil {
+		return notInstalled, err
+	}
+	if p.Spec.Method == pipesv1.AuthMethodOAuth {
+		return notInstalled, errorf(http.StatusNotImplemented, wire.CodeNotImplemented, "OAuth credentials are not supported yet")
+	}
+	avail, err := credential.CheckAvailability(c.ctx, c.s.Client, c.namespace, p.Name, req.OrganizationID)
+	if err != nil {
+		return notInstalled, err
+	}
+	if !avail.Available() {
+		c.result = wire.ErrorNotInstalled + ":" + avail.Reason
+		return notInstalled, nil
+	}
+	secret, err := s.Store.Get(c.ctx, ca)
+	if err != nil || secret == nil {
+		c.result = wire.ErrorNotInstalled
+		return notInstalled, err
+	}
+	plain, err := s.Store.Open(ca, secret)
+	if err != nil {
+		c.result = wire.ErrorNeedsReauthorization
+		return wire.CredentialsResponse{Active: false, Error: wire.ErrorNeedsReauthorization}, nil
+	}
+	c.result = "ok"
+	return wire.CredentialsResponse{Active: true, Credential: &wire.Credential{
+		Object: "credential", AuthMethod: wire.AuthMethodAPIKey, Value: string(plain), Version: credential.Describe(secret).Version,
+	}}, nil
+}
+
+// vendToken is the OAuth access-token route; API-key providers have no token.
+func (s *Server) vendToken(c *call) error {
+	var req wire.CredentialsRequest
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	slug := c.r.PathValue("slug")
+	p, err := c.provider(slug)
+	if err != nil {
+		return err
+	}
+	if p.Spec.Method == pipesv1.AuthMethodAPIKey {
+		return errorf(http.StatusUnprocessableEntity, wire.CodeAuthMethodMismatch,
+			"data integration %q uses API keys, which have no access token: use POST /data-integrations/%s/credentials", slug, slug)
+	}
+	return errorf(http.StatusNotImplemented, wire.CodeNotImplemented, "OAuth access tokens are not supported yet")
+}
+
+// accountView is the hosted API's connected_account; stored is nil when no credential is stored.
+func accountView(ca *pipesv1.ConnectedAccount, p *pipesv1.Provider, stored *credential.Stored) *wire.ConnectedAccount {
+	v := &wire.ConnectedAccount{
+		Object: "connected_account", ID: string(ca.UID), UserID: ca.Spec.UserID, Scopes: []string{},
+		State: string(pipesv1.StateDisconnected), AuthMethod: authMethod(p),
+		CreatedAt: ca.CreationTimestamp.UTC(), UpdatedAt: ca.CreationTimestamp.UTC(),
+	}
+	if ca.Spec.OrganizationID != "" {
+		org := ca.Spec.OrganizationID
+		v.OrganizationID = &org
+	}
+	if stored != nil {
+		v.State = string(pipesv1.StateConnected)
+		if ca.Status.State == pipesv1.StateNeedsReauthorization {
+			v.State = string(pipesv1.StateNeedsReauthorization)
+		}
+		v.APIKeyLast4 = stored.Last4
+		if !stored.RotatedAt.IsZero() {
+			v.UpdatedAt = stored.RotatedAt.UTC()
+		}
+	}
+	return v
+}
+
+func (c *call) storedOf(ca *pipesv1.ConnectedAccount) (*credential.Stored, error) {
+	secret, err := c.s.Store.Get(c.ctx, ca)
+	if err != nil || secret == nil {
+		return nil, err
+	}
+	stored := credential.Describe(secret)
+	return &stored, nil
+}
+
+func (s *Server) getConnectedAccount(c *call) error {
+	slug, user, org := c.r.PathValue("slug"), c.r.PathValue("user_id"), c.r.URL.Query().Get("organization_id")
+	p, err := c.provider(slug)
+	if err != nil {
+		return err
+	}
+	ca, err := c.account(slug, user, org)
+	if err != nil {
+		return err
+	}
+	if ca == nil {
+		if err := c.authorize("get", accounts, ""); err != nil {
+			return err
+		}
+		return errorf(http.StatusNotFound, wire.CodeNotFound, "user %q has no connected account for %q%s", user, slug, orgNote(org))
+	}
+	c.auditAccount = ca.Name
+	if err := c.authorize("get", accounts, ca.Name); err != nil {
+		return err
+	}
+	stored, err := c.storedOf(ca)
+	if err != nil {
+		return err
+	}
+	return c.respond(http.StatusOK, accountView(ca, p, stored))
+}
+
+// disconnect deletes the account; its finalizer removes the stored credential.
+func (s *Server) disconnect(c *call) error {
+	slug, user, org := c.r.PathValue("slug"), c.r.PathValue("user_id"), c.r.URL.Query().Get("organization_id")
+	if _, err := c.provider(slug); err != nil {
+		return err
+	}
+	ca, err := c.account(slug, user, org)
+	if err != nil {
+		return err
+	}
+	if ca == nil {
+		if err := c.authorize("delete", accounts, ""); err != nil {
+			return err
+		}
+		return errorf(http.StatusNotFound, wire.CodeNotFound, "user %q has no connected account for %q%s", user, slug, orgNote(org))
+	}
+	c.auditAccount = ca.Name
+	if err := c.authorize("delete", accounts, ca.Name); err != nil {
+		return err
+	}
+	if ca.Spec.APIKey != nil {
+		return errorf(http.StatusConflict, wire.CodeConflict,
+			"ConnectedAccount %q is declared with spec.apiKey.secretKeyRef (GitOps): delete it where it is declared", ca.Name)
+	}
+	if err := c.s.Client.Delete(c.ctx, ca, client.Preconditions{UID: &ca.UID}); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	c.result = "ok"
+	c.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func orgNote(org string) string {
+	if org == "" {
+		return ""
+	}
+	return fmt.Sprintf(" in organization %q", org)
+}
+
+// page applies ?limit= and ?after= (a slug) to slugs sorted ascending.
+func page[T any](c *call, items []T, slug func(T) string) (wire.List[T], error) {
+	limit := defaultLimit
+	if raw := c.r.URL.Query().Get("limit"); raw != "" {
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < 1 || n > maxListLimit {
+			return wire.List[T]{}, errorf(http.StatusBadRequest, wire.CodeInvalidRequest, "limit must be a whole number from 1 to %d", maxListLimit)
+		}
+		limit = n
+	}
+	slices.SortFunc(items, func(a, b T) int { return compare(slug(a), slug(b)) })
+	start := 0
+	if after := c.r.URL.Query().Get("after"); after != "" {
+		start = len(items)
+		for i, it := range items {
+			if slug(it) > after {
+				start = i
+				break
+			}
+		}
+	}
+	list := wire.List[T]{Object: "list", Data: []T{}}
+	end := min(start+limit, len(items))
+	list.Data = append(list.Data, items[start:end]...)
+	if start > 0 && start <= len(items) && len(list.Data) > 0 {
+		before := slug(list.Data[0])
+		list.ListMetadata.Before = &before
+	}
+	if end < len(items) {
+		after := slug(items[end-1])
+		list.ListMetadata.After = &after
+	}
+	return list, nil
+}
+
+func compare(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (s *Server) listDataProviders(c *call) error {
+	user, org := c.r.PathValue("user_id"), c.r.URL.Query().Get("organization_id")
+	if err := identityErrors(user, org); err != nil {
+		return err
+	}
+	if err := c.authorize("list", accounts, ""); err != nil {
+		return err
+	}
+	var providers pipesv1.ProviderList
+	if err := c.s.Client.List(c.ctx, &providers, client.InNamespace(c.namespace)); err != nil {
+		return err
+	}
+	items := make([]wire.DataProvider, 0, len(providers.Items))
+	for i := range providers.Items {
+		p := &providers.Items[i]
+		avail, err := credential.CheckAvailability(c.ctx, c.s.Client, c.namespace, p.Name, org)
+		if err != nil {
+			return err
+		}
+		dp := wire.DataProvider{
+			Object: "data_provider", ID: string(p.UID), Name: orDefault(p.Spec.DisplayName, p.Name), Slug: p.Name,
+			Description: p.Spec.Description, AuthMethods: []string{authMethod(p)}, Enabled: avail.Available(),
+		}
+		ca, err := c.account(p.Name, user, org)
+		if err != nil {
+			return err
+		}
+		if ca != nil {
+			stored, err := c.storedOf(ca)
+			if err != nil {
+				return err
+			}
+			dp.ConnectedAccount = accountView(ca, p, stored)
+		}
+		items = append(items, dp)
+	}
+	list, err := page(c, items, func(d wire.DataProvider) string { return d.Slug })
+	if err != nil {
+		return err
+	}
+	return c.respond(http.StatusOK, list)
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// orgProvider finds the OrganizationProvider of (slug, org), or nil.
+func (c *call) orgProvider(slug, org string) (*pipesv1.OrganizationProvider, error) {
+	var list pipesv1.OrganizationProviderList
+	if err := c.s.Client.List(c.ctx, &list, client.InNamespace(c.namespace),
+		client.MatchingFields{index.OrganizationProviderIdentity: index.OrganizationKey(slug, org)}); err != nil {
+		return nil, err
+	}
+	if len(list.Items) == 0 {
+		return nil, nil
+	}
+	return &list.Items[0], nil
+}
+
+func orgConfigView(p *pipesv1.Provider, org string, op *pipesv1.OrganizationProvider) wire.DataIntegrationConfiguration {
+	v := wire.DataIntegrationConfiguration{
+		Object: "data_integration_configuration", Slug: p.Name, OrganizationID: org, Enabled: true, AuthMethod: authMethod(p), Scopes: []string{},
+	}
+	if p.Spec.OAuth != nil {
+		v.Scopes = append(v.Scopes, p.Spec.OAuth.Scopes...)
+	}
+	if op != nil {
+		v.Enabled = op.IsEnabled()
+		if len(op.Spec.Scopes) > 0 {
+			v.Scopes = append([]string{}, op.Spec.Scopes...)
+		}
+		if op.Spec.Credentials != nil {
+			v.ClientID = op.Spec.Credentials.ClientID
+		}
+	}
+	return v
+}
+
+func (s *Server) listOrgConfigs(c *call) error {
+	org := c.r.PathValue("organization_id")
+	if err := identityErrors("-", org); err != nil {
+		return err
+	}
+	if err := c.authorize("list", orgProviders, ""); err != nil {
+		return err
+	}
+	var providers pipesv1.ProviderList
+	if err := c.s.Client.List(c.ctx, &providers, client.InNamespace(c.namespace)); err != nil {
+		return err
+	}
+	items := make([]wire.DataIntegrationConfiguration, 0, len(providers.Items))
+	for i := range providers.Items {
+		op, err := c.orgProvider(providers.Items[i].Name, org)
+		if err != nil {
+			return err
+		}
+		items = append(items, orgConfigView(&providers.Items[i], org, op))
+	}
+	list, err := page(c, items, func(d wire.DataIntegrationConfiguration) string { return d.Slug })
+	if err != nil {
+		return err
+	}
+	return c.respond(http.StatusOK, list)
+}
+
+// putOrgConfig creates or updates the organization's OrganizationProvider, with the
+// same rules as the webhook.
+func (s *Server) putOrgConfig(c *call) error {
+	var req wire.PutDataIntegrationConfigurationRequest
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	slug, org := c.r.PathValue("slug"), c.r.PathValue("organization_id")
+	p, err := c.provider(slug)
+	if err != nil {
+		return err
+	}
+	if err := identityErrors("-", org); err != nil {
+		return err
+	}
+	hasCredentials := req.ClientID != "" || req.ClientSecret != ""
+	if errs := validation.OrganizationSettings(p, req.Scopes, hasCredentials, field.NewPath("scopes"), field.NewPath("client_id")); len(errs) > 0 {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidRequest, "%s", validation.Message(errs))
+	}
+	if hasCredentials {
+		return errorf(http.StatusNotImplemented, wire.CodeNotImplemented, "organization OAuth clients cannot be set through the API yet; create an OrganizationProvider with spec.credentials")
+	}
+	op, err := c.orgProvider(slug, org)
+	if err != nil {
+		return err
+	}
+	if op == nil {
+		if err := c.authorize("create", orgProviders, ""); err != nil {
+			return err
+		}
+		op = &pipesv1.OrganizationProvider{
+			ObjectMeta: metav1.ObjectMeta{Namespace: c.namespace, Name: credential.AccountName(slug, "", org)},
+			Spec:       pipesv1.OrganizationProviderSpec{ProviderRef: pipesv1.LocalObjectReference{Name: slug}, OrganizationID: org, Enabled: req.Enabled, Scopes: req.Scopes},
+		}
+		if err := c.s.Client.Create(c.ctx, op); err != nil {
+			return admissionError(err)
+		}
+	} else {
+		if err := c.authorize("update", orgProviders, op.Name); err != nil {
+			return err
+		}
+		op = op.DeepCopy()
+		if req.Enabled != nil {
+			op.Spec.Enabled = req.Enabled
+		}
+		op.Spec.Scopes = req.Scopes
+		if err := c.s.Client.Update(c.ctx, op); err != nil {
+			return admissionError(err)
+		}
+	}
+	return c.respond(http.StatusOK, orgConfigView(p, org, op))
+}
+
+// admissionError passes the webhook's and CEL's messages through as 400s and conflicts as 409s.
+func admissionError(err error) error {
+	switch {
+	case apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err):
+		return errorf(http.StatusBadRequest, wire.CodeInvalidRequest, "%s", err.Error())
+	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
+		return errorf(http.StatusConflict, wire.CodeConflict, "the organization's configuration changed concurrently; retry")
+	}
+	return err
+}

@@ -1,0 +1,317 @@
+// Package backendapi owns the manager's HTTPS JSON API, wire-compatible with the hosted
+// Pipes API: upsert an API key, vend credentials, list providers, disconnect, and
+// organization settings. Callers authenticate with Kubernetes tokens (TokenReview) and
+// are authorized per call with SubjectAccessReview against pipes.dev RBAC, including the
+// custom verb "vend" on connectedaccounts.
+package backendapi
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/pipes-dev/pipes-operator/internal/credential"
+	"github.com/pipes-dev/pipes-operator/internal/wire"
+)
+
+// MaxBodyBytes caps request bodies.
+const MaxBodyBytes = 64 << 10
+
+// Options configure the server.
+type Options struct {
+	// Addr to listen on, e.g. ":8443" or "127.0.0.1:0".
+	Addr string
+	// CertDir holds tls.crt and tls.key (reloaded when they change).
+	CertDir string
+	// RateLimit is the sustained requests per second allowed per identity (burst: twice that).
+	RateLimit float64
+}
+
+// Server serves the backend API. It runs on every replica (no leader election): it only
+// reads through the cache and writes with optimistic concurrency.
+type Server struct {
+	Client    client.Client // the manager's cached client
+	APIReader client.Reader // uncached, for read-your-writes after the cache lags
+	Store     *credential.Store
+	Recorder  events.EventRecorder
+	Authn     Authenticator
+	Authz     Authorizer
+	Log       logr.Logger
+	Options   Options
+
+	limiters sync.Map // username -> *rate.Limiter
+
+	mu       sync.Mutex
+	listener net.Listener
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable: every replica serves.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Addr is the address the server listens on, once started.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listener == nil {
+		return ""
+	}
+	return s.listener.Addr().String()
+}
+
+// Start implements manager.Runnable.
+func (s *Server) Start(ctx context.Context) error {
+	cw, err := certwatcher.New(filepath.Join(s.Options.CertDir, "tls.crt"), filepath.Join(s.Options.CertDir, "tls.key"))
+	if err != nil {
+		return fmt.Errorf("backend API certificate: %w", err)
+	}
+	go func() { _ = cw.Start(ctx) }()
+	ln, err := tls.Listen("tcp", s.Options.Addr, &tls.Config{GetCertificate: cw.GetCertificate, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		return fmt.Errorf("backend API listener: %w", err)
+	}
+	s.mu.Lock()
+	s.listener = ln
+	s.mu.Unlock()
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	go func() {
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+	}()
+	s.Log.Info("serving backend API", "addr", ln.Addr().String())
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Handler routes every endpoint, both in the caller's namespace and under /namespaces/{namespace}.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	routes := []struct {
+		pattern string
+		action  string
+		fn      func(*call) error
+	}{
+		{"PUT /data-integrations/{slug}/api-key", "upsert_api_key", s.upsertAPIKey},
+		{"POST /data-integrations/{slug}/credentials", "vend", s.vendCredentials},
+		{"POST /data-integrations/{slug}/token", "vend_token", s.vendToken},
+		{"GET /user_management/users/{user_id}/data_providers", "list_data_providers", s.listDataProviders},
+		{"GET /user_management/users/{user_id}/connected_accounts/{slug}", "get_connected_account", s.getConnectedAccount},
+		{"DELETE /user_management/users/{user_id}/connected_accounts/{slug}", "disconnect", s.disconnect},
+		{"GET /organizations/{organization_id}/data_integration_configurations", "list_org_configs", s.listOrgConfigs},
+		{"PUT /organizations/{organization_id}/data_integration_configurations/{slug}", "put_org_config", s.putOrgConfig},
+	}
+	for _, r := range routes {
+		method, path, _ := strings.Cut(r.pattern, " ")
+		mux.Handle(r.pattern, s.wrap(r.action, r.fn))
+		mux.Handle(method+" /namespaces/{namespace}"+path, s.wrap(r.action, r.fn))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, wire.ErrorResponse{Code: wire.CodeNotFound, Message: fmt.Sprintf("no route %s %s; see docs/api.md", r.Method, r.URL.Path)})
+	})
+	return mux
+}
+
+// apiError is an error with its HTTP status and code.
+type apiError struct {
+	status  int
+	code    string
+	message string
+	header  http.Header
+}
+
+func (e *apiError) Error() string { return e.message }
+
+func errorf(status int, code, format string, args ...any) *apiError {
+	return &apiError{status: status, code: code, message: fmt.Sprintf(format, args...)}
+}
+
+// call is one authenticated request.
+type call struct {
+	w         http.ResponseWriter
+	r         *http.Request
+	ctx       context.Context
+	id        *Identity
+	namespace string
+	s         *Server
+	// audit fields, logged once the call ends
+	auditAccount string
+	result  string
+}
+
+func (s *Server) wrap(action string, fn func(*call) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		c := &call{w: w, r: r, ctx: r.Context(), s: s}
+		err := s.serve(c, fn)
+		var ae *apiError
+		switch {
+		case err == nil:
+		case errors.As(err, &ae):
+			for k, v := range ae.header {
+				w.Header()[k] = v
+			}
+			writeJSON(w, ae.status, wire.ErrorResponse{Code: ae.code, Message: ae.message})
+			c.result = ae.code
+		default:
+			s.Log.Error(err, "backend API request failed", "action", action, "path", r.URL.Path)
+			writeJSON(w, http.StatusInternalServerError, wire.ErrorResponse{Code: wire.CodeInternal, Message: "internal error; the operator's log has details"})
+			c.result = wire.CodeInternal
+		}
+		user := ""
+		if c.id != nil {
+			user = c.id.User.Username
+		}
+		// Audit line: who did what to which account, and the outcome; never a secret.
+		s.Log.Info("audit", "action", action, "user", user, "namespace", c.namespace, "slug", r.PathValue("slug"),
+			"account", c.auditAccount, "result", c.result, "duration", time.Since(start).String())
+	})
+}
+
+func (s *Server) serve(c *call, fn func(*call) error) error {
+	token, ok := strings.CutPrefix(c.r.Header.Get("Authorization"), "Bearer ")
+	if !ok || token == "" {
+		return errorf(http.StatusUnauthorized, wire.CodeUnauthorized, "missing bearer token: send 'Authorization: Bearer <token>' with a Kubernetes ServiceAccount token")
+	}
+	id, err := s.Authn.Authenticate(c.ctx, token)
+	var unauth errUnauthenticated
+	if errors.As(err, &unauth) {
+		return errorf(http.StatusUnauthorized, wire.CodeUnauthorized, "%s", unauth.reason)
+	}
+	if err != nil {
+		return err
+	}
+	c.id = id
+	if err := s.rateLimit(c); err != nil {
+		return err
+	}
+	c.namespace = c.r.PathValue("namespace")
+	if c.namespace == "" {
+		c.namespace = id.Namespace
+	}
+	if c.namespace == "" {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidRequest, "%s is not a ServiceAccount, so there is no default namespace: use /namespaces/{namespace}%s", id.User.Username, c.r.URL.Path)
+	}
+	c.r.Body = http.MaxBytesReader(c.w, c.r.Body, MaxBodyBytes)
+	return fn(c)
+}
+
+func (s *Server) rateLimit(c *call) error {
+	limit := s.Options.RateLimit
+	if limit <= 0 {
+		limit = 50
+	}
+	l, _ := s.limiters.LoadOrStore(c.id.User.Username, rate.NewLimiter(rate.Limit(limit), int(math.Max(1, 2*limit))))
+	res := l.(*rate.Limiter).Reserve()
+	if delay := res.Delay(); delay > 0 {
+		res.Cancel()
+		e := errorf(http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests from %s; retry after %s", c.id.User.Username, delay.Round(time.Millisecond))
+		e.header = http.Header{"Retry-After": {strconv.Itoa(int(math.Ceil(delay.Seconds())))}}
+		return e
+	}
+	return nil
+}
+
+// authorize checks verb on a pipes.dev resource in the call's namespace.
+func (c *call) authorize(verb, resource, name string) error {
+	allowed, reason, err := c.s.Authz.Authorize(c.ctx, c.id, verb, resource, c.namespace, name)
+	if err != nil {
+		return err
+	}
+	if allowed {
+		return nil
+	}
+	target := resource + ".pipes.dev"
+	if name != "" {
+		target += " " + strconv.Quote(name)
+	}
+	msg := fmt.Sprintf("%s may not %s %s in namespace %q", c.id.User.Username, verb, target, c.namespace)
+	if hint := roleHint(verb, resource); hint != "" {
+		msg += "; " + hint
+	}
+	if reason != "" {
+		msg += " (" + reason + ")"
+	}
+	c.result = "forbidden"
+	return errorf(http.StatusForbidden, wire.CodeForbidden, "%s", msg)
+}
+
+func roleHint(verb, resource string) string {
+	switch {
+	case resource == "connectedaccounts" && verb == "vend":
+		return "bind the ClusterRole pipes-vendor (or pipes-backend) in that namespace"
+	case resource == "connectedaccounts" || resource == "organizationproviders":
+		return "bind the ClusterRole pipes-backend in that namespace"
+	}
+	return ""
+}
+
+// decode reads a JSON body strictly: unknown fields and trailing data are errors.
+func (c *call) decode(v any) error {
+	dec := json.NewDecoder(c.r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return errorf(http.StatusRequestEntityTooLarge, wire.CodeRequestTooLarge, "request body exceeds %d bytes", MaxBodyBytes)
+		}
+		return errorf(http.StatusBadRequest, wire.CodeInvalidRequest, "malformed JSON body: %s", jsonErrorText(err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidRequest, "malformed JSON body: unexpected data after the JSON object")
+	}
+	return nil
+}
+
+// jsonErrorText describes a decoding error without quoting the input (which may hold a secret).
+func jsonErrorText(err error) string {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("syntax error at byte %d", syntax.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q must be a %s", typ.Field, typ.Type)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return strings.TrimPrefix(err.Error(), "json: ") + "; see docs/api.md for the accepted fields"
+	case errors.Is(err, io.EOF):
+		return "empty body; send a JSON object"
+	}
+	return "cannot parse the body as JSON"
+}
+
+func (c *call) respond(status int, v any) error {
+	if c.result == "" {
+		c.result = "ok"
+	}
+	writeJSON(c.w, status, v)
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // messages quote <placeholders>
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,134 @@
+// Package wire holds the JSON shapes of the backend API, which follow the hosted Pipes
+// API so an existing backend can switch by changing its base URL and key. It has no
+// dependencies beyond the standard library, so the vend sidecar stays small.
+package wire
+
+import "time"
+
+// Auth methods as the hosted API names them.
+const (
+	AuthMethodAPIKey = "api_key"
+	AuthMethodOAuth  = "oauth"
+)
+
+// Errors returned in CredentialsResponse.Error.
+const (
+	ErrorNotInstalled         = "not_installed"
+	ErrorNeedsReauthorization = "needs_reauthorization"
+)
+
+// Error codes of ErrorResponse.
+const (
+	CodeInvalidRequest     = "invalid_request"
+	CodeUnauthorized       = "unauthorized"
+	CodeForbidden          = "forbidden"
+	CodeNotFound           = "not_found"
+	CodeConflict           = "conflict"
+	CodeAuthMethodMismatch = "auth_method_mismatch"
+	CodeRequestTooLarge    = "request_too_large"
+	CodeRateLimited        = "rate_limited"
+	CodeNotImplemented     = "not_implemented"
+	CodeInternal           = "internal_error"
+)
+
+// ErrorResponse is every non-2xx body: a machine-readable code and a message that says what to fix.
+type ErrorResponse struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// UpsertAPIKeyRequest is the body of PUT /data-integrations/{slug}/api-key.
+type UpsertAPIKeyRequest struct {
+	UserID         string `json:"user_id"`
+	Secret         string `json:"secret"`
+	OrganizationID string `json:"organization_id,omitempty"`
+}
+
+// ConnectedAccount is a user's connection, as the hosted API shows it. It never holds the credential.
+type ConnectedAccount struct {
+	Object         string    `json:"object"` // "connected_account"
+	ID             string    `json:"id"`
+	UserID         string    `json:"user_id"`
+	OrganizationID *string   `json:"organization_id"`
+	Scopes         []string  `json:"scopes"`
+	State          string    `json:"state"`
+	AuthMethod     string    `json:"auth_method"`
+	APIKeyLast4    string    `json:"api_key_last_4,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+}
+
+// CredentialsRequest is the body of POST /data-integrations/{slug}/credentials and /token.
+type CredentialsRequest struct {
+	UserID         string `json:"user_id"`
+	OrganizationID string `json:"organization_id,omitempty"`
+}
+
+// CredentialsResponse is {active:true, credential} or {active:false, error}.
+type CredentialsResponse struct {
+	Active     bool        `json:"active"`
+	Credential *Credential `json:"credential,omitempty"`
+	Error      string      `json:"error,omitempty"`
+}
+
+// Credential is a vended credential.
+type Credential struct {
+	Object     string `json:"object"` // "credential"
+	AuthMethod string `json:"auth_method"`
+	Value      string `json:"value"`
+	// Version increases each time the stored credential is replaced (an extension of
+	// the hosted shape, used by the vend sidecar to notice rotations).
+	Version int64 `json:"version,omitempty"`
+}
+
+// DataProvider is a Provider as shown to one user.
+type DataProvider struct {
+	Object           string            `json:"object"` // "data_provider"
+	ID               string            `json:"id"`
+	Name             string            `json:"name"`
+	Slug             string            `json:"slug"`
+	Description      string            `json:"description"`
+	AuthMethods      []string          `json:"auth_methods"`
+	Enabled          bool              `json:"enabled"`
+	ConnectedAccount *ConnectedAccount `json:"connected_account"`
+}
+
+// DataIntegrationConfiguration is an organization's setting for one provider.
+type DataIntegrationConfiguration struct {
+	Object         string   `json:"object"` // "data_integration_configuration"
+	Slug           string   `json:"slug"`
+	OrganizationID string   `json:"organization_id"`
+	Enabled        bool     `json:"enabled"`
+	AuthMethod     string   `json:"auth_method"`
+	Scopes         []string `json:"scopes"`
+	ClientID       string   `json:"client_id,omitempty"`
+}
+
+// PutDataIntegrationConfigurationRequest is the body of PUT /organizations/{org}/data_integration_configurations/{slug}.
+type PutDataIntegrationConfigurationRequest struct {
+	Enabled      *bool    `json:"enabled"`
+	Scopes       []string `json:"scopes,omitempty"`
+	ClientID     string   `json:"client_id,omitempty"`
+	ClientSecret string   `json:"client_secret,omitempty"`
+}
+
+// List is the hosted API's cursor-paginated list.
+type List[T any] struct {
+	Object       string       `json:"object"` // "list"
+	Data         []T          `json:"data"`
+	ListMetadata ListMetadata `json:"list_metadata"`
+}
+
+// ListMetadata holds the cursors: pass After as ?after= to get the next page.
+type ListMetadata struct {
+	Before *string `json:"before"`
+	After  *string `json:"after"`
+}
+
+// GetValue returns the credential's value, or "" for a nil credential.
+func (c *Credential) GetValue() string {
+	if c == nil {
+		return ""
+	}
+	return c.Value
+}
