@@ -285,6 +285,16 @@ var _ = Describe("Provider webhook", func() {
 			p.Spec.Description = strings.Repeat("d", validation.MaxDescriptionLength+1)
 			return p
 		}(), rejected("spec.description", "Too long")),
+		Entry("multibyte description of 1500 é (3000 bytes) is counted in characters", func() *pipesv1.Provider {
+			p := apiKeyProvider("openai")
+			p.Spec.Description = strings.Repeat("é", 1500)
+			return p
+		}(), accepted()),
+		Entry("multibyte description of 2049 é", func() *pipesv1.Provider {
+			p := apiKeyProvider("openai")
+			p.Spec.Description = strings.Repeat("é", validation.MaxDescriptionLength+1)
+			return p
+		}(), rejected("spec.description", "Too long")),
 	)
 
 	DescribeTable("update",
@@ -377,6 +387,11 @@ var _ = Describe("OrganizationProvider webhook", func() {
 		Entry("organizationID with surrounding whitespace", []*pipesv1.Provider{apiKeyProvider("openai")},
 			orgProvider("openai-org-9", "openai", " org_9"),
 			rejected(deniedBy(orgWebhook), "spec.organizationID has leading or trailing whitespace; remove it")),
+		Entry("organizationID of 200 é (400 bytes)", []*pipesv1.Provider{apiKeyProvider("openai")},
+			orgProvider("openai-org-9", "openai", strings.Repeat("é", 200)), accepted()),
+		Entry("OAuth provider, scope with a no-break space (webhook only)", []*pipesv1.Provider{oauthProvider("github")},
+			orgProvider("github-org-9", "github", "org_9", withScopes("repo", "c\u00a0d")),
+			rejected(deniedBy(orgWebhook), "spec.scopes[1] must be a single non-empty scope without spaces")),
 	)
 
 	It("rejects a second OrganizationProvider for the same provider and organization, naming the first", func() {
@@ -430,6 +445,65 @@ var _ = Describe("OrganizationProvider webhook", func() {
 			`spec.organizationID is immutable (was "org_9"): create another OrganizationProvider for another organization`))
 		Expect(apierrors.IsInvalid(err)).To(BeTrue())
 	})
+
+	It("still admits updates of an OrganizationProvider whose Provider was deleted; its identity stays immutable", func() {
+		ns := newNamespace(env.Client)
+		p := oauthProvider("github")
+		op := orgProvider("github-org-9", "github", "org_9", withScopes("repo"))
+		createAll(env.Client, ns, p, op)
+		Expect(env.Client.Delete(ctx, p)).To(Succeed())
+		// The webhook reads the manager's cache: wait until it, too, has seen the deletion.
+		Eventually(func() bool {
+			return apierrors.IsNotFound(env.Operator.Manager.GetCache().Get(ctx, client.ObjectKeyFromObject(p), &pipesv1.Provider{}))
+		}).Should(BeTrue(), "the manager's cache still holds the deleted Provider")
+
+		// A label change goes through the real webhook.
+		Expect(update(env.Client, op, func(o *pipesv1.OrganizationProvider) {
+			if o.Labels == nil {
+				o.Labels = map[string]string{}
+			}
+			o.Labels["team"] = "payments"
+		})).To(Succeed())
+		var got pipesv1.OrganizationProvider
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(op), &got)).To(Succeed())
+		Expect(got.Labels).To(HaveKeyWithValue("team", "payments"))
+
+		// So does disabling it.
+		Expect(update(env.Client, op, func(o *pipesv1.OrganizationProvider) {
+			off := false
+			o.Spec.Enabled = &off
+		})).To(Succeed())
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(op), &got)).To(Succeed())
+		Expect(got.IsEnabled()).To(BeFalse())
+
+		// Immutability still holds (CEL answers first in the apiserver) ...
+		Expect(update(env.Client, op, func(o *pipesv1.OrganizationProvider) { o.Spec.OrganizationID = "org_10" })).
+			To(rejected("spec.organizationID is immutable").matcher(ns))
+		Expect(update(env.Client, op, func(o *pipesv1.OrganizationProvider) { o.Spec.ProviderRef.Name = "gitlab" })).
+			To(rejected("spec.providerRef is immutable").matcher(ns))
+		Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(op), &got)).To(Succeed())
+		Expect(got.Spec.OrganizationID).To(Equal("org_9"))
+		Expect(got.Spec.ProviderRef.Name).To(Equal("github"))
+
+		// ... and in the webhook itself, which reports no missing Provider on update and,
+		// with no Provider to check them against, leaves the settings alone.
+		v := &webhook.OrganizationProviderValidator{Reader: env.Operator.Manager.GetClient()}
+		oldOP := got.DeepCopy()
+		newOP := oldOP.DeepCopy()
+		newOP.Labels["tier"] = "gold"
+		newOP.Spec.Scopes = []string{"gist"}
+		_, err := v.ValidateUpdate(ctx, oldOP, newOP)
+		Expect(err).NotTo(HaveOccurred())
+		newOP.Spec.ProviderRef.Name, newOP.Spec.OrganizationID = "gitlab", "org_10"
+		_, err = v.ValidateUpdate(ctx, oldOP, newOP)
+		Expect(err).To(MatchError(`spec.providerRef is immutable (was "github"): create another OrganizationProvider for another provider; ` +
+			`spec.organizationID is immutable (was "org_9"): create another OrganizationProvider for another organization`))
+		Expect(apierrors.IsInvalid(err)).To(BeTrue())
+
+		// Creating one for the deleted Provider is still rejected.
+		Expect(env.Client.Create(ctx, orgProvider("github-org-10", "github", "org_10", func(o *pipesv1.OrganizationProvider) { o.Namespace = ns }))).
+			To(rejected(deniedBy(orgWebhook), notFoundIn("github")).matcher(ns))
+	})
 })
 
 // ---------------------------------------------------------------------------
@@ -462,6 +536,11 @@ var _ = Describe("ConnectedAccount webhook", func() {
 		Entry("userID with a trailing space", []*pipesv1.Provider{apiKeyProvider("openai")},
 			account("acct", "openai", "user_123 ", ""),
 			rejected(deniedBy(accountWebhook), "spec.userID has leading or trailing whitespace; remove it")),
+		Entry("userID and organizationID of 200 é (400 bytes each)", []*pipesv1.Provider{apiKeyProvider("openai")},
+			account("acct", "openai", strings.Repeat("é", 200), strings.Repeat("é", 200)), accepted()),
+		Entry("userID with a line separator (webhook only)", []*pipesv1.Provider{apiKeyProvider("openai")},
+			account("acct", "openai", "user\u2028123", ""),
+			rejected(deniedBy(accountWebhook), "spec.userID contains control characters; use printable characters only")),
 	)
 
 	DescribeTable("duplicates",
