@@ -228,3 +228,10 @@ func (c *Client) PutOrganizationConfiguration(ctx context.Context, orgID, slug s
 	var out wire.DataIntegrationConfiguration
 	return &out, c.do(ctx, http.MethodPut, "/organizations/"+url.PathEscape(orgID)+"/data_integration_configurations/"+url.PathEscape(slug), nil, req, &out)
 }
+
+// Watch long-polls for changes to credentials (see wire.WatchRequest). The HTTP client's
+// timeout must exceed the request's timeout.
+func (c *Client) Watch(ctx context.Context, req wire.WatchRequest) (*wire.WatchResponse, error) {
+	var out wire.WatchResponse
+	return &out, c.do(ctx, http.MethodPost, "/credentials/watch", nil, req, &out)
+}

@@ -350,4 +350,3 @@ var _ = Describe("Backend API", func() {
 		Expect(err).NotTo(HaveOccurred(), "another caller is not limited")
 	})
 })
-

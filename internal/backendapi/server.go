@@ -24,6 +24,7 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/time/rate"
 	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -47,8 +48,9 @@ type Options struct {
 // Server serves the backend API. It runs on every replica (no leader election): it only
 // reads through the cache and writes with optimistic concurrency.
 type Server struct {
-	Client    client.Client // the manager's cached client
-	APIReader client.Reader // uncached, for read-your-writes after the cache lags
+	Client    client.Client   // the manager's cached client
+	Informers cache.Informers // the manager's cache, whose changes wake long polls
+	APIReader client.Reader   // uncached, for read-your-writes after the cache lags
 	Store     *credential.Store
 	Recorder  events.EventRecorder
 	Authn     Authenticator
@@ -57,6 +59,8 @@ type Server struct {
 	Options   Options
 
 	limiters sync.Map // username -> *rate.Limiter
+	changes  *changes
+	once     sync.Once
 
 	mu       sync.Mutex
 	listener net.Listener
@@ -77,6 +81,10 @@ func (s *Server) Addr() string {
 
 // Start implements manager.Runnable.
 func (s *Server) Start(ctx context.Context) error {
+	s.init()
+	if err := s.watchInformers(ctx, s.Informers); err != nil {
+		return err
+	}
 	cw, err := certwatcher.New(filepath.Join(s.Options.CertDir, "tls.crt"), filepath.Join(s.Options.CertDir, "tls.key"))
 	if err != nil {
 		return fmt.Errorf("backend API certificate: %w", err)
@@ -103,8 +111,11 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
+func (s *Server) init() { s.once.Do(func() { s.changes = newChanges() }) }
+
 // Handler routes every endpoint, both in the caller's namespace and under /namespaces/{namespace}.
 func (s *Server) Handler() http.Handler {
+	s.init()
 	mux := http.NewServeMux()
 	routes := []struct {
 		pattern string
@@ -114,6 +125,7 @@ func (s *Server) Handler() http.Handler {
 		{"PUT /data-integrations/{slug}/api-key", "upsert_api_key", s.upsertAPIKey},
 		{"POST /data-integrations/{slug}/credentials", "vend", s.vendCredentials},
 		{"POST /data-integrations/{slug}/token", "vend_token", s.vendToken},
+		{"POST /credentials/watch", "watch", s.watchCredentials},
 		{"GET /user_management/users/{user_id}/data_providers", "list_data_providers", s.listDataProviders},
 		{"GET /user_management/users/{user_id}/connected_accounts/{slug}", "get_connected_account", s.getConnectedAccount},
 		{"DELETE /user_management/users/{user_id}/connected_accounts/{slug}", "disconnect", s.disconnect},
@@ -155,7 +167,7 @@ type call struct {
 	s         *Server
 	// audit fields, logged once the call ends
 	auditAccount string
-	result  string
+	result       string
 }
 
 func (s *Server) wrap(action string, fn func(*call) error) http.Handler {

@@ -116,4 +116,3 @@ func oauthProvider(ns, name string) *pipesv1.Provider {
 		}},
 	}
 }
-

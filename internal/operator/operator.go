@@ -218,7 +218,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	var api *backendapi.Server
 	if o.APIAddr != "" {
 		api = &backendapi.Server{
-			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Store: store,
+			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Informers: mgr.GetCache(), Store: store,
 			Recorder: mgr.GetEventRecorder("pipes-backend-api"),
 			Authn:    backendapi.NewTokenReviewer(direct, 10*time.Second),
 			Authz:    backendapi.NewAccessReviewer(direct, 10*time.Second),

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
 
 // Limits on user input.
@@ -294,15 +295,8 @@ func APIKey(path *field.Path, key []byte) field.ErrorList {
 // unprintable matches control characters and Unicode line and paragraph separators.
 func unprintable(r rune) bool { return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' }
 
-// Last4 is what may be shown of a key: its last four characters, or nothing for keys
-// shorter than 12 characters, where four would reveal too much.
-func Last4(key []byte) string {
-	r := []rune(string(key))
-	if len(r) < 12 {
-		return ""
-	}
-	return string(r[len(r)-4:])
-}
+// Last4 is what may be shown of a key (see wire.Last4).
+func Last4(key []byte) string { return wire.Last4(string(key)) }
 
 func orNone(s []string) string {
 	if len(s) == 0 {

@@ -7,7 +7,9 @@ package webhook
 import (
 	"context"
 	"fmt"
+	"slices"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -121,13 +123,15 @@ func (v *OrganizationProviderValidator) ValidateCreate(ctx context.Context, op *
 func (v *OrganizationProviderValidator) ValidateUpdate(ctx context.Context, oldOP, newOP *pipesv1.OrganizationProvider) (admission.Warnings, error) {
 	errs := validation.OrganizationProviderUpdate(oldOP, newOP)
 	if newOP.DeletionTimestamp == nil {
-		// The Provider may be gone or narrowed since creation; updates (labels, disabling,
-		// cleanup) must still go through, so only settings are checked, and only against a Provider that exists.
+		// The Provider may be gone or narrowed since creation; updates that leave the
+		// settings alone (labels, disabling, cleanup) must still go through, so settings
+		// are checked only when they change, and only against a Provider that exists.
 		p, err := getProvider(ctx, v.Reader, newOP.Namespace, newOP.Spec.ProviderRef.Name)
 		if err != nil {
 			return nil, err
 		}
-		if p != nil {
+		settingsChanged := !slices.Equal(oldOP.Spec.Scopes, newOP.Spec.Scopes) || !equality.Semantic.DeepEqual(oldOP.Spec.Credentials, newOP.Spec.Credentials)
+		if p != nil && settingsChanged {
 			errs = append(errs, validation.OrganizationSettings(p, newOP.Spec.Scopes, newOP.Spec.Credentials != nil,
 				field.NewPath("spec", "scopes"), field.NewPath("spec", "credentials"))...)
 		}

@@ -132,3 +132,51 @@ func (c *Credential) GetValue() string {
 	}
 	return c.Value
 }
+
+// CredentialRef names one user's credential for one provider.
+type CredentialRef struct {
+	Provider       string `json:"provider"`
+	UserID         string `json:"user_id"`
+	OrganizationID string `json:"organization_id,omitempty"`
+}
+
+// String is PROVIDER:USER_ID[@ORGANIZATION_ID], the syntax of the pipes.dev/credentials annotation.
+func (r CredentialRef) String() string {
+	s := r.Provider + ":" + r.UserID
+	if r.OrganizationID != "" {
+		s += "@" + r.OrganizationID
+	}
+	return s
+}
+
+// WatchRequest is the body of POST /credentials/watch: a long poll that answers as soon
+// as any of the credentials differs from the snapshot the caller holds (named by ETag),
+// or after TimeoutSeconds with Changed false.
+type WatchRequest struct {
+	Credentials    []CredentialRef `json:"credentials"`
+	ETag           string          `json:"etag,omitempty"`
+	TimeoutSeconds int             `json:"timeout_seconds,omitempty"`
+}
+
+// WatchResponse carries the whole current snapshot when Changed.
+type WatchResponse struct {
+	ETag        string              `json:"etag"`
+	Changed     bool                `json:"changed"`
+	Credentials []WatchedCredential `json:"credentials,omitempty"`
+}
+
+// WatchedCredential is one credential of a watch snapshot.
+type WatchedCredential struct {
+	CredentialRef
+	CredentialsResponse
+}
+
+// Last4 is what may be shown of a credential: its last four characters, or nothing for
+// values shorter than 12 characters, where four would reveal too much.
+func Last4(value string) string {
+	r := []rune(value)
+	if len(r) < 12 {
+		return ""
+	}
+	return string(r[len(r)-4:])
+}
