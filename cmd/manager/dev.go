@@ -101,6 +101,8 @@ func runDev(args []string) (err error) {
 			return err
 		}
 		envFile += fmt.Sprintf("export PIPES_API_URL=https://%s\nexport PIPES_API_CA=%s\n", o.APIAddr, caPath)
+		o.VendAPIURL = "https://" + o.APIAddr
+		o.VendCA = func() ([]byte, error) { return env.WebhookInstallOptions.LocalServingCAData, nil }
 	}
 	envPath := filepath.Join(*dir, "env")
 	if err := os.WriteFile(envPath, []byte(envFile), 0o600); err != nil {

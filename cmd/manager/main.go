@@ -50,6 +50,8 @@ func managerFlags(fs *flag.FlagSet, o *operator.Options, zo *zap.Options) {
 	fs.StringVar(&o.APIAddr, "api-bind-address", ":8443", "backend API address (HTTPS); empty disables it")
 	fs.StringVar(&o.APICertDir, "api-cert-dir", "", "directory of the backend API's certificate (tls.crt, tls.key); default: --webhook-cert-dir")
 	fs.Float64Var(&o.APIRateLimit, "api-rate-limit", 50, "backend API requests per second allowed per caller (burst: twice that)")
+	fs.StringVar(&o.VendImage, "vend-image", "pipes-operator/vend:dev", "vend sidecar image for pods annotated pipes.dev/inject; empty disables injection")
+	fs.StringVar(&o.VendAPIURL, "vend-api-url", "", "backend API URL as injected sidecars reach it (default https://pipes-api.NAMESPACE.svc)")
 	zo.BindFlags(fs)
 }
 
@@ -62,12 +64,17 @@ func runManager(args []string) error {
 	certSecret := fs.String("cert-secret", "pipes-webhook-cert", "Secret for the generated webhook certificate")
 	webhookService := fs.String("webhook-service", "pipes-webhook-service", "Service in front of the webhook server")
 	apiService := fs.String("api-service", "pipes-api", "Service in front of the backend API (added to the generated certificate)")
+	mutatingConfig := fs.String("mutating-webhook-config", "pipes-mutating-webhook-configuration", "MutatingWebhookConfiguration (pod injection) whose CA bundle cert-controller keeps current")
 	webhookConfig := fs.String("webhook-config", "pipes-validating-webhook-configuration", "ValidatingWebhookConfiguration whose CA bundle cert-controller keeps current")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *certRotation {
-		o.CertRotation = &operator.CertRotation{SecretName: *certSecret, ServiceName: *webhookService, WebhookConfigName: *webhookConfig, ExtraServiceNames: []string{*apiService}}
+		o.CertRotation = &operator.CertRotation{SecretName: *certSecret, ServiceName: *webhookService,
+			WebhookConfigName: *webhookConfig, MutatingConfigName: *mutatingConfig, ExtraServiceNames: []string{*apiService}}
+	}
+	if o.VendAPIURL == "" {
+		o.VendAPIURL = fmt.Sprintf("https://%s.%s.svc", *apiService, o.Namespace)
 	}
 	log := logsafe.Cap(zap.New(zap.UseFlagOptions(&zo)))
 	ctrl.SetLogger(log)

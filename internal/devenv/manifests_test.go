@@ -51,6 +51,11 @@ func TestDefaultKustomizationRenders(t *testing.T) {
 		"Service/pipes-webhook-service", // --webhook-service default
 		"Service/pipes-metrics-service",
 		"ValidatingWebhookConfiguration/pipes-validating-webhook-configuration", // --webhook-config default
+		"MutatingWebhookConfiguration/pipes-mutating-webhook-configuration",     // --mutating-webhook-config default
+		"Secret/pipes-webhook-cert",                                             // --cert-secret default
+		"Service/pipes-api",                                                     // --api-service default
+		"ClusterRole/pipes-vendor",
+		"ClusterRole/pipes-backend",
 	} {
 		if objects[want] == nil {
 			t.Errorf("config/default does not render %s", want)

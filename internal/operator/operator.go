@@ -10,11 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -74,6 +76,13 @@ type Options struct {
 	APICertDir   string
 	APIRateLimit float64
 
+	// VendImage is the vend sidecar image the pod injector adds ("" disables injection).
+	VendImage string
+	// VendAPIURL is the backend API's URL as pods reach it.
+	VendAPIURL string
+	// VendCA returns the CA bundle pods trust for the backend API (default: ca.crt in the API's cert dir).
+	VendCA func() ([]byte, error)
+
 	// SkipNameValidation lets several managers run in one process (tests).
 	SkipNameValidation bool
 }
@@ -81,9 +90,10 @@ type Options struct {
 // CertRotation has cert-controller generate and rotate the webhook serving certificate
 // and inject its CA into the webhook configurations: no manual steps in a cluster.
 type CertRotation struct {
-	SecretName        string // Secret in Namespace holding the CA and serving cert
-	ServiceName       string // webhook Service, in Namespace
-	WebhookConfigName string // ValidatingWebhookConfiguration to patch
+	SecretName         string // Secret in Namespace holding the CA and serving cert
+	ServiceName        string // webhook Service, in Namespace
+	WebhookConfigName  string // ValidatingWebhookConfiguration to patch
+	MutatingConfigName string // MutatingWebhookConfiguration to patch
 	// ExtraServiceNames are other Services in Namespace the certificate serves (the backend API).
 	ExtraServiceNames []string
 }
@@ -242,8 +252,17 @@ func setupWebhooks(mgr ctrl.Manager, o Options) error {
 	if o.DisableWebhooks {
 		return nil
 	}
+	var injector *pipeswebhook.PodInjector
+	if o.VendImage != "" {
+		ca := o.VendCA
+		if ca == nil {
+			caFile := filepath.Join(orDefault(o.APICertDir, o.WebhookCertDir), "ca.crt")
+			ca = func() ([]byte, error) { return os.ReadFile(caFile) }
+		}
+		injector = &pipeswebhook.PodInjector{Image: o.VendImage, APIURL: o.VendAPIURL, CA: ca, SkipNamespaces: []string{o.Namespace, "kube-system"}}
+	}
 	if o.CertRotation == nil {
-		return pipeswebhook.Setup(mgr)
+		return pipeswebhook.Setup(mgr, injector)
 	}
 	ready := make(chan struct{})
 	dnsNames := []string{fmt.Sprintf("%s.%s.svc.cluster.local", o.CertRotation.ServiceName, o.Namespace)}
@@ -258,8 +277,11 @@ func setupWebhooks(mgr ctrl.Manager, o Options) error {
 		DNSName:        fmt.Sprintf("%s.%s.svc", o.CertRotation.ServiceName, o.Namespace),
 		ExtraDNSNames:  dnsNames,
 		IsReady:        ready,
-		Webhooks:       []rotator.WebhookInfo{{Name: o.CertRotation.WebhookConfigName, Type: rotator.Validating}},
-		ExtKeyUsages:   &[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		Webhooks: []rotator.WebhookInfo{
+			{Name: o.CertRotation.WebhookConfigName, Type: rotator.Validating},
+			{Name: o.CertRotation.MutatingConfigName, Type: rotator.Mutating},
+		},
+		ExtKeyUsages: &[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		// Every replica serves webhooks, so every replica must see the certificate.
 		RequireLeaderElection: false,
 	})
@@ -270,7 +292,7 @@ func setupWebhooks(mgr ctrl.Manager, o Options) error {
 	errs := make(chan error, 1)
 	go func() {
 		<-ready
-		errs <- pipeswebhook.Setup(mgr)
+		errs <- pipeswebhook.Setup(mgr, injector)
 	}()
 	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		select {

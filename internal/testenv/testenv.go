@@ -30,6 +30,9 @@ import (
 // OperatorNamespace is where the suites' operator keeps its keyset.
 const OperatorNamespace = "pipes-system"
 
+// VendImage is the sidecar image the suites' pod injector uses.
+const VendImage = "pipes.local/vend:test"
+
 // Env is a running control plane and (unless disabled) manager.
 type Env struct {
 	Env      *envtest.Environment
@@ -97,6 +100,10 @@ func Start(o Options) (*Env, error) {
 	}
 	if o.API {
 		opts.APIAddr, opts.APIRateLimit = "127.0.0.1:0", o.APIRateLimit
+	}
+	if o.Webhooks {
+		opts.VendImage, opts.VendAPIURL = VendImage, "https://pipes-api.pipes-system.svc"
+		opts.VendCA = func() ([]byte, error) { return env.WebhookInstallOptions.LocalServingCAData, nil }
 	}
 	if e.Operator, err = operator.New(ctx, cfg, opts, log); err != nil {
 		return nil, err

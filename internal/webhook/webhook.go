@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,10 +24,16 @@ import (
 	"github.com/pipes-dev/pipes-operator/internal/validation"
 )
 
-// Setup registers every validating webhook with mgr. Cross-object checks read through
-// the manager's cache (with the indexes of package index).
-func Setup(mgr ctrl.Manager) error {
+// Setup registers every webhook with mgr: validation of the three kinds and, when
+// injector is not nil, the pod injector. Cross-object checks read through the manager's
+// cache (with the indexes of package index).
+func Setup(mgr ctrl.Manager, injector *PodInjector) error {
 	r := mgr.GetClient()
+	if injector != nil {
+		if err := ctrl.NewWebhookManagedBy(mgr, &corev1.Pod{}).WithDefaulter(injector).Complete(); err != nil {
+			return err
+		}
+	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &pipesv1.Provider{}).WithValidator(&ProviderValidator{}).Complete(); err != nil {
 		return err
 	}

@@ -1,0 +1,323 @@
+// Command image packs static binaries into a single-layer container image and writes it
+// as a docker-archive tarball ("docker save" format), which `ctr images import` loads
+// into containerd. It needs no container engine and no registry, so the e2e harness can
+// make its images (the sandbox "pause" image, CoreDNS, the manager) from Go binaries built
+// on this machine.
+//
+// The image holds the binaries, a minimal /etc/passwd and /etc/group (root and the
+// non-root user), a world-writable sticky /tmp, and runs as the non-root user 65532 unless
+// --user says otherwise.
+//
+// Usage:
+//
+//	go run ./hack/image --tag pipes.local/manager:e2e \
+//	  --binary bin/manager=/manager --entrypoint /manager --out bin/e2e/manager.tar
+//
+// --binary and --file may be repeated; --entrypoint and --cmd take a comma-separated list.
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// pair is one SRC=DST argument.
+type pair struct{ src, dst string }
+
+type pairs []pair
+
+func (p *pairs) String() string {
+	s := make([]string, 0, len(*p))
+	for _, x := range *p {
+		s = append(s, x.src+"="+x.dst)
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *pairs) Set(v string) error {
+	src, dst, ok := strings.Cut(v, "=")
+	if !ok || src == "" || dst == "" {
+		return fmt.Errorf("want SRC=DST (host path = absolute path in the image), got %q", v)
+	}
+	if !path.IsAbs(dst) {
+		return fmt.Errorf("destination %q must be an absolute path in the image", dst)
+	}
+	*p = append(*p, pair{src: src, dst: path.Clean(dst)})
+	return nil
+}
+
+type options struct {
+	tag        string
+	out        string
+	binaries   pairs
+	files      pairs
+	entrypoint string
+	cmd        string
+	user       string
+	workdir    string
+	env        []string
+	arch       string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.tag, "tag", "", "image reference, e.g. pipes.local/manager:e2e (required)")
+	flag.StringVar(&o.out, "out", "", "output tarball path (required)")
+	flag.Var(&o.binaries, "binary", "SRC=DST: host executable SRC at image path DST, mode 0755 (repeatable)")
+	flag.Var(&o.files, "file", "SRC=DST: host file SRC at image path DST, mode 0644 (repeatable)")
+	flag.StringVar(&o.entrypoint, "entrypoint", "", "comma-separated entrypoint, e.g. /kit,pause (default: the first --binary)")
+	flag.StringVar(&o.cmd, "cmd", "", "comma-separated default arguments")
+	flag.StringVar(&o.user, "user", "65532:65532", "user the image runs as (uid:gid)")
+	flag.StringVar(&o.workdir, "workdir", "/", "working directory")
+	flag.StringVar(&o.arch, "arch", runtime.GOARCH, "image architecture")
+	flag.Func("env", "KEY=VALUE environment variable (repeatable)", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("want KEY=VALUE, got %q", v)
+		}
+		o.env = append(o.env, v)
+		return nil
+	})
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage: go run ./hack/image --tag REF --binary SRC=DST [--binary ...] --out FILE.tar [flags]\n\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "image:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	if o.tag == "" || o.out == "" || len(o.binaries) == 0 {
+		flag.Usage()
+		return errors.New("--tag, --out and at least one --binary are required")
+	}
+	ref, err := name.NewTag(o.tag, name.WeakValidation)
+	if err != nil {
+		return fmt.Errorf("--tag %q: %w", o.tag, err)
+	}
+	uid, gid, err := parseUser(o.user)
+	if err != nil {
+		return err
+	}
+
+	layerTar, err := buildLayer(o, uid, gid)
+	if err != nil {
+		return err
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(layerTar)), nil
+	})
+	if err != nil {
+		return fmt.Errorf("layer: %w", err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		return fmt.Errorf("append layer: %w", err)
+	}
+
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	cf = cf.DeepCopy()
+	cf.OS = "linux"
+	cf.Architecture = o.arch
+	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
+	cf.Config.User = o.user
+	cf.Config.WorkingDir = o.workdir
+	cf.Config.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp"}, o.env...)
+	if o.entrypoint != "" {
+		cf.Config.Entrypoint = splitList(o.entrypoint)
+	} else {
+		cf.Config.Entrypoint = []string{o.binaries[0].dst}
+	}
+	if o.cmd != "" {
+		cf.Config.Cmd = splitList(o.cmd)
+	}
+	cf.Config.Labels = map[string]string{"org.opencontainers.image.source": "github.com/pipes-dev/pipes-operator/hack/image"}
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+
+	if dir := filepath.Dir(o.out); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	tmp := o.out + ".tmp"
+	if err := tarball.WriteToFile(tmp, ref, img); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", o.out, err)
+	}
+	if err := os.Rename(tmp, o.out); err != nil {
+		return err
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s %s %s\n", o.out, ref.String(), digest)
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func parseUser(u string) (uid, gid int, err error) {
+	us, gs, hasGroup := strings.Cut(u, ":")
+	if _, err = fmt.Sscanf(us, "%d", &uid); err != nil {
+		return 0, 0, fmt.Errorf("--user %q: want numeric uid[:gid]", u)
+	}
+	gid = uid
+	if hasGroup {
+		if _, err = fmt.Sscanf(gs, "%d", &gid); err != nil {
+			return 0, 0, fmt.Errorf("--user %q: want numeric uid[:gid]", u)
+		}
+	}
+	return uid, gid, nil
+}
+
+// entry is one file of the layer.
+type entry struct {
+	hdr  tar.Header
+	data []byte
+}
+
+// buildLayer returns an uncompressed, reproducible (sorted, mtime 0, owner root) layer tar.
+func buildLayer(o options, uid, gid int) ([]byte, error) {
+	epoch := time.Unix(0, 0).UTC()
+	entries := map[string]*entry{}
+	dir := func(p string, mode int64) {
+		entries[p] = &entry{hdr: tar.Header{Typeflag: tar.TypeDir, Name: p + "/", Mode: mode}}
+	}
+	file := func(p string, mode int64, data []byte) {
+		entries[p] = &entry{hdr: tar.Header{Typeflag: tar.TypeReg, Name: p, Mode: mode, Size: int64(len(data))}, data: data}
+	}
+	parents := func(p string) {
+		for d := path.Dir(p); d != "/" && d != "."; d = path.Dir(d) {
+			if _, ok := entries[strings.TrimPrefix(d, "/")]; !ok {
+				dir(strings.TrimPrefix(d, "/"), 0o755)
+			}
+		}
+	}
+
+	dir("etc", 0o755)
+	dir("tmp", 0o1777)
+	passwd := "root:x:0:0:root:/root:/sbin/nologin\n"
+	group := "root:x:0:\n"
+	if uid != 0 {
+		passwd += fmt.Sprintf("nonroot:x:%d:%d:nonroot:/tmp:/sbin/nologin\n", uid, gid)
+	}
+	if gid != 0 {
+		group += fmt.Sprintf("nonroot:x:%d:\n", gid)
+	}
+	file("etc/passwd", 0o644, []byte(passwd))
+	file("etc/group", 0o644, []byte(group))
+	file("etc/nsswitch.conf", 0o644, []byte("hosts: files dns\n"))
+
+	add := func(ps pairs, mode int64, wantExec bool) error {
+		for _, p := range ps {
+			st, err := os.Stat(p.src)
+			if err != nil {
+				return err
+			}
+			if !st.Mode().IsRegular() {
+				return fmt.Errorf("%s is not a regular file", p.src)
+			}
+			if wantExec && st.Mode().Perm()&0o111 == 0 {
+				return fmt.Errorf("%s is not executable", p.src)
+			}
+			data, err := os.ReadFile(p.src)
+			if err != nil {
+				return err
+			}
+			if wantExec && !isStaticELF(data) {
+				fmt.Fprintf(os.Stderr, "image: warning: %s does not look like a static binary; the image has no libc (build with CGO_ENABLED=0)\n", p.src)
+			}
+			parents(p.dst)
+			file(strings.TrimPrefix(p.dst, "/"), mode, data)
+		}
+		return nil
+	}
+	if err := add(o.binaries, 0o755, true); err != nil {
+		return nil, err
+	}
+	if err := add(o.files, 0o644, false); err != nil {
+		return nil, err
+	}
+
+	names := make([]string, 0, len(entries))
+	for n := range entries {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, n := range names {
+		e := entries[n]
+		e.hdr.ModTime, e.hdr.Uid, e.hdr.Gid, e.hdr.Format = epoch, 0, 0, tar.FormatPAX
+		if err := tw.WriteHeader(&e.hdr); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(e.data); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// isStaticELF reports whether data is an ELF file without a PT_INTERP program header
+// (a dynamically linked binary would not start in an image without libc).
+func isStaticELF(data []byte) bool {
+	if len(data) < 64 || string(data[:4]) != "\x7fELF" || data[4] != 2 /* 64-bit */ || data[5] != 1 /* little endian */ {
+		return true // not something we know how to inspect: do not warn
+	}
+	le := func(b []byte) uint64 {
+		var v uint64
+		for i := len(b) - 1; i >= 0; i-- {
+			v = v<<8 | uint64(b[i])
+		}
+		return v
+	}
+	phoff, phentsize, phnum := le(data[32:40]), le(data[54:56]), le(data[56:58])
+	for i := uint64(0); i < phnum; i++ {
+		off := phoff + i*phentsize
+		if off+4 > uint64(len(data)) {
+			break
+		}
+		if le(data[off:off+4]) == 3 { // PT_INTERP
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,312 @@
+// Package sidecar owns the vend sidecar's behaviour: keeping a workload's credentials
+// current through the backend API's long poll, serving them on loopback with the
+// backend API's own routes and JSON, and writing them as files into a shared memory
+// volume. It imports only the standard library and the API client, to stay small.
+package sidecar
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pipes-dev/pipes-operator/internal/apiclient"
+	"github.com/pipes-dev/pipes-operator/internal/wire"
+)
+
+// Config is the sidecar's configuration.
+type Config struct {
+	Credentials  []wire.CredentialRef
+	Dir          string        // where credential files go ("" writes none)
+	WatchTimeout time.Duration // long-poll duration
+	FileGID      int           // group that may read credential files (-1: leave as is)
+}
+
+// Sidecar holds the current credentials. The zero value is not usable; use New.
+type Sidecar struct {
+	cfg Config
+	api *apiclient.Client
+	log *slog.Logger
+
+	mu          sync.RWMutex
+	creds       map[wire.CredentialRef]wire.CredentialsResponse
+	etag        string
+	synced      bool      // a full snapshot has been received
+	lastSuccess time.Time // last answer from the backend
+	lastError   string    // why the last call failed ("" after a success)
+	syncs       int64
+}
+
+// New returns a sidecar that fetches through api.
+func New(cfg Config, api *apiclient.Client, log *slog.Logger) *Sidecar {
+	if cfg.WatchTimeout == 0 {
+		cfg.WatchTimeout = 30 * time.Second
+	}
+	return &Sidecar{cfg: cfg, api: api, log: log, creds: map[wire.CredentialRef]wire.CredentialsResponse{}}
+}
+
+// Sync makes one long-poll call and applies what it returns. With a zero timeout it
+// returns the current snapshot at once (used by --once and at start).
+func (s *Sidecar) Sync(ctx context.Context, wait bool) error {
+	s.mu.RLock()
+	req := wire.WatchRequest{Credentials: s.cfg.Credentials, ETag: s.etag}
+	s.mu.RUnlock()
+	if wait {
+		req.TimeoutSeconds = int(s.cfg.WatchTimeout.Seconds())
+	} else {
+		req.ETag = ""
+	}
+	resp, err := s.api.Watch(ctx, req)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.lastError = describe(err)
+		return err
+	}
+	s.lastSuccess, s.lastError = time.Now(), ""
+	if !resp.Changed {
+		return nil
+	}
+	for _, c := range resp.Credentials {
+		prev, had := s.creds[c.CredentialRef]
+		s.creds[c.CredentialRef] = c.CredentialsResponse
+		if err := s.writeFiles(c); err != nil {
+			s.lastError = "writing credential files: " + err.Error()
+			return err
+		}
+		if !had || versionOf(prev) != versionOf(c.CredentialsResponse) || prev.Error != c.Error {
+			s.log.Info("credential updated", "credential", c.CredentialRef.String(), "active", c.Active, "error", c.Error, "version", versionOf(c.CredentialsResponse))
+		}
+	}
+	s.etag, s.synced = resp.ETag, true
+	s.syncs++
+	return nil
+}
+
+func versionOf(r wire.CredentialsResponse) int64 {
+	if r.Credential == nil {
+		return 0
+	}
+	return r.Credential.Version
+}
+
+// describe turns an API error into a readiness reason.
+func describe(err error) string {
+	var ae *apiclient.Error
+	if errors.As(err, &ae) {
+		return fmt.Sprintf("backend API answered %d %s: %s", ae.Status, ae.Code, ae.Message)
+	}
+	return "backend API unreachable: " + err.Error()
+}
+
+// Run keeps credentials current until ctx ends: long polls back to back, with
+// exponential backoff (0.5 s to 30 s) after errors; the last good values keep being served.
+func (s *Sidecar) Run(ctx context.Context) {
+	backoff := 500 * time.Millisecond
+	for ctx.Err() == nil {
+		s.mu.RLock()
+		wait := s.synced
+		s.mu.RUnlock()
+		err := s.Sync(ctx, wait)
+		if err == nil {
+			backoff = 500 * time.Millisecond
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("syncing credentials failed; serving the last good values", "error", describe(err), "retryIn", backoff.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// safeName keeps IDs that are plain file names as they are.
+var safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$`)
+
+// FilePath is where a credential's files live: DIR/PROVIDER/USER[@ORG]/, with IDs that
+// are not plain file names hex-encoded.
+func FilePath(dir string, ref wire.CredentialRef) string {
+	name := ref.UserID
+	if ref.OrganizationID != "" {
+		name += "@" + ref.OrganizationID
+	}
+	if !safeName.MatchString(name) || strings.Contains(name, "..") {
+		name = fmt.Sprintf("x-%x", name)
+	}
+	return filepath.Join(dir, ref.Provider, name)
+}
+
+// Metadata is written beside each value as metadata.json.
+type Metadata struct {
+	Provider       string `json:"provider"`
+	UserID         string `json:"user_id"`
+	OrganizationID string `json:"organization_id,omitempty"`
+	AuthMethod     string `json:"auth_method"`
+	Version        int64  `json:"version"`
+	Last4          string `json:"last_4,omitempty"`
+	UpdatedAt      string `json:"updated_at"`
+}
+
+// writeFiles writes or removes one credential's files. Each file is written to a
+// temporary name and renamed, so readers see the old or the new value, never a mix.
+func (s *Sidecar) writeFiles(c wire.WatchedCredential) error {
+	if s.cfg.Dir == "" {
+		return nil
+	}
+	dir := FilePath(s.cfg.Dir, c.CredentialRef)
+	if !c.Active || c.Credential == nil {
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	meta, _ := json.MarshalIndent(Metadata{
+		Provider: c.Provider, UserID: c.UserID, OrganizationID: c.OrganizationID, AuthMethod: c.Credential.AuthMethod,
+		Version: c.Credential.Version, Last4: wire.Last4(c.Credential.Value), UpdatedAt: time.Now().UTC().Format(time.RFC3339),
+	}, "", "  ")
+	if err := s.atomicWrite(filepath.Join(dir, "value"), []byte(c.Credential.Value)); err != nil {
+		return err
+	}
+	return s.atomicWrite(filepath.Join(dir, "metadata.json"), append(meta, '\n'))
+}
+
+func (s *Sidecar) atomicWrite(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // no-op after the rename
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if s.cfg.FileGID >= 0 {
+		if err := os.Chown(f.Name(), -1, s.cfg.FileGID); err != nil && !errors.Is(err, os.ErrPermission) {
+			return err
+		}
+	}
+	if err := os.Chmod(f.Name(), 0o440); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// Ready reports whether credentials have been fetched, and why not.
+func (s *Sidecar) Ready() (bool, string) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.synced {
+		return true, ""
+	}
+	if s.lastError != "" {
+		return false, s.lastError
+	}
+	return false, "waiting for the first answer from the backend API"
+}
+
+// Handler serves the backend API's vend routes for the configured credentials, plus
+// /healthz, /readyz and /metrics.
+func (s *Sidecar) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /data-integrations/{slug}/credentials", func(w http.ResponseWriter, r *http.Request) { s.serveCredential(w, r, false) })
+	mux.HandleFunc("POST /data-integrations/{slug}/token", func(w http.ResponseWriter, r *http.Request) { s.serveCredential(w, r, true) })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		ready, reason := s.Ready()
+		if !ready {
+			http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
+			return
+		}
+		s.mu.RLock()
+		stale := s.lastError
+		s.mu.RUnlock()
+		if stale != "" {
+			_, _ = io.WriteString(w, "ok (serving the last good credentials; "+stale+")\n")
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /metrics", s.serveMetrics)
+	return mux
+}
+
+func (s *Sidecar) serveCredential(w http.ResponseWriter, r *http.Request, token bool) {
+	var req wire.CredentialsRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeJSON(w, http.StatusBadRequest, wire.ErrorResponse{Code: wire.CodeInvalidRequest, Message: "malformed JSON body; send {\"user_id\": …, \"organization_id\": …}"})
+		return
+	}
+	ref := wire.CredentialRef{Provider: r.PathValue("slug"), UserID: req.UserID, OrganizationID: req.OrganizationID}
+	s.mu.RLock()
+	resp, ok := s.creds[ref]
+	synced := s.synced
+	s.mu.RUnlock()
+	switch {
+	case !ok && !synced:
+		_, reason := s.Ready()
+		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Code: "not_ready", Message: "credentials not fetched yet: " + reason})
+	case !ok:
+		writeJSON(w, http.StatusNotFound, wire.ErrorResponse{Code: wire.CodeNotFound,
+			Message: fmt.Sprintf("%s is not one of this workload's credentials; add it to the pipes.dev/credentials annotation", ref)})
+	case token && resp.Credential != nil && resp.Credential.AuthMethod == wire.AuthMethodAPIKey:
+		writeJSON(w, http.StatusUnprocessableEntity, wire.ErrorResponse{Code: wire.CodeAuthMethodMismatch,
+			Message: fmt.Sprintf("%q uses API keys, which have no access token: use POST /data-integrations/%s/credentials", ref.Provider, ref.Provider)})
+	default:
+		writeJSON(w, http.StatusOK, resp)
+	}
+}
+
+func (s *Sidecar) serveMetrics(w http.ResponseWriter, _ *http.Request) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	up, ready := 0, 0
+	if s.lastError == "" && !s.lastSuccess.IsZero() {
+		up = 1
+	}
+	if s.synced {
+		ready = 1
+	}
+	active := 0
+	for _, c := range s.creds {
+		if c.Active {
+			active++
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	fmt.Fprintf(w, "# HELP pipes_vend_backend_up Whether the last call to the backend API succeeded.\n# TYPE pipes_vend_backend_up gauge\npipes_vend_backend_up %d\n", up)
+	fmt.Fprintf(w, "# HELP pipes_vend_ready Whether credentials have been fetched.\n# TYPE pipes_vend_ready gauge\npipes_vend_ready %d\n", ready)
+	fmt.Fprintf(w, "# HELP pipes_vend_last_success_timestamp_seconds When the backend API last answered.\n# TYPE pipes_vend_last_success_timestamp_seconds gauge\npipes_vend_last_success_timestamp_seconds %d\n", s.lastSuccess.Unix())
+	fmt.Fprintf(w, "# HELP pipes_vend_credentials_active Configured credentials that can be vended.\n# TYPE pipes_vend_credentials_active gauge\npipes_vend_credentials_active %d\n", active)
+	fmt.Fprintf(w, "# HELP pipes_vend_syncs_total Snapshots received from the backend API.\n# TYPE pipes_vend_syncs_total counter\npipes_vend_syncs_total %d\n", s.syncs)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
