@@ -43,8 +43,9 @@ envtest-assets: ## Build (once) etcd, kube-apiserver and kubectl from source; pr
 	@hack/envtest-assets.sh
 
 .PHONY: build
-build: ## Build the manager and vend binaries into bin/.
-	CGO_ENABLED=0 go build -o bin/manager ./cmd/manager
+build: ## Build the manager and vend binaries (static) into bin/.
+	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/manager ./cmd/manager
+	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/vend ./cmd/vend
 
 .PHONY: test
 test: ## Unit tests and envtest integration suites against source-built etcd and kube-apiserver.

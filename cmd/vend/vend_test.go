@@ -1,0 +1,362 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/apiclient"
+	"github.com/pipes-dev/pipes-operator/internal/sidecar"
+	"github.com/pipes-dev/pipes-operator/internal/testenv"
+	"github.com/pipes-dev/pipes-operator/internal/webhook"
+	"github.com/pipes-dev/pipes-operator/internal/wire"
+)
+
+// fixture is a control plane with the operator and backend API, a Provider, a backend
+// client and a way to run the real vend binary as a process.
+type fixture struct {
+	env     *testenv.Env
+	cs      *kubernetes.Clientset
+	ns      string
+	caFile  string
+	bin     string
+	backend *apiclient.Client
+}
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	e, err := testenv.Start(testenv.Options{Webhooks: true, API: true, APIRateLimit: 1e6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Stop() })
+	f := &fixture{env: e, ns: "apps", bin: filepath.Join(t.TempDir(), "vend"), caFile: filepath.Join(t.TempDir(), "ca.crt")}
+	if f.cs, err = kubernetes.NewForConfig(e.Config); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("go", "build", "-o", f.bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(f.caFile, e.APICA(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	must(t, e.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: f.ns}}))
+	must(t, e.Client.Create(ctx, &pipesv1.Provider{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "openai"}, Spec: pipesv1.ProviderSpec{Method: pipesv1.AuthMethodAPIKey}}))
+	h, err := apiclient.HTTPClientWithCA(f.caFile, 10*time.Second)
+	must(t, err)
+	f.backend = apiclient.New(e.APIURL(), apiclient.WithHTTPClient(h), apiclient.WithToken(f.token(t, "backend", "pipes-backend", "")))
+	return f
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// token creates a ServiceAccount bound to role (none if "") and mints a token for audience.
+func (f *fixture) token(t testing.TB, sa, role, audience string) string {
+	ctx := context.Background()
+	must(t, f.env.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: sa}}))
+	if role != "" {
+		must(t, f.env.Client.Create(ctx, &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: sa},
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: f.ns, Name: sa}},
+		}))
+	}
+	req := &authnv1.TokenRequest{}
+	if audience != "" {
+		req.Spec.Audiences = []string{audience}
+	}
+	tr, err := f.cs.CoreV1().ServiceAccounts(f.ns).CreateToken(ctx, sa, req, metav1.CreateOptions{})
+	must(t, err)
+	return tr.Status.Token
+}
+
+type vendProcess struct {
+	cmd    *exec.Cmd
+	listen string
+	dir    string
+	stderr *bytes.Buffer
+}
+
+func freePort(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// start runs the vend binary with a token for sa.
+func (f *fixture) start(t testing.TB, token, credentials string, extra ...string) *vendProcess {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	must(t, os.WriteFile(tokenFile, []byte(token), 0o600))
+	p := &vendProcess{listen: freePort(t), dir: filepath.Join(dir, "pipes"), stderr: &bytes.Buffer{}}
+	args := append([]string{"--api-url=" + f.env.APIURL(), "--ca-file=" + f.caFile, "--token-file=" + tokenFile,
+		"--credentials=" + credentials, "--listen=" + p.listen, "--dir=" + p.dir, "--watch-timeout=20s"}, extra...)
+	p.cmd = exec.Command(f.bin, args...)
+	p.cmd.Stderr = p.stderr
+	must(t, p.cmd.Start())
+	t.Cleanup(func() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() })
+	return p
+}
+
+func (p *vendProcess) get(path string) (int, string) {
+	resp, err := http.Get("http://" + p.listen + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (p *vendProcess) credential(user string) (wire.CredentialsResponse, error) {
+	var out wire.CredentialsResponse
+	body, _ := json.Marshal(wire.CredentialsRequest{UserID: user})
+	resp, err := http.Post("http://"+p.listen+"/data-integrations/openai/credentials", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return out, fmt.Errorf("%d %s", resp.StatusCode, b)
+	}
+	return out, json.NewDecoder(resp.Body).Decode(&out)
+}
+
+func (p *vendProcess) waitReady(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if code, _ := p.get("/readyz"); code == http.StatusOK {
+			return
+		}
+		if time.Now().After(deadline) {
+			_, body := p.get("/readyz")
+			t.Fatalf("sidecar not ready: %s\n%s", body, p.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func TestSidecarAgainstTheBackendAPI(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	key1, key2 := "sk-side-"+strings.Repeat("1", 30)+"ONE1", "sk-side-"+strings.Repeat("2", 30)+"TWO2"
+	_, err := f.backend.UpsertAPIKey(ctx, "openai", wire.UpsertAPIKeyRequest{UserID: "user_a", Secret: key1})
+	must(t, err)
+
+	p := f.start(t, f.token(t, "app", "pipes-vendor", webhook.TokenAudience), "openai:user_a, openai:user_b")
+	p.waitReady(t)
+
+	resp, err := p.credential("user_a")
+	must(t, err)
+	if !resp.Active || resp.Credential.Value != key1 {
+		t.Fatalf("loopback vend: %+v", resp)
+	}
+	valueFile := filepath.Join(sidecar.FilePath(p.dir, wire.CredentialRef{Provider: "openai", UserID: "user_a"}), "value")
+	if b, err := os.ReadFile(valueFile); err != nil || string(b) != key1 {
+		t.Fatalf("value file: %q, %v", b, err)
+	}
+	if fi, err := os.Stat(valueFile); err != nil || fi.Mode().Perm() != 0o440 {
+		t.Fatalf("value file mode: %v, %v", fi.Mode(), err)
+	}
+	var meta sidecar.Metadata
+	raw, err := os.ReadFile(filepath.Join(filepath.Dir(valueFile), "metadata.json"))
+	must(t, err)
+	must(t, json.Unmarshal(raw, &meta))
+	if meta.Version != 1 || meta.Last4 != "ONE1" || bytes.Contains(raw, []byte(key1)) {
+		t.Fatalf("metadata.json: %s", raw)
+	}
+	if resp, err := p.credential("user_b"); err != nil || resp.Active || resp.Error != wire.ErrorNotInstalled {
+		t.Fatalf("user_b: %+v %v", resp, err)
+	}
+	if _, err := os.Stat(sidecar.FilePath(p.dir, wire.CredentialRef{Provider: "openai", UserID: "user_b"})); !os.IsNotExist(err) {
+		t.Fatalf("no files may exist for a credential that is not installed: %v", err)
+	}
+	if _, err := p.credential("user_c"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("a credential outside --credentials must be 404: %v", err)
+	}
+
+	// Rotation: both the HTTP answer and the file change, without a restart.
+	start := time.Now()
+	_, err = f.backend.UpsertAPIKey(ctx, "openai", wire.UpsertAPIKeyRequest{UserID: "user_a", Secret: key2})
+	must(t, err)
+	eventually(t, 5*time.Second, "HTTP sees the rotated key", func() bool {
+		r, err := p.credential("user_a")
+		return err == nil && r.Credential.GetValue() == key2
+	})
+	eventually(t, 5*time.Second, "the file holds the rotated key", func() bool {
+		b, _ := os.ReadFile(valueFile)
+		return string(b) == key2
+	})
+	t.Logf("rotation visible over HTTP and in the file %s after the upsert", time.Since(start).Round(time.Millisecond))
+
+	// Disconnect: not_installed, and the files go.
+	must(t, f.backend.Disconnect(ctx, "user_a", "openai", ""))
+	eventually(t, 5*time.Second, "disconnect reaches the sidecar", func() bool {
+		r, err := p.credential("user_a")
+		_, statErr := os.Stat(valueFile)
+		return err == nil && r.Error == wire.ErrorNotInstalled && os.IsNotExist(statErr)
+	})
+
+	if bytes.Contains(p.stderr.Bytes(), []byte(key1)) || bytes.Contains(p.stderr.Bytes(), []byte(key2)) {
+		t.Fatal("the sidecar logged a credential")
+	}
+	code, metrics := p.get("/metrics")
+	if code != http.StatusOK || !strings.Contains(metrics, "pipes_vend_backend_up 1") {
+		t.Fatalf("metrics: %d %s", code, metrics)
+	}
+
+	// Graceful shutdown.
+	must(t, p.cmd.Process.Signal(os.Interrupt))
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("vend exited with %v on SIGINT", err)
+	}
+}
+
+func TestSidecarWithoutPermissionIsNotReady(t *testing.T) {
+	f := newFixture(t)
+	_, err := f.backend.UpsertAPIKey(context.Background(), "openai", wire.UpsertAPIKeyRequest{UserID: "user_a", Secret: "sk-" + strings.Repeat("n", 30)})
+	must(t, err)
+	p := f.start(t, f.token(t, "norole", "", webhook.TokenAudience), "openai:user_a")
+	var body string
+	eventually(t, 10*time.Second, "a reason for not being ready", func() bool {
+		var code int
+		code, body = p.get("/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "forbidden")
+	})
+	if !strings.Contains(body, "may not vend") || !strings.Contains(body, "pipes-vendor") {
+		t.Fatalf("readyz reason should name the missing permission and the role: %s", body)
+	}
+	if _, err := p.credential("user_a"); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("vend before readiness must be 503: %v", err)
+	}
+	if entries, _ := os.ReadDir(p.dir); len(entries) != 0 {
+		t.Fatalf("nothing may be written without permission, found %v", entries)
+	}
+}
+
+func TestOnceAndFlags(t *testing.T) {
+	f := newFixture(t)
+	key := "sk-once-" + strings.Repeat("o", 30)
+	_, err := f.backend.UpsertAPIKey(context.Background(), "openai", wire.UpsertAPIKeyRequest{UserID: "job", Secret: key})
+	must(t, err)
+	p := f.start(t, f.token(t, "job", "pipes-vendor", ""), "openai:job", "--once")
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("--once: %v\n%s", err, p.stderr)
+	}
+	b, err := os.ReadFile(filepath.Join(sidecar.FilePath(p.dir, wire.CredentialRef{Provider: "openai", UserID: "job"}), "value"))
+	if err != nil || string(b) != key {
+		t.Fatalf("--once wrote %q, %v", b, err)
+	}
+
+	for args, want := range map[string]string{
+		"--api-url=http://x --ca-file=/ca --credentials=a:b":                      "--api-url",
+		"--api-url=https://x --credentials=a:b":                                   "--ca-file or --ca-data",
+		"--api-url=https://x --ca-file=/ca --credentials=a":                       "--credentials: entry 1",
+		"--api-url=https://x --ca-file=/ca --credentials=a:b --listen=0.0.0.0:80": "--listen",
+		"--api-url=https://x --ca-file=/ca --credentials=a:b --watch-timeout=2h":  "--watch-timeout",
+		"--api-url=https://x --ca-file=/ca --credentials=a:b --no-such-flag=1":    "no-such-flag",
+	} {
+		cmd := exec.Command(f.bin, strings.Fields(args)...)
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), want) {
+			t.Errorf("vend %s: exit %v, output %q; want exit 2 naming %s", args, err, out, want)
+		}
+	}
+}
+
+// BenchmarkLocalRead measures what an application sees: POST /credentials on the
+// sidecar's loopback port (8 concurrent readers, keep-alive), and the sidecar's resident
+// memory afterwards.
+func BenchmarkLocalRead(b *testing.B) {
+	f := newFixture(b)
+	key := "sk-bench-" + strings.Repeat("b", 48)
+	_, err := f.backend.UpsertAPIKey(context.Background(), "openai", wire.UpsertAPIKeyRequest{UserID: "u", Secret: key})
+	must(b, err)
+	p := f.start(b, f.token(b, "app", "pipes-vendor", webhook.TokenAudience), "openai:u")
+	p.waitReady(b)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	body := []byte(`{"user_id":"u"}`)
+	url := "http://" + p.listen + "/data-integrations/openai/credentials"
+
+	latencies := make(chan []time.Duration, 64)
+	b.SetParallelism(4)
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		var local []time.Duration
+		for pb.Next() {
+			t := time.Now()
+			resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			local = append(local, time.Since(t))
+		}
+		latencies <- local
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	close(latencies)
+	var all []time.Duration
+	for l := range latencies {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	if n := len(all); n > 0 {
+		pct := func(q float64) float64 { return float64(all[min(n-1, int(q*float64(n)))].Microseconds()) / 1000 }
+		b.ReportMetric(float64(n)/elapsed.Seconds(), "req/s")
+		b.ReportMetric(pct(0.50), "p50-ms")
+		b.ReportMetric(pct(0.99), "p99-ms")
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	must(b, err)
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb float64
+			fmt.Sscanf(strings.TrimSpace(rest), "%f", &kb)
+			b.ReportMetric(kb/1024, "rss-MiB")
+		}
+	}
+}
