@@ -6,7 +6,7 @@ import (
 
 // ConnectedAccountSpec is one user's connection to a Provider.
 //
-// +kubebuilder:validation:XValidation:rule="(has(oldSelf.organizationID) ? oldSelf.organizationID : ”) == (has(self.organizationID) ? self.organizationID : ”)",message="spec.organizationID is immutable: create another ConnectedAccount for another organization"
+// +kubebuilder:validation:XValidation:rule=`(has(oldSelf.organizationID) ? oldSelf.organizationID : "") == (has(self.organizationID) ? self.organizationID : "")`,message="spec.organizationID is immutable: create another ConnectedAccount for another organization"
 type ConnectedAccountSpec struct {
 	// providerRef names the Provider, in the same namespace. Immutable.
 	// +required
