@@ -70,3 +70,11 @@ install: ## Install the CRDs into the cluster in $$KUBECONFIG.
 run-cluster: install ## Run the manager locally against the cluster in $$KUBECONFIG (no webhooks: the cluster cannot reach this machine).
 	"$$(hack/envtest-assets.sh)/kubectl" create namespace pipes-system --dry-run=client -o yaml | "$$(hack/envtest-assets.sh)/kubectl" apply -f -
 	go run ./cmd/manager --namespace pipes-system --disable-webhooks --cert-rotation=false --metrics-bind-address=127.0.0.1:8080 --health-probe-bind-address=127.0.0.1:8081 $(RUN_ARGS)
+
+.PHONY: e2e-up
+e2e-up: ## Start the single-node e2e cluster (root; builds its binaries once); see docs/e2e.md.
+	hack/e2e-cluster.sh up
+
+.PHONY: e2e-down
+e2e-down: ## Stop the e2e cluster and remove every trace of it.
+	hack/e2e-cluster.sh down

@@ -27,7 +27,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LOG_PREFIX=e2e-cluster
-# shellcheck source=lib/build.sh
+# shellcheck source-path=SCRIPTDIR source=lib/build.sh
 source "$ROOT/hack/lib/build.sh"
 
 COREDNS_VERSION="${COREDNS_VERSION:-1.15.0}"
@@ -196,7 +196,7 @@ preflight_basic() {
   [[ "$(uname -s)" == Linux ]] || die "Linux only"
   [[ $EUID -eq 0 ]] || die "must run as root (it starts kubelet and containerd, creates bridges and iptables rules); try: sudo $0 ${CMD:-up}"
   local c
-  for c in ip flock openssl mount umount dpkg-query sysctl base64 setsid; do
+  for c in ip ss flock openssl mount umount dpkg-query sysctl base64 setsid find; do
     command -v "$c" >/dev/null || die "'$c' is not on PATH"
   done
 }
@@ -204,8 +204,9 @@ preflight_basic() {
 preflight_host() {
   grep -qw overlay /proc/filesystems || die "the kernel has no overlayfs (containerd's overlayfs snapshotter needs it)"
   if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
-    grep -qw memory /sys/fs/cgroup/cgroup.controllers && grep -qw pids /sys/fs/cgroup/cgroup.controllers ||
+    if ! grep -qw memory /sys/fs/cgroup/cgroup.controllers || ! grep -qw pids /sys/fs/cgroup/cgroup.controllers; then
       die "cgroup v2 without the memory/pids controllers"
+    fi
   else
     for c in cpu memory pids devices freezer; do
       [[ -d /sys/fs/cgroup/$c ]] || die "no cgroup support: /sys/fs/cgroup/$c is missing (kubelet needs cgroup v1 or v2)"
@@ -225,8 +226,9 @@ preflight_host() {
     rm -rf "$t"; die "cannot mount overlayfs under $STATE (is $E2E_DIR itself on overlayfs? set PIPES_E2E_DIR)"
   fi
   umount "$t/m"; rm -rf "$t"
-  ip link add pipes-e2e-tst type bridge 2>/dev/null && ip link del pipes-e2e-tst ||
+  ip link add pipes-e2e-tst type bridge 2>/dev/null ||
     die "cannot create a bridge interface (CAP_NET_ADMIN and the bridge driver are needed)"
+  ip link del pipes-e2e-tst
   [[ -d /proc/sys/net/bridge ]] || log "warning: no br_netfilter (/proc/sys/net/bridge): pod-to-service-to-pod traffic on the same bridge may fail"
   local ipt
   for ipt in iptables ip6tables; do
@@ -336,9 +338,9 @@ gen_pki() {
       openssl ecparam -name prime256v1 -genkey -noout -out "$n.key" 2>/dev/null
       openssl req -new -key "$n.key" -subj "$subj" -out "$n.csr" 2>/dev/null
       if [[ -n "$san" ]]; then
-        printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n' "$san" >"$n.ext"
+        printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature\n' "$san" >"$n.ext"
       else
-        printf 'extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n' >"$n.ext"
+        printf 'extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n' >"$n.ext"
       fi
       openssl x509 -req -in "$n.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -extfile "$n.ext" -out "$n.crt" 2>/dev/null
       rm -f "$n.csr" "$n.ext"
@@ -532,7 +534,13 @@ save_machine_state() {
     for p in "${SYSTEM_PATHS[@]}"; do [[ -e "$p" ]] || echo "$p"; done >"$SAVED/paths.tmp" && mv "$SAVED/paths.tmp" "$SAVED/paths"
   }
   [[ -f "$SAVED/iptables" ]] || { iptables_rules >"$SAVED/iptables.tmp" && mv "$SAVED/iptables.tmp" "$SAVED/iptables"; }
+  [[ -f "$SAVED/links" ]] || { ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 >"$SAVED/links.tmp" && mv "$SAVED/links.tmp" "$SAVED/links"; }
+  # Teardown undoes machine-wide changes only once this exists (so a failed preflight never
+  # makes `down` remove somebody else's chains, bridges or cgroups).
+  touch "$SAVED/complete"
 }
+
+saved() { [[ -f "$SAVED/complete" ]]; }
 
 iptables_rules() { # the machine's iptables/ip6tables rules and chains, without counters
   local ipt t
@@ -807,9 +815,6 @@ cmd_up() {
   fi
   mkdir -p "$E2E_DIR" "$LOGS" "$RUN" "$STATE" "$ETC"
   touch "$MARKER"
-  # From here on a failure (or Ctrl-C) tears everything down again, keeping the logs.
-  trap 'rc=$?; trap - EXIT INT TERM; if ((rc != 0)); then on_up_failure; fi; exit $rc' EXIT
-  trap 'exit 130' INT TERM
 
   install_packages
   build_binaries
@@ -817,8 +822,11 @@ cmd_up() {
   build_images
   step "images built ($IMAGES)"
   NODE_IP=$(detect_node_ip)
-  save_machine_state
   preflight_host
+  save_machine_state
+  # From here on a failure (or Ctrl-C) tears everything down again, keeping the logs.
+  trap 'rc=$?; trap - EXIT INT TERM; if ((rc != 0)); then on_up_failure; fi; exit $rc' EXIT
+  trap 'exit 130' INT TERM
   T0=$SECONDS
   step "starting (node $NODE_NAME, node IP $NODE_IP, pods $POD_CIDR, services $SERVICE_CIDR)"
   guard_network
@@ -845,7 +853,7 @@ print_summary() {
 
   export KUBECONFIG=$KUBECONFIG_FILE
   kubectl:      $ASSETS/kubectl
-  node:         $NODE_NAME ($(sed -n 's/^PIPES_E2E_NODE_IP=//p' "$E2E_DIR/e2e.env" 2>/dev/null || echo "$NODE_IP"))
+  node:         $NODE_NAME ($(sed -n 's/^PIPES_E2E_NODE_IP=//p' "$E2E_DIR/e2e.env" 2>/dev/null))
   images:       $KIT_IMAGE (test), $PAUSE_IMAGE, $COREDNS_IMAGE; add yours with: hack/e2e-cluster.sh load-image FILE.tar
   logs:         $LOGS
   environment:  $E2E_DIR/e2e.env
@@ -891,7 +899,8 @@ cmd_down() {
   cleanup_iptables
   restore_sysctls
   remove_created_paths
-  check_leftovers
+  local rc=0
+  check_leftovers || rc=1
   if [[ -d "$E2E_DIR" ]]; then
     if [[ -n "${KEEP_LOGS:-}" ]]; then
       find "$E2E_DIR" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} +
@@ -899,7 +908,8 @@ cmd_down() {
       rm -rf "$E2E_DIR"
     fi
   fi
-  log "down in $((SECONDS - t))s"
+  if ((rc == 0)); then log "down in $((SECONDS - t))s; nothing left"; else log "down in $((SECONDS - t))s, with the leftovers above"; fi
+  return $rc
 }
 
 # kill_leftover_processes: runc shims started by our containerd (they carry our socket
@@ -911,7 +921,7 @@ kill_leftover_processes() {
     [[ "$cmd" == *containerd-shim*"$CONTAINERD_SOCK"* ]] && pids+=("${p#/proc/}")
   done
   for f in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
-    [[ -d "$f" ]] || continue
+    if ! saved || [[ ! -d "$f" ]]; then continue; fi
     while read -r p; do [[ -n "$p" ]] && pids+=("$p"); done < <(find "$f" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
   done
   ((${#pids[@]} == 0)) && return 0
@@ -938,17 +948,20 @@ unmount_all() {
 }
 
 cleanup_network() {
+  saved || return 0
   local l
+  grep -qx "$POD_BRIDGE" "$SAVED/links" && { log "warning: $POD_BRIDGE existed before 'up'; leaving it"; return 0; }
   if ip link show "$POD_BRIDGE" >/dev/null 2>&1; then
     for l in $(ip -o link show master "$POD_BRIDGE" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
       ip link del "$l" 2>/dev/null || true
     done
     ip link del "$POD_BRIDGE" 2>/dev/null || true
   fi
-  ip link del "$SVC_BRIDGE" 2>/dev/null || true
+  grep -qx "$SVC_BRIDGE" "$SAVED/links" || ip link del "$SVC_BRIDGE" 2>/dev/null || true
 }
 
 cleanup_cgroups() {
+  saved || return 0
   local d
   for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
     [[ -d "$d" ]] || continue
@@ -959,17 +972,24 @@ cleanup_cgroups() {
 }
 
 # cleanup_iptables: every KUBE-*, CNI-* and guard chain, and the rules jumping to them.
+# Only chains that did not exist before `up` (preflight refuses to start next to foreign
+# KUBE-/CNI- chains, so in practice: all of them).
 cleanup_iptables() {
-  local ipt t line c
+  saved || return 0
+  local ipt t line c chains
   for ipt in iptables ip6tables; do
     command -v $ipt >/dev/null || continue
     for t in filter nat mangle raw; do
       $ipt -w -t $t -S >/dev/null 2>&1 || continue
+      chains=$($ipt -w -t $t -S | awk '/^-N (KUBE-|CNI-|PIPES-E2E)/ {print $2}' | grep -vxF -f <(awk -v i=$ipt -v t=$t '$1==i && $2==t && $3=="-N" {print $4}' "$SAVED/iptables") || true)
+      [[ -n "$chains" ]] || continue
       while read -r line; do
+        c=$(sed -n 's/.* -j \([^ ]*\).*/\1/p' <<<"$line")
+        grep -qxF "$c" <<<"$chains" || continue
         eval "$ipt -w -t $t -D ${line#-A }" 2>/dev/null || true
       done < <($ipt -w -t $t -S | grep -E '^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*-j (KUBE-|CNI-|PIPES-E2E)')
-      for c in $($ipt -w -t $t -S | awk '/^-N (KUBE-|CNI-|PIPES-E2E)/ {print $2}'); do $ipt -w -t $t -F "$c" 2>/dev/null || true; done
-      for c in $($ipt -w -t $t -S | awk '/^-N (KUBE-|CNI-|PIPES-E2E)/ {print $2}'); do $ipt -w -t $t -X "$c" 2>/dev/null || true; done
+      for c in $chains; do $ipt -w -t $t -F "$c" 2>/dev/null || true; done
+      for c in $chains; do $ipt -w -t $t -X "$c" 2>/dev/null || log "warning: cannot delete $ipt -t $t chain $c"; done
     done
   done
 }
@@ -981,7 +1001,7 @@ restore_sysctls() {
     k=${kv%%=*} v=${kv#*=}
     now=$(sysctl -n "$k" 2>/dev/null) || continue
     [[ "$now" == "$v" ]] && continue
-    sysctl -qw "$k=$v" 2>/dev/null && log "restored $k=$v (was $now)" || log "warning: cannot restore $k=$v"
+    if sysctl -qw "$k=$v" 2>/dev/null; then log "restored $k=$v (was $now)"; else log "warning: cannot restore $k=$v"; fi
   done <"$SAVED/sysctl"
 }
 
@@ -990,7 +1010,7 @@ remove_created_paths() {
   local p
   while read -r p; do
     [[ -n "$p" && -e "$p" ]] || continue
-    if grep -q " $p[/ ]" /proc/self/mountinfo; then
+    if grep -q " ${p}[/ ]" /proc/self/mountinfo; then
       log "warning: $p still has mounts; not removing it"
     else
       rm -rf "$p"
@@ -1005,7 +1025,7 @@ check_leftovers() {
   done
   if grep -qE " ($E2E_DIR/|/run/containerd/)" /proc/self/mountinfo; then log "warning: mounts left under $E2E_DIR or /run/containerd"; bad=1; fi
   ip link show "$POD_BRIDGE" >/dev/null 2>&1 && { log "warning: $POD_BRIDGE still exists"; bad=1; }
-  if [[ -f "$SAVED/iptables" ]]; then
+  if saved; then
     local extra
     extra=$(comm -13 <(sort "$SAVED/iptables") <(iptables_rules | sort))
     [[ -z "$extra" ]] || { log "warning: iptables rules not there before 'up':"; echo "$extra" >&2; bad=1; }
@@ -1042,7 +1062,10 @@ case "$CMD" in
   status) cmd_status ;;
   kubeconfig) echo "$KUBECONFIG_FILE" ;;
   logs) echo "$LOGS" ;;
-  env) [[ -f "$E2E_DIR/e2e.env" ]] && cat "$E2E_DIR/e2e.env" || die "the cluster is not up" ;;
+  env)
+    [[ -f "$E2E_DIR/e2e.env" ]] || die "the cluster is not up"
+    cat "$E2E_DIR/e2e.env"
+    ;;
   load-image)
     (($# > 0)) || die "usage: $0 load-image FILE.tar..."
     preflight_basic

@@ -12,8 +12,9 @@
 #   --print-dir   only print the cache directory (does not build)
 set -euo pipefail
 
+# shellcheck disable=SC2034 # read by hack/lib/build.sh
 LOG_PREFIX=envtest-assets
-# shellcheck source=lib/build.sh
+# shellcheck source-path=SCRIPTDIR source=lib/build.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/build.sh"
 
 if [[ "${1:-}" == "--print-dir" ]]; then

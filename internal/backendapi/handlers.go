@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
@@ -549,44 +550,70 @@ func (s *Server) putOrgConfig(c *call) error {
 	if hasCredentials {
 		return errorf(http.StatusNotImplemented, wire.CodeNotImplemented, "organization OAuth clients cannot be set through the API yet; create an OrganizationProvider with spec.credentials")
 	}
-	op, err := c.orgProvider(slug, org)
-	if err != nil {
-		return err
-	}
-	if op == nil {
-		if err := c.authorize("create", orgProviders, ""); err != nil {
+	var op *pipesv1.OrganizationProvider
+	// The cache may lag behind our own or the operator's writes: retry conflicts on fresh reads.
+	err = retry.OnError(retry.DefaultRetry, func(err error) bool { return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) }, func() error {
+		existing, err := c.currentOrgProvider(slug, org)
+		if err != nil {
 			return err
 		}
-		op = &pipesv1.OrganizationProvider{
-			ObjectMeta: metav1.ObjectMeta{Namespace: c.namespace, Name: credential.AccountName(slug, "", org)},
-			Spec:       pipesv1.OrganizationProviderSpec{ProviderRef: pipesv1.LocalObjectReference{Name: slug}, OrganizationID: org, Enabled: req.Enabled, Scopes: req.Scopes},
+		if existing == nil {
+			if err := c.authorize("create", orgProviders, ""); err != nil {
+				return err
+			}
+			op = &pipesv1.OrganizationProvider{
+				ObjectMeta: metav1.ObjectMeta{Namespace: c.namespace, Name: credential.AccountName(slug, "", org)},
+				Spec:       pipesv1.OrganizationProviderSpec{ProviderRef: pipesv1.LocalObjectReference{Name: slug}, OrganizationID: org, Enabled: req.Enabled, Scopes: req.Scopes},
+			}
+			return c.s.Client.Create(c.ctx, op)
 		}
-		if err := c.s.Client.Create(c.ctx, op); err != nil {
-			return admissionError(err)
-		}
-	} else {
-		if err := c.authorize("update", orgProviders, op.Name); err != nil {
+		if err := c.authorize("update", orgProviders, existing.Name); err != nil {
 			return err
 		}
-		op = op.DeepCopy()
+		op = existing
 		if req.Enabled != nil {
 			op.Spec.Enabled = req.Enabled
 		}
 		op.Spec.Scopes = req.Scopes
-		if err := c.s.Client.Update(c.ctx, op); err != nil {
-			return admissionError(err)
-		}
+		return c.s.Client.Update(c.ctx, op)
+	})
+	if err != nil {
+		return admissionError(err)
 	}
 	return c.respond(http.StatusOK, orgConfigView(p, org, op))
+}
+
+// currentOrgProvider finds the OrganizationProvider of (slug, org) and reads it fresh
+// from the API server: the one the API created (deterministic name) or any other.
+func (c *call) currentOrgProvider(slug, org string) (*pipesv1.OrganizationProvider, error) {
+	name := credential.AccountName(slug, "", org)
+	if cached, err := c.orgProvider(slug, org); err != nil {
+		return nil, err
+	} else if cached != nil {
+		name = cached.Name
+	}
+	var op pipesv1.OrganizationProvider
+	err := c.s.APIReader.Get(c.ctx, types.NamespacedName{Namespace: c.namespace, Name: name}, &op)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	return &op, err
 }
 
 // admissionError passes the webhook's and CEL's messages through as 400s and conflicts as 409s.
 func admissionError(err error) error {
 	switch {
+	case isAPIError(err):
+		return err
 	case apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err):
 		return errorf(http.StatusBadRequest, wire.CodeInvalidRequest, "%s", err.Error())
 	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
 		return errorf(http.StatusConflict, wire.CodeConflict, "the organization's configuration changed concurrently; retry")
 	}
 	return err
+}
+
+func isAPIError(err error) bool {
+	_, ok := err.(*apiError)
+	return ok
 }
