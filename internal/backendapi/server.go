@@ -43,6 +43,8 @@ type Options struct {
 	CertDir string
 	// RateLimit is the sustained requests per second allowed per identity (burst: twice that).
 	RateLimit float64
+	// WaitFor, when not nil, delays serving until it is closed (the certificate exists).
+	WaitFor <-chan struct{}
 }
 
 // Server serves the backend API. It runs on every replica (no leader election): it only
@@ -84,6 +86,13 @@ func (s *Server) Start(ctx context.Context) error {
 	s.init()
 	if err := s.watchInformers(ctx, s.Informers); err != nil {
 		return err
+	}
+	if s.Options.WaitFor != nil {
+		select {
+		case <-s.Options.WaitFor:
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	cw, err := certwatcher.New(filepath.Join(s.Options.CertDir, "tls.crt"), filepath.Join(s.Options.CertDir, "tls.key"))
 	if err != nil {

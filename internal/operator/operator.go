@@ -135,6 +135,15 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	log = logsafe.Cap(log)
 	scheme := Scheme()
 	managed := labels.SelectorFromSet(labels.Set{pipesv1.LabelManagedBy: pipesv1.ManagedByValue})
+	// With cert-controller, the certificate is created at run time and reaches the pod
+	// through a Secret volume the kubelet updates within a minute or two: the servers
+	// that need it wait for it rather than fail.
+	var certsReady chan struct{}
+	var webhookServer webhook.Server = webhook.NewServer(webhook.Options{Host: o.WebhookHost, Port: o.WebhookPort, CertDir: o.WebhookCertDir})
+	if o.CertRotation != nil {
+		certsReady = make(chan struct{})
+		webhookServer = delayedWebhookServer{Server: webhookServer, ready: certsReady}
+	}
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
@@ -150,7 +159,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 		LeaderElection:          o.LeaderElection,
 		LeaderElectionID:        orDefault(o.LeaderElectionID, "pipes-operator.pipes.dev"),
 		LeaderElectionNamespace: o.Namespace,
-		WebhookServer:           webhook.NewServer(webhook.Options{Host: o.WebhookHost, Port: o.WebhookPort, CertDir: o.WebhookCertDir}),
+		WebhookServer:           webhookServer,
 		Controller:              ctrlConfig(o),
 	})
 	if err != nil {
@@ -222,7 +231,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 		}
 	}
 
-	if err := setupWebhooks(mgr, o); err != nil {
+	if err := setupWebhooks(mgr, o, certsReady); err != nil {
 		return nil, err
 	}
 	var api *backendapi.Server
@@ -233,7 +242,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 			Authn:    backendapi.NewTokenReviewer(direct, 10*time.Second),
 			Authz:    backendapi.NewAccessReviewer(direct, 10*time.Second),
 			Log:      log.WithName("backend-api"),
-			Options:  backendapi.Options{Addr: o.APIAddr, CertDir: orDefault(o.APICertDir, o.WebhookCertDir), RateLimit: o.APIRateLimit},
+			Options:  backendapi.Options{Addr: o.APIAddr, CertDir: orDefault(o.APICertDir, o.WebhookCertDir), RateLimit: o.APIRateLimit, WaitFor: certsReady},
 		}
 		if err := mgr.Add(api); err != nil {
 			return nil, err
@@ -248,7 +257,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	return &Operator{Manager: mgr, Keyring: ring, Store: store, API: api}, nil
 }
 
-func setupWebhooks(mgr ctrl.Manager, o Options) error {
+func setupWebhooks(mgr ctrl.Manager, o Options, certsReady chan struct{}) error {
 	if o.DisableWebhooks {
 		return nil
 	}
@@ -264,7 +273,7 @@ func setupWebhooks(mgr ctrl.Manager, o Options) error {
 	if o.CertRotation == nil {
 		return pipeswebhook.Setup(mgr, injector)
 	}
-	ready := make(chan struct{})
+	ready := certsReady
 	dnsNames := []string{fmt.Sprintf("%s.%s.svc.cluster.local", o.CertRotation.ServiceName, o.Namespace)}
 	for _, svc := range o.CertRotation.ExtraServiceNames {
 		dnsNames = append(dnsNames, fmt.Sprintf("%s.%s.svc", svc, o.Namespace), fmt.Sprintf("%s.%s.svc.cluster.local", svc, o.Namespace))
@@ -322,4 +331,20 @@ func orDefault(s, def string) string {
 func ctrlConfig(o Options) config.Controller {
 	skip := o.SkipNameValidation
 	return config.Controller{SkipNameValidation: &skip}
+}
+
+// delayedWebhookServer starts the webhook server once cert-controller has written the
+// certificate and it is mounted.
+type delayedWebhookServer struct {
+	webhook.Server
+	ready <-chan struct{}
+}
+
+func (d delayedWebhookServer) Start(ctx context.Context) error {
+	select {
+	case <-d.ready:
+	case <-ctx.Done():
+		return nil
+	}
+	return d.Server.Start(ctx)
 }
