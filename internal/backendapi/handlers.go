@@ -308,24 +308,31 @@ func (c *call) storedOf(ca *pipesv1.ConnectedAccount) (*credential.Stored, error
 	return &stored, nil
 }
 
-func (s *Server) getConnectedAccount(c *call) error {
+// userAccount resolves the route's user account and authorizes verb on it; a missing
+// account is a 404 once the caller may do verb at all.
+func (c *call) userAccount(verb string) (*pipesv1.Provider, *pipesv1.ConnectedAccount, error) {
 	slug, user, org := c.r.PathValue("slug"), c.r.PathValue("user_id"), c.r.URL.Query().Get("organization_id")
 	p, err := c.provider(slug)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	ca, err := c.account(slug, user, org)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if ca == nil {
-		if err := c.authorize("get", accounts, ""); err != nil {
-			return err
+		if err := c.authorize(verb, accounts, ""); err != nil {
+			return nil, nil, err
 		}
-		return errorf(http.StatusNotFound, wire.CodeNotFound, "user %q has no connected account for %q%s", user, slug, orgNote(org))
+		return nil, nil, errorf(http.StatusNotFound, wire.CodeNotFound, "user %q has no connected account for %q%s", user, slug, orgNote(org))
 	}
 	c.auditAccount = ca.Name
-	if err := c.authorize("get", accounts, ca.Name); err != nil {
+	return p, ca, c.authorize(verb, accounts, ca.Name)
+}
+
+func (s *Server) getConnectedAccount(c *call) error {
+	p, ca, err := c.userAccount("get")
+	if err != nil {
 		return err
 	}
 	stored, err := c.storedOf(ca)
@@ -337,22 +344,8 @@ func (s *Server) getConnectedAccount(c *call) error {
 
 // disconnect deletes the account; its finalizer removes the stored credential.
 func (s *Server) disconnect(c *call) error {
-	slug, user, org := c.r.PathValue("slug"), c.r.PathValue("user_id"), c.r.URL.Query().Get("organization_id")
-	if _, err := c.provider(slug); err != nil {
-		return err
-	}
-	ca, err := c.account(slug, user, org)
+	_, ca, err := c.userAccount("delete")
 	if err != nil {
-		return err
-	}
-	if ca == nil {
-		if err := c.authorize("delete", accounts, ""); err != nil {
-			return err
-		}
-		return errorf(http.StatusNotFound, wire.CodeNotFound, "user %q has no connected account for %q%s", user, slug, orgNote(org))
-	}
-	c.auditAccount = ca.Name
-	if err := c.authorize("delete", accounts, ca.Name); err != nil {
 		return err
 	}
 	if ca.Spec.APIKey != nil {

@@ -9,9 +9,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -154,25 +151,6 @@ func (e *Env) Stop() error {
 
 // EtcdDataDir is the directory holding etcd's database files.
 func (e *Env) EtcdDataDir() string { return e.Env.ControlPlane.Etcd.DataDir }
-
-// FilesContaining lists the files under dir whose raw bytes contain needle.
-func FilesContaining(dir string, needle []byte) ([]string, error) {
-	var hits []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(data, needle) {
-			hits = append(hits, path)
-		}
-		return nil
-	})
-	return hits, err
-}
 
 // SyncBuffer is a bytes.Buffer safe for concurrent writers.
 type SyncBuffer struct {
