@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -264,6 +265,25 @@ var _ = Describe("ConnectedAccount reconciler", func() {
 		_, err := managedSecret(ctx, ca)
 		Expect(apierrors.IsNotFound(err)).To(BeTrue())
 		Eventually(func() []string { return eventReasons(ctx, ca) }).Should(ContainElement(pipesv1.EventDisconnected))
+	})
+
+	It("converges on one Secret holding the last key under a burst of source changes", func(ctx SpecContext) {
+		Expect(env.Client.Create(ctx, apiKeyProvider(ns, "openai"))).To(Succeed())
+		src := sourceSecret(ns, "burst", "sk-burst-"+strings.Repeat("0", 24))
+		Expect(env.Client.Create(ctx, src)).To(Succeed())
+		ca := account(ns, "burst", "openai", "u", "", "burst")
+		Expect(env.Client.Create(ctx, ca)).To(Succeed())
+		last := ""
+		for i := range 15 {
+			last = fmt.Sprintf("sk-burst-%s%04d", strings.Repeat("x", 20), i)
+			update(ctx, src, func(s *corev1.Secret) { s.Data["api-key"] = []byte(last) })
+		}
+		Eventually(func() (string, error) { return decrypt(ctx, ca) }).Should(Equal(last))
+		Eventually(func() string { return getAccount(ctx, ca).Status.APIKeyLast4 }).Should(Equal(last[len(last)-4:]))
+		var managed corev1.SecretList
+		Expect(env.Client.List(ctx, &managed, client.InNamespace(ns), client.MatchingLabels{pipesv1.LabelManagedBy: pipesv1.ManagedByValue})).To(Succeed())
+		Expect(managed.Items).To(HaveLen(1))
+		Expect(getAccount(ctx, ca).Status.CredentialVersion).To(BeNumerically(">=", 2))
 	})
 
 	It("caches only the Secrets it owns", func(ctx SpecContext) {
