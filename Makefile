@@ -71,6 +71,10 @@ run-cluster: install ## Run the manager locally against the cluster in $$KUBECON
 	"$$(hack/envtest-assets.sh)/kubectl" create namespace pipes-system --dry-run=client -o yaml | "$$(hack/envtest-assets.sh)/kubectl" apply -f -
 	go run ./cmd/manager --namespace pipes-system --disable-webhooks --cert-rotation=false --metrics-bind-address=127.0.0.1:8080 --health-probe-bind-address=127.0.0.1:8081 $(RUN_ARGS)
 
+.PHONY: e2e
+e2e: ## Real-cluster end-to-end suite: cluster up, images, test/e2e, cluster down (root); see docs/e2e.md.
+	hack/e2e.sh
+
 .PHONY: e2e-up
 e2e-up: ## Start the single-node e2e cluster (root; builds its binaries once); see docs/e2e.md.
 	hack/e2e-cluster.sh up

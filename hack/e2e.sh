@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# e2e.sh is `make e2e`: start the single-node cluster (hack/e2e-cluster.sh), build the
+# manager and vend images from this checkout, import them, run the Ginkgo suite in
+# test/e2e against config/e2e, and tear everything down again (also on failure or
+# Ctrl-C; E2E_KEEP=1 keeps the cluster for debugging, `make e2e-down` removes it).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+cluster=hack/e2e-cluster.sh
+log() { echo "e2e: $*" >&2; }
+
+[[ $EUID -eq 0 ]] || { log "error: the e2e cluster runs containerd and kubelet, which need root"; exit 1; }
+
+teardown() {
+  local status=$?
+  if [[ -n "${E2E_KEEP:-}" ]]; then
+    log "E2E_KEEP is set: the cluster keeps running (KUBECONFIG=$($cluster kubeconfig)); 'make e2e-down' removes it"
+  else
+    $cluster down || status=1
+  fi
+  log "finished in $((SECONDS))s with status $status"
+  exit "$status"
+}
+trap teardown EXIT
+
+start=$SECONDS
+$cluster up
+log "cluster up in $((SECONDS - start))s"
+
+start=$SECONDS
+out="$ROOT/bin/e2e"
+mkdir -p "$out"
+export CGO_ENABLED=0
+go build -trimpath -ldflags='-s -w' -o "$out/manager" ./cmd/manager
+go build -trimpath -ldflags='-s -w' -o "$out/vend" ./cmd/vend
+go run ./hack/image --tag pipes.local/manager:e2e --binary "$out/manager=/manager" --entrypoint /manager --out "$out/manager.tar"
+go run ./hack/image --tag pipes.local/vend:e2e --binary "$out/vend=/vend" --entrypoint /vend --out "$out/vend.tar"
+$cluster load-image "$out/manager.tar" "$out/vend.tar"
+log "images built and imported in $((SECONDS - start))s"
+
+start=$SECONDS
+E2E_KUBECONFIG="$($cluster kubeconfig)" \
+E2E_KUBECTL="$(hack/envtest-assets.sh)/kubectl" \
+E2E_LOG_DIR="$($cluster logs)" \
+  go test -tags e2e -count=1 -timeout 30m ./test/e2e/ -v -ginkgo.v
+log "suite passed in $((SECONDS - start))s"
