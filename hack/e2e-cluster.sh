@@ -15,12 +15,14 @@
 #
 # Usage: hack/e2e-cluster.sh COMMAND
 #   up                build (once, cached) and start the cluster; no-op when it is running
-#   down              stop everything and remove every trace (safe when nothing runs)
+#   down              stop everything and remove every trace (safe when nothing runs);
+#                     PIPES_E2E_KEEP_LOGS=1 keeps $PIPES_E2E_DIR/logs
 #   status            what runs, and whether the API, node and DNS answer
 #   kubeconfig        print the admin kubeconfig path
 #   logs              print the log directory
 #   load-image TAR... import docker-archive tarballs (go run ./hack/image) into containerd
 #   build             only build the binaries (warms the cache)
+#   smoke             check DNS, ClusterIP (pod, host, hairpin), logs, exec on the running cluster
 #   ctr ARGS...       run ctr against the cluster's containerd, namespace k8s.io
 #   env               print the cluster's environment (KUBECONFIG=..., NODE_NAME=...)
 set -euo pipefail
@@ -31,7 +33,7 @@ LOG_PREFIX=e2e-cluster
 source "$ROOT/hack/lib/build.sh"
 
 COREDNS_VERSION="${COREDNS_VERSION:-1.15.0}"
-COREDNS_ASSETS="$CACHE_ROOT/coredns/v${COREDNS_VERSION}-$(go env GOOS)-$(go env GOARCH)"
+COREDNS_ASSETS="$CACHE_ROOT/coredns/v${COREDNS_VERSION}-$(goenv GOOS)-$(goenv GOARCH)"
 NODE_BINARIES=(kubelet kube-controller-manager kube-scheduler kube-proxy)
 
 E2E_DIR="${PIPES_E2E_DIR:-/tmp/pipes-e2e}"
@@ -76,11 +78,16 @@ SYSCTLS=(net.ipv4.ip_forward net.ipv6.conf.all.forwarding net.ipv4.conf.all.rout
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 APT_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack)
 CNI_BIN_DIR=/usr/lib/cni
-T0=$SECONDS
+now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
+T0=$(now_ms)
 
 # --- output ---------------------------------------------------------------------------
 
-step() { printf '%s: [%5ss] %s\n' "$LOG_PREFIX" "$((SECONDS - T0))" "$*" >&2; }
+since() { # since START_MS: seconds elapsed, one decimal
+  local d=$(($(now_ms) - $1))
+  printf '%d.%d' $((d / 1000)) $((d % 1000 / 100))
+}
+step() { printf '%s: [%5ss] %s\n' "$LOG_PREFIX" "$(since "$T0")" "$*" >&2; }
 tail_log() { # tail_log NAME: last lines of a component's log, for failure messages
   [[ -f "$LOGS/$1.log" ]] || return 0
   echo "---- last lines of $LOGS/$1.log ----" >&2
@@ -89,6 +96,11 @@ tail_log() { # tail_log NAME: last lines of a component's log, for failure messa
 }
 
 # --- build ---------------------------------------------------------------------------------
+
+quiet() { # quiet CMD...: run CMD, showing its output only when it fails
+  local out
+  out=$("$@" 2>&1) || { echo "$out" >&2; return 1; }
+}
 
 have_node_binaries() {
   local b
@@ -126,7 +138,7 @@ func main() { coremain.Run() }
 GO
   (cd "$dir" && go mod init pipes.dev/build/coredns >/dev/null 2>&1 &&
     download "github.com/coredns/coredns@v$COREDNS_VERSION" >/dev/null &&
-    go get "github.com/coredns/coredns@v$COREDNS_VERSION" >&2 && go mod tidy >&2 &&
+    quiet go get "github.com/coredns/coredns@v$COREDNS_VERSION" && go mod tidy >&2 &&
     nice -n 10 go build -trimpath -ldflags "-s -w" -o "$COREDNS_ASSETS/coredns.tmp" . &&
     mv "$COREDNS_ASSETS/coredns.tmp" "$COREDNS_ASSETS/coredns")
 }
@@ -279,28 +291,36 @@ pid_of() { # pid_of NAME: print the PID when the process of NAME's pid file stil
   local f="$RUN/$1.pid" pid exe
   [[ -f "$f" ]] || return 1
   read -r pid exe <"$f"
-  [[ -n "$pid" && -e "/proc/$pid" ]] || return 1
+  [[ -n "$pid" ]] && alive "$pid" || return 1
   [[ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" == "$exe" ]] || return 1
   echo "$pid"
+}
+
+alive() { # alive PID: the process exists and is not a zombie (our daemons' parent is
+  # init once `up` has exited, and init may reap them late)
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n "$state" && "$state" != Z ]]
 }
 
 stop_pid() { # stop_pid PID: SIGTERM, wait up to 20 s, SIGKILL
   local pid=$1 i
   kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.2
+  for ((i = 0; i < 200; i++)); do
+    alive "$pid" || return 0
+    sleep 0.1
   done
   log "pid $pid did not exit 20 s after SIGTERM; sending SIGKILL"
   kill -KILL "$pid" 2>/dev/null || true
-  for ((i = 0; i < 25; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+  for ((i = 0; i < 50; i++)); do alive "$pid" || return 0; sleep 0.1; done
 }
 
 stop_component() {
-  local pid
+  local pid t
+  t=$(now_ms)
   if pid=$(pid_of "$1"); then
     stop_pid "$pid"
-    log "stopped $1 (pid $pid)"
+    log "stopped $1 (pid $pid) in $(since "$t")s"
   fi
   rm -f "$RUN/$1.pid"
 }
@@ -353,6 +373,7 @@ gen_pki() {
     cert kube-controller-manager "/CN=system:kube-controller-manager"
     cert kube-scheduler "/CN=system:kube-scheduler"
     cert kube-proxy "/CN=system:kube-proxy"
+    cert front-proxy-client "/CN=front-proxy-client"
   ) || die "generating certificates with openssl failed"
   chmod 600 "$PKI"/*.key
 }
@@ -556,6 +577,9 @@ iptables_rules() { # the machine's iptables/ip6tables rules and chains, without 
 # IP never follows the default route off this machine) and reject any pod traffic that
 # leaves the pod network other than to this machine itself.
 guard_network() {
+  # Replies of a pod reached through a service IP from a pod on the same bridge must pass
+  # iptables to be un-NATed (restored by `down`).
+  [[ -d /proc/sys/net/bridge ]] && sysctl -qw net.bridge.bridge-nf-call-iptables=1
   ip link show "$SVC_BRIDGE" >/dev/null 2>&1 || ip link add "$SVC_BRIDGE" type bridge
   ip link set "$SVC_BRIDGE" up
   ip route replace "$SERVICE_CIDR" dev "$SVC_BRIDGE" src "$NODE_IP"
@@ -608,6 +632,10 @@ start_control_plane() {
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
     --kubelet-preferred-address-types=InternalIP,Hostname \
+    --requestheader-client-ca-file="$PKI/ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --profiling=false
   wait_for 120 "kube-apiserver /readyz" kube-apiserver kctl get --raw=/readyz
   step "kube-apiserver ready (https://127.0.0.1:$API_PORT)"
@@ -815,6 +843,10 @@ cmd_up() {
   fi
   mkdir -p "$E2E_DIR" "$LOGS" "$RUN" "$STATE" "$ETC"
   touch "$MARKER"
+  # From here on a failure (or Ctrl-C) tears everything down again, keeping the logs.
+  # Machine-wide changes are undone only once save_machine_state has run.
+  trap 'rc=$?; trap - EXIT INT TERM; if ((rc != 0)); then on_up_failure; fi; exit $rc' EXIT
+  trap 'exit 130' INT TERM
 
   install_packages
   build_binaries
@@ -824,10 +856,7 @@ cmd_up() {
   NODE_IP=$(detect_node_ip)
   preflight_host
   save_machine_state
-  # From here on a failure (or Ctrl-C) tears everything down again, keeping the logs.
-  trap 'rc=$?; trap - EXIT INT TERM; if ((rc != 0)); then on_up_failure; fi; exit $rc' EXIT
-  trap 'exit 130' INT TERM
-  T0=$SECONDS
+  T0=$(now_ms)
   step "starting (node $NODE_NAME, node IP $NODE_IP, pods $POD_CIDR, services $SERVICE_CIDR)"
   guard_network
   gen_pki
@@ -865,7 +894,8 @@ EOF
 
 cmd_down() {
   preflight_basic
-  local t=$SECONDS
+  local t
+  t=$(now_ms)
   if [[ -d "$E2E_DIR" && ! -f "$MARKER" && -n "$(ls -A "$E2E_DIR" 2>/dev/null)" ]]; then
     die "$E2E_DIR is not an e2e cluster dir (no $MARKER); not touching it"
   fi
@@ -875,8 +905,11 @@ cmd_down() {
   stop_component kube-controller-manager
   if pid_of kube-apiserver >/dev/null && pid_of kubelet >/dev/null && kctl get --raw=/readyz >/dev/null 2>&1; then
     log "deleting all pods"
+    local td
+    td=$(now_ms)
     timeout 60 "$ASSETS/kubectl" --kubeconfig "$KUBECONFIG_FILE" delete pods --all --all-namespaces \
       --grace-period=2 --wait=true --timeout=45s >/dev/null 2>&1 || log "warning: not every pod was deleted in time; removing containers directly"
+    log "pods deleted in $(since "$td")s"
   fi
   stop_component kube-proxy
   stop_component kubelet
@@ -897,18 +930,19 @@ cmd_down() {
   cleanup_network
   cleanup_cgroups
   cleanup_iptables
+  cleanup_conntrack
   restore_sysctls
   remove_created_paths
   local rc=0
   check_leftovers || rc=1
   if [[ -d "$E2E_DIR" ]]; then
-    if [[ -n "${KEEP_LOGS:-}" ]]; then
-      find "$E2E_DIR" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} +
+    if [[ -n "${KEEP_LOGS:-${PIPES_E2E_KEEP_LOGS:-}}" ]]; then
+      find "$E2E_DIR" -mindepth 1 -maxdepth 1 ! -name logs ! -name "$(basename "$MARKER")" -exec rm -rf {} +
     else
       rm -rf "$E2E_DIR"
     fi
   fi
-  if ((rc == 0)); then log "down in $((SECONDS - t))s; nothing left"; else log "down in $((SECONDS - t))s, with the leftovers above"; fi
+  if ((rc == 0)); then log "down in $(since "$t")s; nothing left"; else log "down in $(since "$t")s, with the leftovers above"; fi
   return $rc
 }
 
@@ -925,6 +959,7 @@ kill_leftover_processes() {
     while read -r p; do [[ -n "$p" ]] && pids+=("$p"); done < <(find "$f" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
   done
   ((${#pids[@]} == 0)) && return 0
+  mapfile -t pids < <(printf '%s\n' "${pids[@]}" | sort -un)
   log "killing ${#pids[@]} leftover container/shim processes"
   for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   sleep 0.5
@@ -994,6 +1029,15 @@ cleanup_iptables() {
   done
 }
 
+cleanup_conntrack() { # forget connections of pods and service IPs (best effort)
+  saved && command -v conntrack >/dev/null || return 0
+  local f
+  for f in "-s $POD_CIDR" "-d $POD_CIDR" "-d $SERVICE_CIDR"; do
+    # shellcheck disable=SC2086 # two words on purpose
+    conntrack -D $f >/dev/null 2>&1 || true
+  done
+}
+
 restore_sysctls() {
   [[ -f "$SAVED/sysctl" ]] || return 0
   local kv k v now
@@ -1023,13 +1067,15 @@ check_leftovers() {
   for c in "${COMPONENTS[@]}"; do
     [[ -f "$RUN/$c.pid" ]] && pid_of "$c" >/dev/null && { log "warning: $c still runs"; bad=1; }
   done
-  if grep -qE " ($E2E_DIR/|/run/containerd/)" /proc/self/mountinfo; then log "warning: mounts left under $E2E_DIR or /run/containerd"; bad=1; fi
-  ip link show "$POD_BRIDGE" >/dev/null 2>&1 && { log "warning: $POD_BRIDGE still exists"; bad=1; }
-  if saved; then
-    local extra
-    extra=$(comm -13 <(sort "$SAVED/iptables") <(iptables_rules | sort))
-    [[ -z "$extra" ]] || { log "warning: iptables rules not there before 'up':"; echo "$extra" >&2; bad=1; }
+  if grep -qF " $E2E_DIR/" /proc/self/mountinfo; then log "warning: mounts left under $E2E_DIR"; bad=1; fi
+  saved || return $bad
+  if grep -qF " /run/containerd/" /proc/self/mountinfo; then log "warning: mounts left under /run/containerd"; bad=1; fi
+  if ip link show "$POD_BRIDGE" >/dev/null 2>&1 && ! grep -qx "$POD_BRIDGE" "$SAVED/links"; then
+    log "warning: $POD_BRIDGE still exists"; bad=1
   fi
+  local extra
+  extra=$(comm -13 <(sort "$SAVED/iptables") <(iptables_rules | sort))
+  [[ -z "$extra" ]] || { log "warning: iptables rules not there before 'up':"; echo "$extra" >&2; bad=1; }
   return $bad
 }
 
@@ -1044,12 +1090,116 @@ cmd_status() {
   for c in "${COMPONENTS[@]}"; do
     if pid=$(pid_of "$c"); then printf '  %-24s running (pid %s)\n' "$c" "$pid"; else printf '  %-24s NOT running\n' "$c"; rc=1; fi
   done
-  if kctl get --raw=/readyz >/dev/null 2>&1; then echo "  apiserver                ready"; else echo "  apiserver                NOT ready"; rc=1; fi
-  if node_ready 2>/dev/null; then echo "  node $NODE_NAME          Ready"; else echo "  node $NODE_NAME          NOT Ready"; rc=1; fi
-  if [[ -x "$BIN/kit" ]] && dns_answers; then echo "  CoreDNS ($DNS_SERVICE_IP)    answers"; else echo "  CoreDNS ($DNS_SERVICE_IP)    NOT answering"; rc=1; fi
+  if kctl get --raw=/readyz >/dev/null 2>&1; then printf '  %-24s ready\n' apiserver; else printf '  %-24s NOT ready\n' apiserver; rc=1; fi
+  if node_ready 2>/dev/null; then printf '  %-24s Ready\n' "node $NODE_NAME"; else printf '  %-24s NOT Ready\n' "node $NODE_NAME"; rc=1; fi
+  if [[ -x "$BIN/kit" ]] && dns_answers; then printf '  %-24s answers\n' "CoreDNS $DNS_SERVICE_IP"; else printf '  %-24s NOT answering\n' "CoreDNS $DNS_SERVICE_IP"; rc=1; fi
   echo "  kubeconfig: $KUBECONFIG_FILE"
   echo "  logs:       $LOGS"
   return $rc
+}
+
+# --- smoke test ----------------------------------------------------------------------------------
+
+smoke_manifest() {
+  cat <<EOF
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: $SMOKE_NS
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: $SMOKE_NS
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: $KIT_IMAGE
+        args: [serve, ":8080", hello-from-web]
+        ports: [{containerPort: 8080}]
+        readinessProbe:
+          httpGet: {path: /, port: 8080}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: $SMOKE_NS
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+  namespace: $SMOKE_NS
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: client
+    image: $KIT_IMAGE
+    args: [pause]
+EOF
+}
+
+# cmd_smoke: what the e2e suite relies on, end to end: pods start from a local image, DNS
+# by name (CoreDNS), ClusterIP from a pod, from the host and back to the same pod
+# (hairpin), the API server's ClusterIP, kubectl logs and exec. Leaves nothing behind.
+cmd_smoke() {
+  pid_of kube-apiserver >/dev/null || die "the e2e cluster is not up (hack/e2e-cluster.sh up)"
+  local passed=0 failed=0 t=$SECONDS ip got
+  SMOKE_NS=pipes-e2e-smoke
+  check() { # check NAME WANT CMD...: retry CMD for up to 15 s until its output is WANT
+    local name=$1 want=$2 deadline=$((SECONDS + 15)) out; shift 2
+    while :; do
+      out=$("$@" 2>&1) || true
+      if [[ "$out" == "$want" ]]; then
+        echo "  ok    $name"; passed=$((passed + 1)); return 0
+      fi
+      if ((SECONDS >= deadline)); then
+        echo "  FAIL  $name: got '$out', want '$want'"; failed=$((failed + 1)); return 0
+      fi
+      sleep 0.5
+    done
+  }
+  smoke_manifest | kctl apply -f - >/dev/null
+  kctl -n "$SMOKE_NS" wait --for=condition=Ready pod/client --timeout=60s >/dev/null
+  kctl -n "$SMOKE_NS" rollout status deployment/web --timeout=60s >/dev/null
+  ip=$(kctl -n "$SMOKE_NS" get service web -o jsonpath='{.spec.clusterIP}')
+  echo "smoke: pods Ready $((SECONDS - t))s after apply; service web = $ip"
+  local x=(kctl -n "$SMOKE_NS" exec client --)
+  check "DNS: kubernetes.default.svc.$CLUSTER_DOMAIN from a pod" "$API_SERVICE_IP" "${x[@]}" /kit resolve "kubernetes.default.svc.$CLUSTER_DOMAIN"
+  check "DNS: short service name from a pod (search path)" "$ip" "${x[@]}" /kit resolve web
+  check "DNS: web.$SMOKE_NS.svc.$CLUSTER_DOMAIN from the host via $DNS_SERVICE_IP" "$ip" \
+    "$BIN/kit" resolve --server "$DNS_SERVICE_IP:53" "web.$SMOKE_NS.svc.$CLUSTER_DOMAIN."
+  check "DNS: names outside the cluster are NXDOMAIN, never forwarded" \
+    "kit: example.invalid.: NXDOMAIN" \
+    "$BIN/kit" resolve --server "$DNS_SERVICE_IP:53" example.invalid.
+  check "ClusterIP from a pod (http://web/)" hello-from-web "${x[@]}" /kit get http://web/
+  check "ClusterIP from the host (http://$ip/)" hello-from-web "$BIN/kit" get "http://$ip/"
+  check "ClusterIP back to the serving pod (hairpin)" hello-from-web kctl -n "$SMOKE_NS" exec deployment/web -- /kit get http://web/
+  got=$("${x[@]}" /kit get "https://kubernetes.default.svc/" 2>&1 || true)
+  if [[ "$got" == *"certificate signed by unknown authority"* ]]; then
+    echo "  ok    API server through its ClusterIP (TLS handshake from a pod)"; passed=$((passed + 1))
+  else
+    echo "  FAIL  API server through its ClusterIP: $got"; failed=$((failed + 1))
+  fi
+  check "kubectl logs" "serving on :8080" kctl -n "$SMOKE_NS" logs deployment/web
+  check "kubectl exec" client "${x[@]}" /kit cat /etc/hostname
+  kctl delete namespace "$SMOKE_NS" --wait=true --timeout=60s >/dev/null || true
+  echo "smoke: $passed passed, $failed failed ($((SECONDS - t))s)"
+  ((failed == 0))
 }
 
 # --- main --------------------------------------------------------------------------------------
@@ -1077,6 +1227,7 @@ case "$CMD" in
     ctr_ "$@"
     ;;
   build) build_binaries; log "binaries ready: $ASSETS, $COREDNS_ASSETS" ;;
+  smoke) cmd_smoke ;;
   *)
     sed -n '/^# Usage:/,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
     exit 2

@@ -142,6 +142,10 @@ func run(o options) error {
 	cf.OS = "linux"
 	cf.Architecture = o.arch
 	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
+	for i := range cf.History {
+		cf.History[i].Created = cf.Created
+		cf.History[i].CreatedBy = "hack/image"
+	}
 	cf.Config.User = o.user
 	cf.Config.WorkingDir = o.workdir
 	cf.Config.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp"}, o.env...)

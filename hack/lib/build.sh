@@ -11,9 +11,18 @@ K8S_VERSION="${K8S_VERSION:-1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-3.6.16}"
 STAGING_VERSION="v0.${K8S_VERSION#1.}"
 CACHE_ROOT="${PIPES_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pipes-operator}"
+# sudo's secure_path usually drops Go's directory.
+if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then PATH="/usr/local/go/bin:$PATH"; fi
+goenv() { # goenv GOOS|GOARCH: Go's value, or the host's when Go is missing (require_go says so later)
+  go env "$1" 2>/dev/null && return
+  case "$1" in
+    GOOS) uname -s | tr '[:upper:]' '[:lower:]' ;;
+    GOARCH) case "$(uname -m)" in x86_64) echo amd64 ;; aarch64) echo arm64 ;; *) uname -m ;; esac ;;
+  esac
+}
 # etcd, kube-apiserver, kubectl (envtest) and kubelet, kube-controller-manager,
 # kube-scheduler, kube-proxy (e2e) of one Kubernetes version live side by side here.
-ASSETS="$CACHE_ROOT/k8s/v${K8S_VERSION}-etcd${ETCD_VERSION}-$(go env GOOS)-$(go env GOARCH)"
+ASSETS="$CACHE_ROOT/k8s/v${K8S_VERSION}-etcd${ETCD_VERSION}-$(goenv GOOS)-$(goenv GOARCH)"
 # Throwaway modules the binaries are built from.
 BUILD_DIR="$CACHE_ROOT/build"
 

@@ -6,13 +6,16 @@
 //	kit pause                          wait for SIGTERM/SIGINT (the pod sandbox)
 //	kit serve ADDR [TEXT]              HTTP server on ADDR answering TEXT (default: hostname)
 //	kit get URL                        print the body of an HTTP GET (exit 1 on error or non-2xx)
-//	kit resolve [--server IP:PORT] NAME  print the addresses NAME resolves to
+//	kit post URL JSON                  the same for a POST of a JSON body
+//	kit resolve [--server IP:PORT] NAME  print the addresses NAME resolves to (--server: ask
+//	                                   only IP:PORT, whatever /etc/resolv.conf says)
 //	kit cat FILE                       print FILE
 //	kit sleep SECONDS                  sleep, then exit 0
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -49,6 +52,11 @@ func main() {
 			usage()
 		}
 		exitOn(get(args[0]))
+	case "post":
+		if len(args) != 2 {
+			usage()
+		}
+		exitOn(post(args[0], args[1]))
 	case "resolve":
 		server := ""
 		if len(args) == 3 && args[0] == "--server" {
@@ -78,7 +86,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: kit pause | serve ADDR [TEXT] | get URL | resolve [--server IP:PORT] NAME | cat FILE | sleep SECONDS")
+	fmt.Fprintln(os.Stderr, "usage: kit pause | serve ADDR [TEXT] | get URL | post URL JSON | resolve [--server IP:PORT] NAME | cat FILE | sleep SECONDS")
 	os.Exit(2)
 }
 
@@ -119,6 +127,20 @@ func get(url string) error {
 	if err != nil {
 		return err
 	}
+	return printBody(r)
+}
+
+// post sends a JSON body and prints the answer (exit 1 on error or non-2xx).
+func post(url, body string) error {
+	cl := &http.Client{Timeout: 5 * time.Second}
+	r, err := cl.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	return printBody(r)
+}
+
+func printBody(r *http.Response) error {
 	defer r.Body.Close()
 	b, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -126,7 +148,7 @@ func get(url string) error {
 	}
 	_, _ = os.Stdout.Write(b)
 	if r.StatusCode/100 != 2 {
-		return fmt.Errorf("%s: %s", url, r.Status)
+		return fmt.Errorf("%s: %s", r.Request.URL, r.Status)
 	}
 	return nil
 }
@@ -142,6 +164,11 @@ func resolve(server, name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	addrs, err := res.LookupHost(ctx, name)
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+		// Not dnsErr itself: with --server it names resolv.conf's nameserver, not the one asked.
+		return fmt.Errorf("%s: NXDOMAIN", name)
+	}
 	if err != nil {
 		return err
 	}
