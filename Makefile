@@ -28,6 +28,8 @@ fmt: ## gofmt every Go file.
 .PHONY: vet
 vet: ## go vet.
 	go vet ./...
+	go vet -tags dev ./cmd/manager
+	go vet -tags e2e ./test/e2e
 
 .PHONY: verify
 verify: generate manifests ## Regenerate and fail if generated files drift; gofmt and vet.
@@ -36,6 +38,8 @@ verify: generate manifests ## Regenerate and fail if generated files drift; gofm
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then \
 		echo "not gofmt-formatted (run 'make fmt'):"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
+	go vet -tags dev ./cmd/manager
+	go vet -tags e2e ./test/e2e
 	@"$$(hack/envtest-assets.sh)/kubectl" kustomize config/default >/dev/null && echo "config/default renders"
 
 .PHONY: envtest-assets
@@ -60,7 +64,7 @@ bench: ## Benchmarks (encryption, vend API).
 .PHONY: run
 run: ## Run the operator on an embedded control plane; writes bin/dev/kubeconfig and bin/dev/env.
 	@assets=$$(hack/envtest-assets.sh) && \
-	KUBEBUILDER_ASSETS=$$assets go run ./cmd/manager dev $(RUN_ARGS)
+	KUBEBUILDER_ASSETS=$$assets go run -tags dev ./cmd/manager dev $(RUN_ARGS)
 
 .PHONY: install
 install: ## Install the CRDs into the cluster in $$KUBECONFIG.
