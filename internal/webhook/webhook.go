@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -43,19 +44,25 @@ func Setup(mgr ctrl.Manager, injector *PodInjector) error {
 	return ctrl.NewWebhookManagedBy(mgr, &pipesv1.ConnectedAccount{}).WithValidator(&ConnectedAccountValidator{Reader: r}).Complete()
 }
 
-// invalid turns rule violations into a 422 Invalid status whose message is the rules'
-// own sentences (each names its field). It carries no per-field causes on purpose:
-// kubectl prints causes instead of the message, as "field: field ...".
+// invalid turns rule violations into a 422 Invalid status. Its message is the rules' own
+// sentences (what API clients and `err.Error()` show); its causes carry each field and
+// the sentence without the field's name, which is how kubectl prints them
+// ("The X "y" is invalid: spec.method: is immutable …").
 func invalid(kind, name string, errs field.ErrorList) error {
 	if len(errs) == 0 {
 		return nil
+	}
+	causes := make([]metav1.StatusCause, 0, len(errs))
+	for _, e := range errs {
+		msg := strings.TrimLeft(strings.TrimPrefix(e.Detail, e.Field), ": ")
+		causes = append(causes, metav1.StatusCause{Type: metav1.CauseType(e.Type), Field: e.Field, Message: msg})
 	}
 	return &apierrors.StatusError{ErrStatus: metav1.Status{
 		Status:  metav1.StatusFailure,
 		Code:    422,
 		Reason:  metav1.StatusReasonInvalid,
 		Message: validation.Message(errs),
-		Details: &metav1.StatusDetails{Group: pipesv1.GroupVersion.Group, Kind: kind, Name: name},
+		Details: &metav1.StatusDetails{Group: pipesv1.GroupVersion.Group, Kind: kind, Name: name, Causes: causes},
 	}}
 }
 

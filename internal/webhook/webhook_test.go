@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -335,14 +336,18 @@ var _ = Describe("Provider webhook", func() {
 		oldP, newP := apiKeyProvider("openai"), apiKeyProvider("openai")
 		newP.Spec.Method, newP.Spec.OAuth = pipesv1.AuthMethodOAuth, oauthProvider("x").Spec.OAuth
 		_, err := v.ValidateUpdate(ctx, oldP, newP)
-		Expect(err).To(MatchError(msgMethodAPIKeyToOAuth)) // exactly the sentence: no prefix, no causes
+		Expect(err).To(MatchError(msgMethodAPIKeyToOAuth)) // exactly the sentence, no prefix
 		var status *apierrors.StatusError
 		Expect(errors.As(err, &status)).To(BeTrue())
 		Expect(status.ErrStatus.Code).To(BeEquivalentTo(422))
 		Expect(status.ErrStatus.Reason).To(Equal(metav1.StatusReasonInvalid))
 		Expect(status.ErrStatus.Details.Kind).To(Equal("Provider"))
 		Expect(status.ErrStatus.Details.Name).To(Equal("openai"))
-		Expect(status.ErrStatus.Details.Causes).To(BeEmpty())
+		// kubectl prints causes as "field: message", so the cause drops the field from the sentence.
+		Expect(status.ErrStatus.Details.Causes).To(Equal([]metav1.StatusCause{{
+			Type: metav1.CauseType(field.ErrorTypeForbidden), Field: "spec.method",
+			Message: strings.TrimPrefix(msgMethodAPIKeyToOAuth, "spec.method "),
+		}}))
 
 		_, err = v.ValidateCreate(ctx, oauthProvider("github", func(o *pipesv1.OAuthSpec) { o.TokenURL = "http://example.com/t" }))
 		Expect(err).To(MatchError(msgWebhookTokenURL))

@@ -123,7 +123,7 @@ metadata: {name: orphan, namespace: ` + appNS + `}
 spec: {providerRef: {name: nope}, userID: u}
 `)
 			return cmdOut
-		}).Should(ContainSubstring(`admission webhook "vconnectedaccount.pipes.dev" denied the request: spec.providerRef.name: Provider "nope" not found`))
+		}).Should(ContainSubstring(`spec.providerRef.name: Provider "nope" not found in namespace "` + appNS + `"`))
 		var cm corev1.Secret
 		Expect(k8s.Get(ctx, client.ObjectKey{Namespace: operatorNS, Name: "pipes-webhook-cert"}, &cm)).To(Succeed())
 		Expect(cm.Data).To(HaveKey("ca.crt"), "cert-controller filled the certificate Secret")
