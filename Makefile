@@ -73,7 +73,7 @@ install: ## Install the CRDs into the cluster in $$KUBECONFIG.
 .PHONY: run-cluster
 run-cluster: install ## Run the manager locally against the cluster in $$KUBECONFIG (no webhooks: the cluster cannot reach this machine).
 	"$$(hack/envtest-assets.sh)/kubectl" create namespace pipes-system --dry-run=client -o yaml | "$$(hack/envtest-assets.sh)/kubectl" apply -f -
-	go run ./cmd/manager --namespace pipes-system --disable-webhooks --cert-rotation=false --metrics-bind-address=127.0.0.1:8080 --health-probe-bind-address=127.0.0.1:8081 $(RUN_ARGS)
+	go run ./cmd/manager --namespace pipes-system --disable-webhooks --cert-rotation=false --api-bind-address= --vend-image= --metrics-bind-address=127.0.0.1:8080 --health-probe-bind-address=127.0.0.1:8081 $(RUN_ARGS)
 
 .PHONY: e2e
 e2e: ## Real-cluster end-to-end suite: cluster up, images, test/e2e, cluster down (root); see docs/e2e.md.
