@@ -16,11 +16,8 @@ import (
 	"testing"
 	"time"
 
-	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/apiclient"
@@ -34,7 +31,6 @@ import (
 // client and a way to run the real vend binary as a process.
 type fixture struct {
 	env     *testenv.Env
-	cs      *kubernetes.Clientset
 	ns      string
 	caFile  string
 	bin     string
@@ -49,9 +45,6 @@ func newFixture(t testing.TB) *fixture {
 	}
 	t.Cleanup(func() { _ = e.Stop() })
 	f := &fixture{env: e, ns: "apps", bin: filepath.Join(t.TempDir(), "vend"), caFile: filepath.Join(t.TempDir(), "ca.crt")}
-	if f.cs, err = kubernetes.NewForConfig(e.Config); err != nil {
-		t.Fatal(err)
-	}
 	if out, err := exec.Command("go", "build", "-o", f.bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -76,22 +69,13 @@ func must(t testing.TB, err error) {
 
 // token creates a ServiceAccount bound to role (none if "") and mints a token for audience.
 func (f *fixture) token(t testing.TB, sa, role, audience string) string {
-	ctx := context.Background()
-	must(t, f.env.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: sa}}))
-	if role != "" {
-		must(t, f.env.Client.Create(ctx, &rbacv1.RoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: sa},
-			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role},
-			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: f.ns, Name: sa}},
-		}))
-	}
-	req := &authnv1.TokenRequest{}
+	var audiences []string
 	if audience != "" {
-		req.Spec.Audiences = []string{audience}
+		audiences = []string{audience}
 	}
-	tr, err := f.cs.CoreV1().ServiceAccounts(f.ns).CreateToken(ctx, sa, req, metav1.CreateOptions{})
+	tok, err := f.env.ServiceAccountToken(context.Background(), f.ns, sa, role, f.ns, audiences...)
 	must(t, err)
-	return tr.Status.Token
+	return tok
 }
 
 type vendProcess struct {

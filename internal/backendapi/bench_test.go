@@ -10,11 +10,8 @@ import (
 	"testing"
 	"time"
 
-	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/apiclient"
@@ -41,21 +38,13 @@ func BenchmarkVend(b *testing.B) {
 	ns := "bench"
 	must(e.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
 	must(e.Client.Create(ctx, &pipesv1.Provider{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "openai"}, Spec: pipesv1.ProviderSpec{Method: pipesv1.AuthMethodAPIKey}}))
-	must(e.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app"}}))
-	must(e.Client.Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "pipes-backend"},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: ns, Name: "app"}},
-	}))
-	cs, err := kubernetes.NewForConfig(e.Config)
-	must(err)
-	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "app", &authnv1.TokenRequest{}, metav1.CreateOptions{})
+	token, err := e.ServiceAccountToken(ctx, ns, "app", "pipes-backend", ns)
 	must(err)
 	caFile := filepath.Join(b.TempDir(), "ca.crt")
 	must(os.WriteFile(caFile, e.APICA(), 0o600))
 	h, err := apiclient.HTTPClientWithCA(caFile, 10*time.Second)
 	must(err)
-	c := apiclient.New(e.APIURL(), apiclient.WithHTTPClient(h), apiclient.WithToken(tr.Status.Token))
+	c := apiclient.New(e.APIURL(), apiclient.WithHTTPClient(h), apiclient.WithToken(token))
 	key := "sk-bench-" + strings.Repeat("k", 48)
 	_, err = c.UpsertAPIKey(ctx, "openai", wire.UpsertAPIKeyRequest{UserID: "u", Secret: key})
 	must(err)

@@ -10,13 +10,10 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/apiclient"
@@ -24,9 +21,8 @@ import (
 )
 
 var (
-	env       *testenv.Env
-	clientset *kubernetes.Clientset
-	apiHTTP   *http.Client
+	env     *testenv.Env
+	apiHTTP *http.Client
 )
 
 func TestBackendAPI(t *testing.T) {
@@ -39,8 +35,6 @@ var _ = BeforeSuite(func() {
 	SetDefaultEventuallyPollingInterval(100 * time.Millisecond)
 	var err error
 	env, err = testenv.Start(testenv.Options{Webhooks: true, API: true, APIRateLimit: 20, LogTo: GinkgoWriter})
-	Expect(err).NotTo(HaveOccurred())
-	clientset, err = kubernetes.NewForConfig(env.Config)
 	Expect(err).NotTo(HaveOccurred())
 	apiHTTP = httpClientTrusting(env.APICA())
 })
@@ -68,27 +62,19 @@ func newNamespace(ctx context.Context) string {
 // serviceAccountToken creates a ServiceAccount, binds it to clusterRole in bindNamespace
 // (none if clusterRole is empty) and mints a token for it with the TokenRequest API.
 func serviceAccountToken(ctx context.Context, ns, name, clusterRole, bindNamespace string, audiences ...string) string {
-	Expect(env.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})).To(Succeed())
-	if clusterRole != "" {
-		bind(ctx, bindNamespace, name+"-"+clusterRole, rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: clusterRole}, ns, name)
-	}
-	return token(ctx, ns, name, audiences...)
+	tok, err := env.ServiceAccountToken(ctx, ns, name, clusterRole, bindNamespace, audiences...)
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	return tok
 }
 
 func token(ctx context.Context, ns, name string, audiences ...string) string {
-	tr, err := clientset.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authnv1.TokenRequest{
-		Spec: authnv1.TokenRequestSpec{Audiences: audiences, ExpirationSeconds: ptr.To[int64](3600)},
-	}, metav1.CreateOptions{})
-	Expect(err).NotTo(HaveOccurred())
-	return tr.Status.Token
+	tok, err := env.Token(ctx, ns, name, audiences...)
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	return tok
 }
 
 func bind(ctx context.Context, ns, name string, role rbacv1.RoleRef, saNamespace, sa string) {
-	Expect(env.Client.Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		RoleRef:    role,
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: saNamespace, Name: sa}},
-	})).To(Succeed())
+	ExpectWithOffset(1, env.Bind(ctx, ns, name, role, saNamespace, sa)).To(Succeed())
 }
 
 // api returns a client for tok acting in namespace ns (through /namespaces/{ns}).
