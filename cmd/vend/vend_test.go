@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -301,39 +300,14 @@ func BenchmarkLocalRead(b *testing.B) {
 	body := []byte(`{"user_id":"u"}`)
 	url := "http://" + p.listen + "/data-integrations/openai/credentials"
 
-	latencies := make(chan []time.Duration, 64)
-	b.SetParallelism(4)
-	b.ResetTimer()
-	start := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
-		var local []time.Duration
-		for pb.Next() {
-			t := time.Now()
-			resp, err := client.Post(url, "application/json", bytes.NewReader(body))
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			local = append(local, time.Since(t))
+	testenv.MeasureParallel(b, func() error {
+		resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+		if err != nil {
+			return err
 		}
-		latencies <- local
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
 	})
-	elapsed := time.Since(start)
-	b.StopTimer()
-	close(latencies)
-	var all []time.Duration
-	for l := range latencies {
-		all = append(all, l...)
-	}
-	slices.Sort(all)
-	if n := len(all); n > 0 {
-		pct := func(q float64) float64 { return float64(all[min(n-1, int(q*float64(n)))].Microseconds()) / 1000 }
-		b.ReportMetric(float64(n)/elapsed.Seconds(), "req/s")
-		b.ReportMetric(pct(0.50), "p50-ms")
-		b.ReportMetric(pct(0.99), "p99-ms")
-	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	must(b, err)
 	for _, line := range strings.Split(string(status), "\n") {

@@ -2,11 +2,10 @@ package backendapi_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -49,33 +48,11 @@ func BenchmarkVend(b *testing.B) {
 	_, err = c.UpsertAPIKey(ctx, "openai", wire.UpsertAPIKeyRequest{UserID: "u", Secret: key})
 	must(err)
 
-	var mu sync.Mutex
-	var latencies []time.Duration
-	b.SetParallelism(4) // 4 × GOMAXPROCS(2) = 8 concurrent callers
-	b.ResetTimer()
-	start := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
-		var local []time.Duration
-		for pb.Next() {
-			t := time.Now()
-			resp, err := c.Credentials(ctx, "openai", wire.CredentialsRequest{UserID: "u"})
-			if err != nil || resp.Credential.GetValue() != key {
-				b.Errorf("vend: %v", err)
-				return
-			}
-			local = append(local, time.Since(t))
+	testenv.MeasureParallel(b, func() error {
+		resp, err := c.Credentials(ctx, "openai", wire.CredentialsRequest{UserID: "u"})
+		if err == nil && resp.Credential.GetValue() != key {
+			err = fmt.Errorf("vend returned %+v", resp)
 		}
-		mu.Lock()
-		latencies = append(latencies, local...)
-		mu.Unlock()
+		return err
 	})
-	elapsed := time.Since(start)
-	b.StopTimer()
-	slices.Sort(latencies)
-	if n := len(latencies); n > 0 {
-		pct := func(p float64) float64 { return float64(latencies[min(n-1, int(p*float64(n)))].Microseconds()) / 1000 }
-		b.ReportMetric(float64(n)/elapsed.Seconds(), "req/s")
-		b.ReportMetric(pct(0.50), "p50-ms")
-		b.ReportMetric(pct(0.99), "p99-ms")
-	}
 }

@@ -417,11 +417,8 @@ func (s *Server) listDataProviders(c *call) error {
 	if err := identityErrors(user, org); err != nil {
 		return err
 	}
-	if err := c.authorize("list", accounts, ""); err != nil {
-		return err
-	}
-	var providers pipesv1.ProviderList
-	if err := c.s.Client.List(c.ctx, &providers, client.InNamespace(c.namespace)); err != nil {
+	providers, err := c.listProviders("list", accounts)
+	if err != nil {
 		return err
 	}
 	items := make([]wire.DataProvider, 0, len(providers.Items))
@@ -453,6 +450,15 @@ func (s *Server) listDataProviders(c *call) error {
 		return err
 	}
 	return c.respond(http.StatusOK, list)
+}
+
+// listProviders authorizes verb on resource, then lists the namespace's Providers.
+func (c *call) listProviders(verb, resource string) (*pipesv1.ProviderList, error) {
+	if err := c.authorize(verb, resource, ""); err != nil {
+		return nil, err
+	}
+	var providers pipesv1.ProviderList
+	return &providers, c.s.Client.List(c.ctx, &providers, client.InNamespace(c.namespace))
 }
 
 func orDefault(s, def string) string {
@@ -499,11 +505,8 @@ func (s *Server) listOrgConfigs(c *call) error {
 	if err := identityErrors("-", org); err != nil {
 		return err
 	}
-	if err := c.authorize("list", orgProviders, ""); err != nil {
-		return err
-	}
-	var providers pipesv1.ProviderList
-	if err := c.s.Client.List(c.ctx, &providers, client.InNamespace(c.namespace)); err != nil {
+	providers, err := c.listProviders("list", orgProviders)
+	if err != nil {
 		return err
 	}
 	items := make([]wire.DataIntegrationConfiguration, 0, len(providers.Items))
