@@ -64,7 +64,8 @@ bench: ## Benchmarks (encryption, vend API).
 .PHONY: run
 run: ## Run the operator on an embedded control plane; writes bin/dev/kubeconfig and bin/dev/env.
 	@assets=$$(hack/envtest-assets.sh) && \
-	KUBEBUILDER_ASSETS=$$assets go run -tags dev ./cmd/manager dev $(RUN_ARGS)
+	go build -tags dev -o bin/manager-dev ./cmd/manager && \
+	KUBEBUILDER_ASSETS=$$assets exec bin/manager-dev dev $(RUN_ARGS)
 
 .PHONY: install
 install: ## Install the CRDs into the cluster in $$KUBECONFIG.
