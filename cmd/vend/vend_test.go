@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -316,5 +317,82 @@ func BenchmarkLocalRead(b *testing.B) {
 			fmt.Sscanf(strings.TrimSpace(rest), "%f", &kb)
 			b.ReportMetric(kb/1024, "rss-MiB")
 		}
+	}
+}
+
+// proxy forwards TCP from a loopback port to target until closed; close also cuts the
+// connections it carries, which is what a backend outage looks like to the sidecar.
+type proxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func startProxy(t testing.TB, addr, target string) *proxy {
+	ln, err := net.Listen("tcp", addr)
+	must(t, err)
+	p := &proxy{ln: ln}
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, in, out)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(out, in); out.Close() }()
+			go func() { _, _ = io.Copy(in, out); in.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *proxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+}
+
+func TestSidecarServesLastGoodValueWhileBackendIsDown(t *testing.T) {
+	f := newFixture(t)
+	key := "sk-outage-" + strings.Repeat("k", 30)
+	_, err := f.backend.UpsertAPIKey(context.Background(), "openai", wire.UpsertAPIKeyRequest{UserID: "u", Secret: key})
+	must(t, err)
+	apiAddr := strings.TrimPrefix(f.env.APIURL(), "https://")
+	proxyAddr := freePort(t)
+	px := startProxy(t, proxyAddr, apiAddr)
+
+	p := f.start(t, f.token(t, "app", "pipes-vendor", webhook.TokenAudience), "openai:u", "--api-url=https://"+proxyAddr)
+	p.waitReady(t)
+
+	px.close()
+	eventually(t, 10*time.Second, "the sidecar notices the outage", func() bool {
+		_, metrics := p.get("/metrics")
+		return strings.Contains(metrics, "pipes_vend_backend_up 0")
+	})
+	code, body := p.get("/readyz")
+	if code != http.StatusOK || !strings.Contains(body, "serving the last good credentials") || !strings.Contains(body, "unreachable") {
+		t.Fatalf("readyz during the outage: %d %q", code, body)
+	}
+	if r, err := p.credential("u"); err != nil || r.Credential.GetValue() != key {
+		t.Fatalf("the last good value must still be served: %+v %v", r, err)
+	}
+
+	startProxy(t, proxyAddr, apiAddr) // the backend is back
+	eventually(t, 40*time.Second, "the sidecar recovers after backing off", func() bool {
+		_, metrics := p.get("/metrics")
+		return strings.Contains(metrics, "pipes_vend_backend_up 1")
+	})
+	if _, body := p.get("/readyz"); body != "ok\n" {
+		t.Fatalf("readyz after recovery: %q", body)
 	}
 }
