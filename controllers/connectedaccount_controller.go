@@ -151,10 +151,8 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 			}
 			clear(plaintext)
 			plaintext = bytes.Clone(key)
-			if secret == nil {
-				r.event(ca, corev1.EventTypeNormal, pipesv1.EventConnected, "Connect", "API key stored encrypted (version %d%s)", stored.Version, last4Note(stored.Last4))
-			} else if stored.Version > credential.Describe(secret).Version {
-				r.event(ca, corev1.EventTypeNormal, pipesv1.EventRotated, "Rotate", "API key replaced (version %d%s); the previous key is no longer stored", stored.Version, last4Note(stored.Last4))
+			if secret == nil || stored.Version > credential.Describe(secret).Version {
+				credential.RecordStored(r.Recorder, ca, stored, "")
 			}
 			hasStored = true
 			setCondition(ca, ConditionSynced, metav1.ConditionTrue, pipesv1.ReasonReady, "the stored key matches spec.apiKey.secretKeyRef")
@@ -296,13 +294,6 @@ func setCondition(ca *pipesv1.ConnectedAccount, condType string, status metav1.C
 	apimeta.SetStatusCondition(&ca.Status.Conditions, metav1.Condition{
 		Type: condType, Status: status, Reason: reason, Message: msg, ObservedGeneration: ca.Generation,
 	})
-}
-
-func last4Note(last4 string) string {
-	if last4 == "" {
-		return ""
-	}
-	return ", ending …" + last4
 }
 
 // SetupWithManager wires the reconciler's watches: its accounts and their Secrets, their

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -166,11 +165,7 @@ func (s *Server) storeKey(ctx context.Context, ca *pipesv1.ConnectedAccount, key
 		case err != nil:
 			return false, err
 		}
-		if next.Version == 1 {
-			s.Recorder.Eventf(ca, nil, corev1.EventTypeNormal, pipesv1.EventConnected, "Connect", "API key stored encrypted through the backend API (version 1%s)", last4Note(stored.Last4))
-		} else {
-			s.Recorder.Eventf(ca, nil, corev1.EventTypeNormal, pipesv1.EventRotated, "Rotate", "API key replaced through the backend API (version %d%s); the previous key is no longer stored", stored.Version, last4Note(stored.Last4))
-		}
+		credential.RecordStored(s.Recorder, ca, stored, " through the backend API")
 		return true, nil
 	})
 	if err != nil {
@@ -184,25 +179,23 @@ func (s *Server) storeKey(ctx context.Context, ca *pipesv1.ConnectedAccount, key
 	return stored, err
 }
 
-func last4Note(last4 string) string {
-	if last4 == "" {
-		return ""
+// credentialsRequest reads the body of the vend routes and looks up their Provider.
+func (c *call) credentialsRequest() (wire.CredentialsRequest, *pipesv1.Provider, error) {
+	var req wire.CredentialsRequest
+	if err := c.decode(&req); err != nil {
+		return req, nil, err
 	}
-	return ", ending …" + last4
+	p, err := c.provider(c.r.PathValue("slug"))
+	if err != nil {
+		return req, nil, err
+	}
+	return req, p, identityErrors(req.UserID, req.OrganizationID)
 }
 
 // vendCredentials returns the user's credential, or why there is none.
 func (s *Server) vendCredentials(c *call) error {
-	var req wire.CredentialsRequest
-	if err := c.decode(&req); err != nil {
-		return err
-	}
-	slug := c.r.PathValue("slug")
-	p, err := c.provider(slug)
+	req, p, err := c.credentialsRequest()
 	if err != nil {
-		return err
-	}
-	if err := identityErrors(req.UserID, req.OrganizationID); err != nil {
 		return err
 	}
 	resp, err := s.vend(c, p, req)
@@ -259,18 +252,13 @@ func (s *Server) vend(c *call, p *pipesv1.Provider, req wire.CredentialsRequest)
 
 // vendToken is the OAuth access-token route; API-key providers have no token.
 func (s *Server) vendToken(c *call) error {
-	var req wire.CredentialsRequest
-	if err := c.decode(&req); err != nil {
-		return err
-	}
-	slug := c.r.PathValue("slug")
-	p, err := c.provider(slug)
+	_, p, err := c.credentialsRequest()
 	if err != nil {
 		return err
 	}
 	if p.Spec.Method == pipesv1.AuthMethodAPIKey {
 		return errorf(http.StatusUnprocessableEntity, wire.CodeAuthMethodMismatch,
-			"data integration %q uses API keys, which have no access token: use POST /data-integrations/%s/credentials", slug, slug)
+			"data integration %q uses API keys, which have no access token: use POST /data-integrations/%s/credentials", p.Name, p.Name)
 	}
 	return errorf(http.StatusNotImplemented, wire.CodeNotImplemented, "OAuth access tokens are not supported yet")
 }

@@ -1,0 +1,24 @@
+package credential
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/events"
+
+	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+)
+
+// RecordStored emits the event for a credential just stored: Connected for the first
+// version, Rotated after that. via says who stored it ("" for the reconciler).
+func RecordStored(rec events.EventRecorder, ca *pipesv1.ConnectedAccount, stored Stored, via string) {
+	detail := fmt.Sprintf("version %d", stored.Version)
+	if stored.Last4 != "" {
+		detail += ", ending …" + stored.Last4
+	}
+	if stored.Version == 1 {
+		rec.Eventf(ca, nil, corev1.EventTypeNormal, pipesv1.EventConnected, "Connect", "API key stored encrypted%s (%s)", via, detail)
+		return
+	}
+	rec.Eventf(ca, nil, corev1.EventTypeNormal, pipesv1.EventRotated, "Rotate", "API key replaced%s (%s); the previous key is no longer stored", via, detail)
+}
