@@ -345,3 +345,10 @@ func (r *ConnectedAccountReconciler) requestsFor(ctx context.Context, namespace 
 	}
 	return reqs
 }
+
+// secretMetadata is the watch type for source Secrets: metadata only.
+func secretMetadata() *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	return m
+}

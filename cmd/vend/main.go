@@ -11,8 +11,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -165,13 +163,11 @@ func apiHTTPClient(o *options) (*http.Client, error) {
 	if o.caFile != "" {
 		return apiclient.HTTPClientWithCA(o.caFile, timeout)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM([]byte(o.caData)) {
-		return nil, errors.New("--ca-data: holds no PEM certificate")
+	h, err := apiclient.HTTPClientWithCAData([]byte(o.caData), timeout)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-data: %w", err)
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	return &http.Client{Transport: tr, Timeout: timeout}, nil
+	return h, nil
 }
 
 func probe(args []string) int {

@@ -73,9 +73,18 @@ func HTTPClientWithCA(caFile string, timeout time.Duration) (*http.Client, error
 	if err != nil {
 		return nil, fmt.Errorf("reading CA bundle: %w", err)
 	}
+	h, err := HTTPClientWithCAData(pem, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("CA bundle %s: %w", caFile, err)
+	}
+	return h, nil
+}
+
+// HTTPClientWithCAData returns an HTTP client trusting only the PEM CA bundle given.
+func HTTPClientWithCAData(pem []byte, timeout time.Duration) (*http.Client, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("CA bundle %s holds no PEM certificate", caFile)
+		return nil, errors.New("holds no PEM certificate")
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}

@@ -60,7 +60,15 @@ func (c *call) account(slug, user, org string) (*pipesv1.ConnectedAccount, error
 }
 
 func identityErrors(user, org string) error {
-	errs := append(validation.UserID(field.NewPath(fieldUserID), user), validation.OrganizationID(field.NewPath(fieldOrgID), org)...)
+	return invalidRequest(append(validation.UserID(field.NewPath(fieldUserID), user), validation.OrganizationID(field.NewPath(fieldOrgID), org)...))
+}
+
+// organizationErrors checks the organization ID of the /organizations/{organization_id} routes.
+func organizationErrors(org string) error {
+	return invalidRequest(validation.OrganizationID(field.NewPath(fieldOrgID), org))
+}
+
+func invalidRequest(errs field.ErrorList) error {
 	if len(errs) > 0 {
 		return errorf(http.StatusBadRequest, wire.CodeInvalidRequest, "%s", validation.Message(errs))
 	}
@@ -490,7 +498,7 @@ func orgConfigView(p *pipesv1.Provider, org string, op *pipesv1.OrganizationProv
 
 func (s *Server) listOrgConfigs(c *call) error {
 	org := c.r.PathValue("organization_id")
-	if err := identityErrors("-", org); err != nil {
+	if err := organizationErrors(org); err != nil {
 		return err
 	}
 	providers, err := c.listProviders("list", orgProviders)
@@ -524,7 +532,7 @@ func (s *Server) putOrgConfig(c *call) error {
 	if err != nil {
 		return err
 	}
-	if err := identityErrors("-", org); err != nil {
+	if err := organizationErrors(org); err != nil {
 		return err
 	}
 	hasCredentials := req.ClientID != "" || req.ClientSecret != ""
