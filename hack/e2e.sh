@@ -18,6 +18,11 @@ teardown() {
   else
     $cluster down || status=1
   fi
+  # Repeat the failures last, where a truncated CI log still shows them.
+  if [[ $status -ne 0 && -s "${suite_log:-}" ]]; then
+    log "failures (full output above):"
+    grep -F -A15 -e '[FAILED]' -e '[PANICKED]' "$suite_log" | head -120 >&2 || true
+  fi
   log "finished in $((SECONDS))s with status $status"
   exit "$status"
 }
@@ -39,8 +44,9 @@ $cluster load-image "$out/manager.tar" "$out/vend.tar"
 log "images built and imported in $((SECONDS - start))s"
 
 start=$SECONDS
+suite_log="$out/suite.log"
 E2E_KUBECONFIG="$($cluster kubeconfig)" \
 E2E_KUBECTL="$(hack/envtest-assets.sh)/kubectl" \
 E2E_LOG_DIR="$($cluster logs)" \
-  go test -tags e2e -count=1 -timeout 30m ./test/e2e/ -v -ginkgo.v
+  go test -tags e2e -count=1 -timeout 30m ./test/e2e/ -v -ginkgo.v 2>&1 | tee "$suite_log"
 log "suite passed in $((SECONDS - start))s"

@@ -46,7 +46,7 @@ func managerFlags(fs *flag.FlagSet, o *operator.Options, zo *zap.Options) {
 	fs.BoolVar(&o.LeaderElection, "leader-elect", false, "use leader election so only one replica reconciles at a time")
 	fs.BoolVar(&o.DisableWebhooks, "disable-webhooks", false, "serve no admission webhooks (CEL validation still applies)")
 	fs.IntVar(&o.WebhookPort, "webhook-port", 9443, "admission webhook port")
-	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "directory of the webhook serving certificate (tls.crt, tls.key)")
+	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "directory of the webhook serving certificate (tls.crt, tls.key); with --cert-rotation the manager writes it, so it must be writable (an emptyDir)")
 	fs.StringVar(&o.APIAddr, "api-bind-address", ":8443", "backend API address (HTTPS); empty disables it")
 	fs.StringVar(&o.APICertDir, "api-cert-dir", "", "directory of the backend API's certificate (tls.crt, tls.key); default: --webhook-cert-dir")
 	fs.Float64Var(&o.APIRateLimit, "api-rate-limit", 50, "backend API requests per second allowed per caller (burst: twice that)")

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -38,6 +39,7 @@ import (
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/controllers"
 	"github.com/pipes-dev/pipes-operator/internal/backendapi"
+	"github.com/pipes-dev/pipes-operator/internal/certsync"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
 	"github.com/pipes-dev/pipes-operator/internal/crypto"
 	"github.com/pipes-dev/pipes-operator/internal/index"
@@ -65,8 +67,9 @@ type Options struct {
 	DisableWebhooks bool
 	WebhookHost     string
 	WebhookPort     int
-	// WebhookCertDir holds tls.crt and tls.key. With CertRotation set, cert-controller
-	// writes them there; otherwise they must exist (envtest, cert-manager).
+	// WebhookCertDir holds tls.crt and tls.key. With CertRotation set, the manager writes
+	// them there from cert-controller's Secret (it must be writable: an emptyDir);
+	// otherwise they must exist (envtest, a mounted cert-manager Secret).
 	WebhookCertDir string
 	CertRotation   *CertRotation
 
@@ -135,9 +138,8 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	log = logsafe.Cap(log)
 	scheme := Scheme()
 	managed := labels.SelectorFromSet(labels.Set{pipesv1.LabelManagedBy: pipesv1.ManagedByValue})
-	// With cert-controller, the certificate is created at run time and reaches the pod
-	// through a Secret volume the kubelet updates within a minute or two: the servers
-	// that need it wait for it rather than fail.
+	// With cert-controller, the certificate is created at run time (and written into the
+	// cert dir by certsync): the servers that need it wait for it rather than fail.
 	var certsReady chan struct{}
 	var webhookServer webhook.Server = webhook.NewServer(webhook.Options{Host: o.WebhookHost, Port: o.WebhookPort, CertDir: o.WebhookCertDir})
 	if o.CertRotation != nil {
@@ -293,8 +295,14 @@ func setupWebhooks(mgr ctrl.Manager, o Options, certsReady chan struct{}) error 
 		ExtKeyUsages: &[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		// Every replica serves webhooks, so every replica must see the certificate.
 		RequireLeaderElection: false,
+		ControllerName:        rotatorControllerName(o),
 	})
 	if err != nil {
+		return err
+	}
+	// The manager writes the certificate into its cert dir itself, rather than waiting
+	// for the kubelet to project the Secret (see package certsync).
+	if err := certsync.Add(mgr, types.NamespacedName{Namespace: o.Namespace, Name: o.CertRotation.SecretName}, o.WebhookCertDir); err != nil {
 		return err
 	}
 	// Handlers are registered once the certificate exists; until then readyz fails.
@@ -319,6 +327,18 @@ func readyz(mgr ctrl.Manager, o Options) healthz.Checker {
 	}
 	started := mgr.GetWebhookServer().StartedChecker()
 	return func(req *http.Request) error { return started(req) }
+}
+
+var rotators atomic.Int64
+
+// rotatorControllerName names cert-controller's controller. It is created outside the
+// manager, so SkipNameValidation does not reach it: with several managers in one process
+// (tests), each needs a name of its own.
+func rotatorControllerName(o Options) string {
+	if !o.SkipNameValidation {
+		return "cert-rotator"
+	}
+	return fmt.Sprintf("cert-rotator-%d", rotators.Add(1))
 }
 
 func orDefault(s, def string) string {

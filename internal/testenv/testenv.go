@@ -9,9 +9,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"os"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -38,8 +42,18 @@ type Env struct {
 	Operator *operator.Operator
 	Log      *SyncBuffer // everything the manager logged, at every level
 
-	cancel context.CancelFunc
-	done   chan error
+	cancel   context.CancelFunc
+	done     chan error
+	certDir  string
+	opts     operator.Options
+	log      logr.Logger
+	replicas []*replica
+}
+
+type replica struct {
+	cancel  context.CancelFunc
+	done    chan error
+	certDir string
 }
 
 // Options say what to start.
@@ -54,7 +68,18 @@ type Options struct {
 	API bool
 	// APIRateLimit overrides the API's per-caller rate limit.
 	APIRateLimit float64
+	// CertRotation serves the webhooks (and API) as in a cluster: cert-controller issues
+	// the certificate into CertSecret, the manager writes it into an empty directory and
+	// injects its CA into the webhook configurations. The control plane cannot call
+	// webhooks served so (the certificate names the Service, not 127.0.0.1): for tests of
+	// the certificate's life, not of admission.
+	CertRotation bool
+	// LeaderElection runs the manager with leader election, as deployed (see StartReplica).
+	LeaderElection bool
 }
+
+// CertSecret is the Secret cert-controller keeps the certificate in with Options.CertRotation.
+const CertSecret = "pipes-webhook-cert"
 
 // Start starts the control plane and the manager and waits until the manager's caches
 // (and webhook server) are ready.
@@ -102,6 +127,22 @@ func Start(o Options) (*Env, error) {
 		opts.VendImage, opts.VendAPIURL = VendImage, "https://pipes-api.pipes-system.svc"
 		opts.VendCA = func() ([]byte, error) { return env.WebhookInstallOptions.LocalServingCAData, nil }
 	}
+	if o.CertRotation {
+		if e.certDir, err = os.MkdirTemp("", "pipes-certs-"); err != nil {
+			return nil, err
+		}
+		opts.WebhookCertDir, opts.VendCA = e.certDir, nil
+		opts.CertRotation = &operator.CertRotation{
+			SecretName: CertSecret, ServiceName: "pipes-webhook-service", ExtraServiceNames: []string{"pipes-api"},
+			WebhookConfigName: "validating-webhook-configuration", MutatingConfigName: "mutating-webhook-configuration",
+		}
+		// Shipped empty by config/webhook: cert-controller fills it but does not create it.
+		if err := e.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: OperatorNamespace, Name: CertSecret}}); err != nil {
+			return nil, err
+		}
+	}
+	opts.LeaderElection, opts.LeaderElectionID = o.LeaderElection, "pipes-operator.pipes.dev"
+	e.opts, e.log = opts, log
 	if e.Operator, err = operator.New(ctx, cfg, opts, log); err != nil {
 		return nil, err
 	}
@@ -132,6 +173,40 @@ func Start(o Options) (*Env, error) {
 	return e, nil
 }
 
+// StartReplica starts a second manager against the control plane, as a Deployment's
+// second replica: built with the same options (start the first with LeaderElection, so
+// that this one waits for the lease), but serving webhooks on its own port from its own
+// cert dir (with CertRotation). It returns once the manager runs, with the webhook
+// server's address and that dir; Stop stops it.
+func (e *Env) StartReplica() (webhookAddr, certDir string, err error) {
+	opts := e.opts
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", "", err
+	}
+	opts.WebhookPort = l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	opts.APIAddr = ""
+	if opts.CertRotation != nil {
+		if opts.WebhookCertDir, err = os.MkdirTemp("", "pipes-certs-"); err != nil {
+			return "", "", err
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	op, err := operator.New(ctx, e.Config, opts, e.log.WithName("replica"))
+	if err != nil {
+		cancel()
+		return "", "", err
+	}
+	r := &replica{cancel: cancel, done: make(chan error, 1), certDir: opts.WebhookCertDir}
+	go func() { r.done <- op.Manager.Start(ctx) }()
+	e.replicas = append(e.replicas, r)
+	return net.JoinHostPort(opts.WebhookHost, strconv.Itoa(opts.WebhookPort)), opts.WebhookCertDir, nil
+}
+
+// CertDir is the directory the manager writes its certificate into with Options.CertRotation.
+func (e *Env) CertDir() string { return e.certDir }
+
 // APIURL is the backend API's base URL.
 func (e *Env) APIURL() string { return "https://" + e.Operator.API.Addr() }
 
@@ -145,6 +220,14 @@ func (e *Env) Stop() error {
 	}
 	if e.done != nil {
 		<-e.done
+	}
+	for _, r := range e.replicas {
+		r.cancel()
+		<-r.done
+		_ = os.RemoveAll(r.certDir)
+	}
+	if e.certDir != "" {
+		_ = os.RemoveAll(e.certDir)
 	}
 	return e.Env.Stop()
 }

@@ -232,8 +232,8 @@ spec: {providerRef: {name: nope}, userID: u}
 	})
 })
 
-func kubectlApplyErr(yaml string) (string, error) {
-	cmd := kubectlCmd("apply", "-f", "-")
+func kubectlApplyErr(yaml string, flags ...string) (string, error) {
+	cmd := kubectlCmd(append([]string{"apply", "-f", "-"}, flags...)...)
 	cmd.Stdin = strings.NewReader(yaml)
 	out, err := cmd.CombinedOutput()
 	return string(out), err

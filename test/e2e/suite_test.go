@@ -75,12 +75,27 @@ var _ = BeforeSuite(func() {
 	clientset, err = kubernetes.NewForConfig(cfg)
 	Expect(err).NotTo(HaveOccurred())
 
+	defer func() {
+		if CurrentSpecReport().Failed() {
+			dumpClusterState()
+		}
+	}()
 	By("deploying the operator with kubectl apply -k config/e2e (config/default with local images)")
 	kubectl("apply", "--server-side", "-k", filepath.Join(root, "config", "e2e"))
+	start := time.Now()
 	kubectl("-n", operatorNS, "rollout", "status", "deployment/pipes-controller-manager", "--timeout=5m")
+	GinkgoWriter.Printf("manager ready %s after the rollout began\n", time.Since(start).Round(time.Millisecond))
 	for _, ns := range []string{appNS, otherNS} {
 		kubectl("create", "namespace", ns)
 	}
+	// Ready pods are not yet reachable: the Service's endpoints reach kube-proxy's rules
+	// a moment later, and until then the API server cannot call the webhooks.
+	By("waiting until the API server reaches the webhooks through their Service")
+	Eventually(func() string {
+		out, _ := kubectlApplyErr("apiVersion: pipes.dev/v1alpha1\nkind: Provider\nmetadata: {name: reachable, namespace: " + appNS + "}\nspec: {method: APIKey}\n", "--dry-run=server")
+		return out
+	}).Should(ContainSubstring("created (server dry run)"))
+	GinkgoWriter.Printf("webhooks answer %s after the rollout began\n", time.Since(start).Round(time.Millisecond))
 })
 
 var _ = AfterSuite(func() {
@@ -94,9 +109,12 @@ var _ = AfterSuite(func() {
 
 // On failure, dump the logs of every component and pod the suite touched.
 var _ = ReportAfterEach(func(report SpecReport) {
-	if !report.Failed() {
-		return
+	if report.Failed() {
+		dumpClusterState()
 	}
+})
+
+func dumpClusterState() {
 	var dump bytes.Buffer
 	out, _ := kubectlErr("get", "pods", "-A", "-o", "wide")
 	fmt.Fprintf(&dump, "\n===== pods =====\n%s", out)
@@ -119,7 +137,7 @@ var _ = ReportAfterEach(func(report SpecReport) {
 	}
 	AddReportEntry("cluster state at failure", dump.String())
 	GinkgoWriter.Print(dump.String())
-})
+}
 
 func kubectlCmd(args ...string) *exec.Cmd {
 	return exec.Command(kubectlBin, append([]string{"--kubeconfig", kubeconfig}, args...)...)
