@@ -92,7 +92,7 @@ var _ = BeforeSuite(func() {
 	// a moment later, and until then the API server cannot call the webhooks.
 	By("waiting until the API server reaches the webhooks through their Service")
 	Eventually(func() string {
-		out, _ := kubectlApplyErr("apiVersion: pipes.dev/v1alpha1\nkind: Provider\nmetadata: {name: reachable, namespace: " + appNS + "}\nspec: {method: APIKey}\n", "--dry-run=server")
+		out, _ := kubectlApplyErr("apiVersion: pipes.dev/v1alpha1\nkind: Provider\nmetadata: {name: reachable, namespace: "+appNS+"}\nspec: {method: APIKey}\n", "--dry-run=server")
 		return out
 	}).Should(ContainSubstring("created (server dry run)"))
 	GinkgoWriter.Printf("webhooks answer %s after the rollout began\n", time.Since(start).Round(time.Millisecond))
