@@ -951,7 +951,7 @@ cmd_down() {
 kill_leftover_processes() {
   local pids=() p cmd f
   for p in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue  # errors first: the process may be gone
     [[ "$cmd" == *containerd-shim*"$CONTAINERD_SOCK"* ]] && pids+=("${p#/proc/}")
   done
   for f in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
