@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -60,9 +61,10 @@ type Server struct {
 	Log       logr.Logger
 	Options   Options
 
-	limiters sync.Map // username -> *rate.Limiter
-	changes  *changes
-	once     sync.Once
+	limiters  sync.Map     // username -> *rate.Limiter
+	lastSweep atomic.Int64 // unix nanoseconds of the last sweepLimiters
+	changes   *changes
+	once      sync.Once
 
 	mu       sync.Mutex
 	listener net.Listener
@@ -237,19 +239,47 @@ func (s *Server) serve(c *call, fn func(*call) error) error {
 }
 
 func (s *Server) rateLimit(c *call) error {
-	limit := s.Options.RateLimit
-	if limit <= 0 {
-		limit = 50
+	now := time.Now()
+	if last := s.lastSweep.Load(); now.UnixNano()-last > int64(limiterSweepInterval) && s.lastSweep.CompareAndSwap(last, now.UnixNano()) {
+		s.sweepLimiters(now)
 	}
-	l, _ := s.limiters.LoadOrStore(c.id.User.Username, rate.NewLimiter(rate.Limit(limit), int(math.Max(1, 2*limit))))
-	res := l.(*rate.Limiter).Reserve()
-	if delay := res.Delay(); delay > 0 {
+	res := s.limiter(c.id.User.Username).ReserveN(now, 1)
+	if delay := res.DelayFrom(now); delay > 0 {
 		res.Cancel()
 		e := errorf(http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests from %s; retry after %s", c.id.User.Username, delay.Round(time.Millisecond))
 		e.header = http.Header{"Retry-After": {strconv.Itoa(int(math.Ceil(delay.Seconds())))}}
 		return e
 	}
 	return nil
+}
+
+// limiterSweepInterval is how often the limiters of identities gone quiet are dropped.
+const limiterSweepInterval = time.Minute
+
+// limiter returns the identity's token bucket: RateLimit per second, bursts of twice that.
+func (s *Server) limiter(username string) *rate.Limiter {
+	if l, ok := s.limiters.Load(username); ok {
+		return l.(*rate.Limiter)
+	}
+	limit := s.Options.RateLimit
+	if limit <= 0 {
+		limit = 50
+	}
+	l, _ := s.limiters.LoadOrStore(username, rate.NewLimiter(rate.Limit(limit), int(math.Max(1, 2*limit))))
+	return l.(*rate.Limiter)
+}
+
+// sweepLimiters drops the limiters that have refilled to their burst: a new one would be
+// the same, so memory follows the identities active in the last few seconds rather than
+// every identity ever seen. (A request racing the sweep may be counted on a limiter
+// just dropped: at most one request's worth of leniency.)
+func (s *Server) sweepLimiters(now time.Time) {
+	s.limiters.Range(func(user, l any) bool {
+		if lim := l.(*rate.Limiter); lim.TokensAt(now) >= float64(lim.Burst()) {
+			s.limiters.CompareAndDelete(user, l)
+		}
+		return true
+	})
 }
 
 // authorize checks verb on a pipes.dev resource in the call's namespace.
