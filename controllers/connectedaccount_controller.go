@@ -101,6 +101,13 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 		// (user-owned) object but remove the credential and say why.
 		return r.disconnect(ctx, ca, avail.Reason, avail.Message)
 	}
+	if account, err := credential.FindAccount(ctx, r.Client, ca.Namespace, ca.Spec.ProviderRef.Name, ca.Spec.UserID, ca.Spec.OrganizationID); err != nil {
+		return err
+	} else if account != nil && account.Name != ca.Name {
+		return r.disconnect(ctx, ca, pipesv1.ReasonDuplicateAccount, fmt.Sprintf(
+			"ConnectedAccount %q, created earlier, already connects user %q%s to Provider %q and alone holds the credential; delete this one (one account per provider, user and organization)",
+			account.Name, ca.Spec.UserID, credential.InOrganization(ca.Spec.OrganizationID), ca.Spec.ProviderRef.Name))
+	}
 	if avail.Provider.Spec.Method == pipesv1.AuthMethodOAuth {
 		reason, msg := pipesv1.ReasonOAuthNotSupported, "OAuth connections are not supported yet; this account stays disconnected"
 		if ca.Spec.APIKey != nil {
@@ -319,6 +326,10 @@ func (r *ConnectedAccountReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&pipesv1.ConnectedAccount{}).
 		Owns(&corev1.Secret{}).
+		// The account of an identity changes when another one of it is created or deleted.
+		Watches(&pipesv1.ConnectedAccount{}, accountsOf(index.AccountIdentity, func(o client.Object) string {
+			return index.AccountKeyOf(o.(*pipesv1.ConnectedAccount))
+		})).
 		Watches(&pipesv1.Provider{}, accountsOf(index.AccountProvider, name)).
 		Watches(&pipesv1.OrganizationProvider{}, accountsOf(index.AccountProvider, func(o client.Object) string {
 			return o.(*pipesv1.OrganizationProvider).Spec.ProviderRef.Name

@@ -10,6 +10,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -265,6 +266,38 @@ var _ = Describe("ConnectedAccount reconciler", func() {
 		_, err := managedSecret(ctx, ca)
 		Expect(apierrors.IsNotFound(err)).To(BeTrue())
 		Eventually(func() []string { return eventReasons(ctx, ca) }).Should(ContainElement(pipesv1.EventDisconnected))
+	})
+
+	It("lets only the oldest of duplicate accounts hold the credential, and hands over when it goes", func(ctx SpecContext) {
+		Expect(env.Client.Create(ctx, apiKeyProvider(ns, "openai"))).To(Succeed())
+		Expect(env.Client.Create(ctx, sourceSecret(ns, "first-key", "sk-first-"+strings.Repeat("f", 24)+"AAAA"))).To(Succeed())
+		Expect(env.Client.Create(ctx, sourceSecret(ns, "second-key", "sk-second-"+strings.Repeat("s", 24)+"BBBB"))).To(Succeed())
+		first := account(ns, "first", "openai", "u", "org", "first-key")
+		Expect(env.Client.Create(ctx, first)).To(Succeed())
+		Eventually(func() string { return readyReason(ctx, first) }).Should(Equal("True/Connected"))
+
+		By("creating a second account of the same identity while the webhook that refuses it is not installed")
+		withoutWebhook(ctx, "vconnectedaccount.pipes.dev")
+		second := account(ns, "second", "openai", "u", "org", "second-key")
+		Eventually(func() error { return env.Client.Create(ctx, second) }).Should(Succeed())
+		Eventually(func(g Gomega) {
+			got := getAccount(ctx, second)
+			g.Expect(conditionOf(got, pipesv1.ConditionReady)).To(Equal("False/" + pipesv1.ReasonDuplicateAccount))
+			g.Expect(apimeta.FindStatusCondition(got.Status.Conditions, pipesv1.ConditionReady).Message).To(HavePrefix(
+				`ConnectedAccount "first", created earlier, already connects user "u" in organization "org" to Provider "openai"`))
+			g.Expect(got.Status.CredentialSecretRef).To(BeNil())
+		}).Should(Succeed())
+		_, err := managedSecret(ctx, second)
+		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the duplicate stores nothing")
+		Consistently(func() string { return getAccount(ctx, first).Status.APIKeyLast4 }, "1s").Should(Equal("AAAA"))
+
+		By("deleting the first account hands the identity to the second")
+		Expect(env.Client.Delete(ctx, first)).To(Succeed())
+		Eventually(func(g Gomega) {
+			got := getAccount(ctx, second)
+			g.Expect(conditionOf(got, pipesv1.ConditionReady)).To(Equal("True/Connected"))
+			g.Expect(got.Status.APIKeyLast4).To(Equal("BBBB"))
+		}).Should(Succeed())
 	})
 
 	It("converges on one Secret holding the last key under a burst of source changes", func(ctx SpecContext) {

@@ -3,11 +3,13 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -116,4 +118,18 @@ func update[T client.Object](ctx context.Context, obj T, mutate func(T)) {
 		mutate(obj)
 		return env.Client.Update(ctx, obj)
 	})).To(Succeed())
+}
+
+// withoutWebhook removes the named webhook from the validating configuration for the rest
+// of the spec, as if it were not installed yet, and puts it back afterwards.
+func withoutWebhook(ctx context.Context, name string) {
+	var vwc admissionv1.ValidatingWebhookConfiguration
+	Expect(env.Client.Get(ctx, client.ObjectKey{Name: "validating-webhook-configuration"}, &vwc)).To(Succeed())
+	saved := vwc.DeepCopy()
+	vwc.Webhooks = slices.DeleteFunc(vwc.Webhooks, func(w admissionv1.ValidatingWebhook) bool { return w.Name == name })
+	Expect(vwc.Webhooks).To(HaveLen(len(saved.Webhooks)-1), "webhook %s is configured", name)
+	Expect(env.Client.Update(ctx, &vwc)).To(Succeed())
+	DeferCleanup(func(ctx SpecContext) {
+		update(ctx, &vwc, func(v *admissionv1.ValidatingWebhookConfiguration) { v.Webhooks = saved.Webhooks })
+	})
 }

@@ -41,6 +41,9 @@ const (
 	ReasonEncryptionFailed Reason = "EncryptionFailed"
 	// ReasonInvalidSettings: an OrganizationProvider's settings no longer fit its Provider (e.g. its scopes were narrowed).
 	ReasonInvalidSettings Reason = "InvalidSettings"
+	// ReasonDuplicateAccount: an older ConnectedAccount connects the same user (and
+	// organization) to the same Provider; only that one holds a credential.
+	ReasonDuplicateAccount Reason = "DuplicateAccount"
 	// ReasonOAuthNotSupported: OAuth connections are not implemented yet.
 	ReasonOAuthNotSupported Reason = "OAuthNotSupported"
 )

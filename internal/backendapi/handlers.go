@@ -3,7 +3,6 @@ package backendapi
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -46,17 +45,7 @@ func (c *call) provider(slug string) (*pipesv1.Provider, error) {
 
 // account finds the ConnectedAccount of (slug, user, org), or nil.
 func (c *call) account(slug, user, org string) (*pipesv1.ConnectedAccount, error) {
-	var list pipesv1.ConnectedAccountList
-	if err := c.s.Client.List(c.ctx, &list, client.InNamespace(c.namespace),
-		client.MatchingFields{index.AccountIdentity: index.AccountKey(slug, user, org)}); err != nil {
-		return nil, err
-	}
-	for i := range list.Items {
-		if list.Items[i].DeletionTimestamp.IsZero() {
-			return &list.Items[i], nil
-		}
-	}
-	return nil, nil
+	return credential.FindAccount(c.ctx, c.s.Client, c.namespace, slug, user, org)
 }
 
 func identityErrors(user, org string) error {
@@ -320,7 +309,7 @@ func (c *call) userAccount(verb string) (*pipesv1.Provider, *pipesv1.ConnectedAc
 		if err := c.authorize(verb, accounts, ""); err != nil {
 			return nil, nil, err
 		}
-		return nil, nil, errorf(http.StatusNotFound, wire.CodeNotFound, "user %q has no connected account for %q%s", user, slug, orgNote(org))
+		return nil, nil, errorf(http.StatusNotFound, wire.CodeNotFound, "user %q has no connected account for %q%s", user, slug, credential.InOrganization(org))
 	}
 	c.auditAccount = ca.Name
 	return p, ca, c.authorize(verb, accounts, ca.Name)
@@ -354,13 +343,6 @@ func (s *Server) disconnect(c *call) error {
 	c.result = "ok"
 	c.w.WriteHeader(http.StatusNoContent)
 	return nil
-}
-
-func orgNote(org string) string {
-	if org == "" {
-		return ""
-	}
-	return fmt.Sprintf(" in organization %q", org)
 }
 
 // page applies ?limit= and ?after= (a slug) to slugs sorted ascending.

@@ -25,9 +25,15 @@ const (
 	OrganizationProviderIdentity = "pipes.dev/identity"
 )
 
-// AccountKey is a ConnectedAccount's identity: at most one exists per key and namespace.
+// AccountKey is a ConnectedAccount's identity: one account per key and namespace holds
+// the credential (see credential.FindAccount).
 func AccountKey(provider, user, organization string) string {
 	return provider + "\x00" + user + "\x00" + organization
+}
+
+// AccountKeyOf is ca's AccountKey.
+func AccountKeyOf(ca *pipesv1.ConnectedAccount) string {
+	return AccountKey(ca.Spec.ProviderRef.Name, ca.Spec.UserID, ca.Spec.OrganizationID)
 }
 
 // OrganizationKey is an OrganizationProvider's identity: at most one exists per key and namespace.
@@ -46,8 +52,7 @@ func Register(ctx context.Context, indexer client.FieldIndexer) error {
 			return []string{o.(*pipesv1.ConnectedAccount).Spec.ProviderRef.Name}
 		}},
 		{&pipesv1.ConnectedAccount{}, AccountIdentity, func(o client.Object) []string {
-			s := o.(*pipesv1.ConnectedAccount).Spec
-			return []string{AccountKey(s.ProviderRef.Name, s.UserID, s.OrganizationID)}
+			return []string{AccountKeyOf(o.(*pipesv1.ConnectedAccount))}
 		}},
 		{&pipesv1.ConnectedAccount{}, AccountSourceSecret, func(o client.Object) []string {
 			s := o.(*pipesv1.ConnectedAccount).Spec

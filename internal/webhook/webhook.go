@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/credential"
 	"github.com/pipes-dev/pipes-operator/internal/index"
 	"github.com/pipes-dev/pipes-operator/internal/validation"
 )
@@ -185,14 +186,14 @@ func (v *ConnectedAccountValidator) ValidateCreate(ctx context.Context, ca *pipe
 	errs := validation.ConnectedAccount(ca, p)
 	var existing pipesv1.ConnectedAccountList
 	if err := v.Reader.List(ctx, &existing, client.InNamespace(ca.Namespace),
-		client.MatchingFields{index.AccountIdentity: index.AccountKey(ca.Spec.ProviderRef.Name, ca.Spec.UserID, ca.Spec.OrganizationID)}); err != nil {
+		client.MatchingFields{index.AccountIdentity: index.AccountKeyOf(ca)}); err != nil {
 		return nil, err
 	}
 	for _, other := range existing.Items {
 		if other.Name != ca.Name {
 			errs = append(errs, &field.Error{Type: field.ErrorTypeDuplicate, Field: "spec.userID", BadValue: ca.Spec.UserID,
 				Detail: fmt.Sprintf("spec.userID: ConnectedAccount %q already connects user %q%s to Provider %q; update that one instead (one account per provider, user and organization)",
-					other.Name, ca.Spec.UserID, orgSuffix(ca.Spec.OrganizationID), ca.Spec.ProviderRef.Name)})
+					other.Name, ca.Spec.UserID, credential.InOrganization(ca.Spec.OrganizationID), ca.Spec.ProviderRef.Name)})
 			break
 		}
 	}
@@ -218,11 +219,4 @@ func (v *ConnectedAccountValidator) ValidateUpdate(ctx context.Context, oldCA, n
 // ValidateDelete implements admission.Validator.
 func (v *ConnectedAccountValidator) ValidateDelete(context.Context, *pipesv1.ConnectedAccount) (admission.Warnings, error) {
 	return nil, nil
-}
-
-func orgSuffix(org string) string {
-	if org == "" {
-		return ""
-	}
-	return fmt.Sprintf(" in organization %q", org)
 }
