@@ -35,6 +35,7 @@ vet: ## go vet.
 verify: generate manifests ## Regenerate and fail if generated files drift; gofmt and vet.
 	@drift=$$(git status --porcelain -- api config); if [ -n "$$drift" ]; then \
 		echo "generated files are out of date; run 'make generate manifests' and commit:"; echo "$$drift"; git diff --stat -- api config; exit 1; fi
+	@hack/check-tracked-files.sh
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then \
 		echo "not gofmt-formatted (run 'make fmt'):"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
