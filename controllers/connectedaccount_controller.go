@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -59,7 +58,11 @@ type ConnectedAccountReconciler struct {
 // +kubebuilder:rbac:groups=pipes.dev,resources=connectedaccounts/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=pipes.dev,resources=connectedaccounts/finalizers,verbs=update
 // +kubebuilder:rbac:groups=pipes.dev,resources=providers;organizationproviders,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
+// Secrets: list and watch feed the label-selected cache of managed Secrets and the
+// metadata-only watch of opted-in sources; get reads a source; create, update and delete
+// act on credential Secrets. None of these can be narrowed by name, since credential
+// Secrets live in every namespace with accounts. No patch: nothing patches a Secret.
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile implements reconcile.Reconciler.
@@ -96,11 +99,10 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 	if err != nil {
 		return err
 	}
-	if avail.Provider == nil {
-		// The hosted product deletes a provider's accounts with it; we keep the
-		// (user-owned) object but remove the credential and say why.
-		return r.disconnect(ctx, ca, avail.Reason, avail.Message)
-	}
+	// A missing Provider (deleted by a GitOps prune or a replace --force) keeps the stored
+	// credential, encrypted and not vended, until the Provider is recreated or the account
+	// deleted: an instant, irreversible loss of every user's key is never the right answer.
+	provider := avail.Provider
 	if account, err := credential.FindAccount(ctx, r.Client, ca.Namespace, ca.Spec.ProviderRef.Name, ca.Spec.UserID, ca.Spec.OrganizationID); err != nil {
 		return err
 	} else if account != nil && account.Name != ca.Name {
@@ -108,10 +110,10 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 			"ConnectedAccount %q, created earlier, already connects user %q%s to Provider %q and alone holds the credential; delete this one (one account per provider, user and organization)",
 			account.Name, ca.Spec.UserID, credential.InOrganization(ca.Spec.OrganizationID), ca.Spec.ProviderRef.Name))
 	}
-	if avail.Provider.Spec.Method == pipesv1.AuthMethodOAuth {
+	if provider != nil && provider.Spec.Method == pipesv1.AuthMethodOAuth {
 		reason, msg := pipesv1.ReasonOAuthNotSupported, "OAuth connections are not supported yet; this account stays disconnected"
 		if ca.Spec.APIKey != nil {
-			reason, msg = pipesv1.ReasonAuthMethodMismatch, fmt.Sprintf("Provider %q uses OAuth but this account supplies an API key; remove spec.apiKey", avail.Provider.Name)
+			reason, msg = pipesv1.ReasonAuthMethodMismatch, fmt.Sprintf("Provider %q uses OAuth but this account supplies an API key; remove spec.apiKey", provider.Name)
 		}
 		return r.disconnect(ctx, ca, reason, msg)
 	}
@@ -130,7 +132,11 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 	notStoredReason, notStoredMsg := pipesv1.ReasonAwaitingCredential,
 		fmt.Sprintf("no API key stored yet; set one with PUT /data-integrations/%s/api-key or spec.apiKey.secretKeyRef", ca.Spec.ProviderRef.Name)
 
-	if ca.Spec.APIKey != nil && ca.Spec.APIKey.SecretKeyRef != nil {
+	switch {
+	case provider == nil:
+		// Nothing new is stored for a Provider that does not exist; Synced stays as it was.
+		notStoredReason, notStoredMsg = avail.Reason, avail.Message
+	case ca.Spec.APIKey != nil && ca.Spec.APIKey.SecretKeyRef != nil:
 		key, sourceVersion, reason, msg, err := r.readSource(ctx, ca)
 		if err != nil {
 			return err
@@ -143,14 +149,14 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 		case secret != nil && stored.SourceVersion == sourceVersion:
 			setCondition(ca, ConditionSynced, metav1.ConditionTrue, pipesv1.ReasonReady, "the stored key matches spec.apiKey.secretKeyRef")
 		default:
-			next := credential.Stored{Version: 1, Last4: validation.Last4(key), SourceVersion: sourceVersion}
+			next := credential.Stored{Version: credential.NextVersion(ca, nil), Last4: validation.Last4(key), SourceVersion: sourceVersion}
 			if secret != nil {
 				if plaintext, err = r.Store.Open(ca, secret); err == nil && bytes.Equal(plaintext, key) {
 					// Same key (the Secret changed elsewhere): record the version, keep the rotation time.
 					next = stored
 					next.SourceVersion = sourceVersion
 				} else {
-					next.Version = stored.Version + 1
+					next.Version = credential.NextVersion(ca, &stored)
 				}
 			}
 			if stored, err = r.Store.Put(ctx, ca, secret, key, next); err != nil {
@@ -159,12 +165,12 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 			clear(plaintext)
 			plaintext = bytes.Clone(key)
 			if secret == nil || stored.Version > credential.Describe(secret).Version {
-				credential.RecordStored(r.Recorder, ca, stored, "")
+				credential.RecordStored(r.Recorder, ca, stored, secret != nil, "")
 			}
 			hasStored = true
 			setCondition(ca, ConditionSynced, metav1.ConditionTrue, pipesv1.ReasonReady, "the stored key matches spec.apiKey.secretKeyRef")
 		}
-	} else {
+	default:
 		apimeta.RemoveStatusCondition(&ca.Status.Conditions, ConditionSynced)
 	}
 
@@ -180,8 +186,14 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 		if err != nil {
 			ca.Status.State = pipesv1.StateNeedsReauthorization
 			setStored(ca, &stored)
-			setCondition(ca, pipesv1.ConditionReady, metav1.ConditionFalse, pipesv1.ReasonDecryptionFailed,
-				"the stored credential cannot be decrypted: it was modified, copied from another account, or its key was removed from the keyset; the user must supply the key again")
+			reason, msg := pipesv1.ReasonDecryptionFailed,
+				"the stored credential cannot be decrypted: it was modified, copied from another account, or its key was removed from the keyset; the user must supply the key again"
+			if errors.Is(err, credential.ErrRolledBack) {
+				reason, msg = pipesv1.ReasonCredentialRolledBack, fmt.Sprintf(
+					"the credential Secret holds version %d but version %d was already stored: an older credential was restored or replayed, and is not vended; the user must supply the key again",
+					stored.Version, ca.Status.CredentialVersion)
+			}
+			setCondition(ca, pipesv1.ConditionReady, metav1.ConditionFalse, reason, msg)
 			return nil
 		}
 		if stored.KeyID != r.Store.PrimaryKeyID() {
@@ -210,19 +222,22 @@ func (r *ConnectedAccountReconciler) readSource(ctx context.Context, ca *pipesv1
 	var s corev1.Secret
 	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ca.Namespace, Name: ref.Name}, &s); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, "", pipesv1.ReasonSourceNotFound, fmt.Sprintf("Secret %q named by spec.apiKey.secretKeyRef does not exist in namespace %q; create it with the API key under key %q", ref.Name, ca.Namespace, ref.Key), nil
+			return nil, "", pipesv1.ReasonSourceNotFound, fmt.Sprintf("Secret %q named by spec.apiKey.secretKeyRef does not exist in namespace %q; create it with the API key under key %q and the label %s=%s",
+				ref.Name, ca.Namespace, ref.Key, pipesv1.LabelCredentialSource, pipesv1.CredentialSourceValue), nil
 		}
 		return nil, "", "", "", err
 	}
+	if s.Labels[pipesv1.LabelCredentialSource] != pipesv1.CredentialSourceValue {
+		return nil, "", pipesv1.ReasonSourceNotOptedIn, fmt.Sprintf(
+			"Secret %q is not marked as a credential source, so the operator does not read it: if it is meant to hold this API key, label it (kubectl label secret -n %s %s %s=%s)",
+			ref.Name, ca.Namespace, ref.Name, pipesv1.LabelCredentialSource, pipesv1.CredentialSourceValue), nil
+	}
 	value, ok := s.Data[ref.Key]
 	if !ok {
-		keys := make([]string, 0, len(s.Data))
-		for k := range s.Data {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		return nil, "", pipesv1.ReasonSourceNotFound, fmt.Sprintf("Secret %q has no key %q (its keys: %v); fix spec.apiKey.secretKeyRef.key or the Secret", ref.Name, ref.Key, keys), nil
+		// The Secret's other key names are not listed: they are its owner's business.
+		return nil, "", pipesv1.ReasonSourceNotFound, fmt.Sprintf("Secret %q has no key %q; fix spec.apiKey.secretKeyRef.key or the Secret", ref.Name, ref.Key), nil
 	}
+
 	if errs := validation.APIKey(field.NewPath("data").Key(ref.Key), value); len(errs) > 0 {
 		return nil, "", pipesv1.ReasonInvalidKey, fmt.Sprintf("Secret %q: %s", ref.Name, validation.Message(errs)), nil
 	}
@@ -268,6 +283,11 @@ func (r *ConnectedAccountReconciler) emitTransitions(before, after *pipesv1.Conn
 			r.event(after, corev1.EventTypeWarning, pipesv1.EventConnectionFailed, "Connect", "%s", c.Message)
 		}
 	}
+	if c := apimeta.FindStatusCondition(after.Status.Conditions, pipesv1.ConditionReady); c != nil && c.Reason == pipesv1.ReasonProviderNotFound && after.Status.CredentialSecretRef != nil {
+		if old := apimeta.FindStatusCondition(before.Status.Conditions, pipesv1.ConditionReady); old == nil || old.Reason != c.Reason {
+			r.event(after, corev1.EventTypeWarning, pipesv1.EventCredentialRetained, "Retain", "%s", c.Message)
+		}
+	}
 	if after.Status.State == pipesv1.StateNeedsReauthorization && before.Status.State != pipesv1.StateNeedsReauthorization {
 		c := apimeta.FindStatusCondition(after.Status.Conditions, pipesv1.ConditionReady)
 		r.event(after, corev1.EventTypeWarning, pipesv1.EventReauthorizationNeeded, "Vend", "%s", c.Message)
@@ -281,13 +301,15 @@ func (r *ConnectedAccountReconciler) event(ca *pipesv1.ConnectedAccount, eventTy
 // setStored mirrors the stored credential's description into status; nil clears it.
 func setStored(ca *pipesv1.ConnectedAccount, stored *credential.Stored) {
 	if stored == nil {
-		ca.Status.APIKeyLast4, ca.Status.CredentialSecretRef, ca.Status.CredentialVersion = "", nil, 0
+		// credentialVersion is kept: the next credential gets a higher one.
+		ca.Status.APIKeyLast4, ca.Status.CredentialSecretRef = "", nil
 		ca.Status.LastRotatedTime, ca.Status.EncryptionKeyID = nil, 0
 		return
 	}
 	ca.Status.APIKeyLast4 = stored.Last4
 	ca.Status.CredentialSecretRef = &pipesv1.LocalObjectReference{Name: credential.SecretName(ca)}
-	ca.Status.CredentialVersion = stored.Version
+	// Never lowered: it is what tells a restored older credential from the current one.
+	ca.Status.CredentialVersion = max(ca.Status.CredentialVersion, stored.Version)
 	ca.Status.EncryptionKeyID = int64(stored.KeyID)
 	if stored.RotatedAt.IsZero() {
 		ca.Status.LastRotatedTime = nil

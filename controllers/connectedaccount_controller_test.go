@@ -247,10 +247,11 @@ var _ = Describe("ConnectedAccount reconciler", func() {
 		Expect(env.Log.Bytes()).NotTo(ContainSubstring(keyB))
 	})
 
-	It("disconnects a deleted Provider's accounts and removes their Secrets", func(ctx SpecContext) {
+	It("keeps a deleted Provider's credentials, unvended, until the Provider returns", func(ctx SpecContext) {
+		key := "sk-" + strings.Repeat("q", 30) + "KEEP"
 		p := apiKeyProvider(ns, "gone")
 		Expect(env.Client.Create(ctx, p)).To(Succeed())
-		Expect(env.Client.Create(ctx, sourceSecret(ns, "src", "sk-"+strings.Repeat("q", 30)))).To(Succeed())
+		Expect(env.Client.Create(ctx, sourceSecret(ns, "src", key))).To(Succeed())
 		ca := account(ns, "gone-u", "gone", "u", "", "src")
 		Expect(env.Client.Create(ctx, ca)).To(Succeed())
 		Eventually(func() string { return readyReason(ctx, ca) }).Should(Equal("True/Connected"))
@@ -258,14 +259,23 @@ var _ = Describe("ConnectedAccount reconciler", func() {
 		Expect(env.Client.Delete(ctx, p)).To(Succeed())
 		Eventually(func(g Gomega) {
 			got := getAccount(ctx, ca)
-			g.Expect(got.Status.State).To(Equal(pipesv1.StateDisconnected))
 			g.Expect(conditionOf(got, pipesv1.ConditionReady)).To(Equal("False/" + pipesv1.ReasonProviderNotFound))
-			g.Expect(got.Status.APIKeyLast4).To(BeEmpty())
-			g.Expect(got.Status.CredentialSecretRef).To(BeNil())
+			g.Expect(apimeta.FindStatusCondition(got.Status.Conditions, pipesv1.ConditionReady).Message).To(ContainSubstring("kept encrypted and not vended"))
+			g.Expect(got.Status.APIKeyLast4).To(Equal("KEEP"))
 		}).Should(Succeed())
-		_, err := managedSecret(ctx, ca)
-		Expect(apierrors.IsNotFound(err)).To(BeTrue())
-		Eventually(func() []string { return eventReasons(ctx, ca) }).Should(ContainElement(pipesv1.EventDisconnected))
+		Eventually(func() []string { return eventReasons(ctx, ca) }).Should(ContainElement(pipesv1.EventCredentialRetained))
+		Consistently(func() (string, error) { return decrypt(ctx, ca) }, "1s").Should(Equal(key), "the credential Secret is kept")
+		Expect(eventReasons(ctx, ca)).NotTo(ContainElement(pipesv1.EventDisconnected))
+
+		By("recreating the Provider makes the same credential vendable again")
+		Expect(env.Client.Create(ctx, apiKeyProvider(ns, "gone"))).To(Succeed())
+		Eventually(func() string { return readyReason(ctx, ca) }).Should(Equal("True/Connected"))
+		Expect(decrypt(ctx, ca)).To(Equal(key))
+		Expect(getAccount(ctx, ca).Status.CredentialVersion).To(BeEquivalentTo(1))
+
+		By("deleting the account removes it")
+		Expect(env.Client.Delete(ctx, ca)).To(Succeed())
+		Eventually(func() bool { _, err := managedSecret(ctx, ca); return apierrors.IsNotFound(err) }).Should(BeTrue())
 	})
 
 	It("lets only the oldest of duplicate accounts hold the credential, and hands over when it goes", func(ctx SpecContext) {

@@ -7,54 +7,54 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/pipes-dev/pipes-operator/internal/credential"
 	"github.com/pipes-dev/pipes-operator/internal/keyring"
+	"github.com/pipes-dev/pipes-operator/internal/secretwatch"
 )
 
 // KeysetReconciler reloads the key-encryption keyset when its Secret changes (a rotation
-// by `manager keyset rotate`), and tells the ConnectedAccount reconciler to re-encrypt
-// every credential when the primary key changed.
+// or prune by `manager keyset`), in every replica: each one seals new credentials and
+// opens stored ones with its own keyring, so a replica left on the old keyset would keep
+// sealing under a key that prune later removes, or fail to open re-encrypted credentials.
+// When the primary key changed it tells the ConnectedAccount reconciler (which runs on
+// the leader) to re-encrypt every credential.
 type KeysetReconciler struct {
-	Client  client.Client
 	Secret  types.NamespacedName
 	Keyring *keyring.Keyring
-	// Rotated receives one event per primary-key change.
+	// Rotated receives an event per primary-key change. Only the leader drains it; a
+	// send never blocks, since one pending event already re-encrypts everything.
 	Rotated chan<- event.GenericEvent
 }
 
-// Reconcile implements reconcile.Reconciler.
-func (r *KeysetReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
-	var s corev1.Secret
-	if err := r.Client.Get(ctx, r.Secret, &s); err != nil {
+// reload applies the keyset held in s.
+func (r *KeysetReconciler) reload(ctx context.Context, s *corev1.Secret) error {
+	if s == nil {
 		// A deleted keyset Secret is not re-created while running: the keyring keeps the
 		// keys in memory, and re-creating would orphan every stored credential.
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		ctrl.LoggerFrom(ctx).Error(nil, "the keyset Secret was deleted; the keys in memory stay in use until a restart, which will refuse to start without it: restore it from your backup", "secret", r.Secret.String())
+		return nil
 	}
-	ks, err := keyring.FromSecret(&s)
+	ks, err := keyring.FromSecret(s)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "ignoring an unreadable keyset; the previous one stays in use")
-		return ctrl.Result{}, nil
+		return nil
 	}
 	if r.Keyring.Update(ks) {
 		ctrl.LoggerFrom(ctx).Info("keyset primary key changed; re-encrypting stored credentials", "primaryKeyID", ks.PrimaryKeyID(), "keyIDs", ks.KeyIDs())
-		r.Rotated <- event.GenericEvent{Object: &s}
+		select {
+		case r.Rotated <- event.GenericEvent{Object: s}:
+		default:
+		}
 	}
-	return ctrl.Result{}, nil
+	return nil
 }
 
-// SetupWithManager watches the keyset Secret only.
+// SetupWithManager watches the keyset Secret, alone, in every replica.
 func (r *KeysetReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
-		Named("keyset").
-		For(&corev1.Secret{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-			return o.GetNamespace() == r.Secret.Namespace && o.GetName() == r.Secret.Name
-		}))).
-		Complete(r)
+	return secretwatch.Add(mgr, "keyset", r.Secret, r.reload)
 }
 
 // CredentialCollector exports how many credentials are stored and how many still wait

@@ -1,6 +1,7 @@
 package controllers_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -64,7 +65,9 @@ var _ = Describe("Keyset rotation", func() {
 		Expect(usage).NotTo(HaveKey(oldID))
 
 		By("pruning the old key")
-		removed, err := keyring.PruneSecret(ctx, env.Client, keysetKey, func(id uint32) bool { return usage[id] > 0 })
+		removed, err := keyring.PruneSecret(ctx, env.Client, keysetKey, func(ctx context.Context) (map[uint32]int, error) {
+			return credential.KeyUsage(ctx, env.Client)
+		})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(removed).To(ContainElement(oldID))
 		Eventually(func() []uint32 { return env.Operator.Keyring.Keyset().KeyIDs() }).ShouldNot(ContainElement(oldID))

@@ -58,7 +58,7 @@ func apiKeyProvider(ns, name string) *pipesv1.Provider {
 
 func sourceSecret(ns, name, key string) *corev1.Secret {
 	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{pipesv1.LabelCredentialSource: pipesv1.CredentialSourceValue}},
 		Data:       map[string][]byte{"api-key": []byte(key)},
 	}
 }

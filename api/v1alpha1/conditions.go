@@ -25,9 +25,15 @@ const (
 	ReasonAwaitingCredential Reason = "AwaitingCredential"
 	// ReasonSourceNotFound: spec.apiKey.secretKeyRef names a Secret or key that does not exist.
 	ReasonSourceNotFound Reason = "SourceNotFound"
+	// ReasonSourceNotOptedIn: the Secret named by spec.apiKey.secretKeyRef lacks the
+	// LabelCredentialSource label, so the operator does not read it.
+	ReasonSourceNotOptedIn Reason = "SourceNotOptedIn"
 	// ReasonInvalidKey: the supplied key is empty, padded with whitespace or too long.
 	ReasonInvalidKey Reason = "InvalidKey"
-	// ReasonProviderNotFound: spec.providerRef names no Provider (it was deleted).
+	// ReasonProviderNotFound: spec.providerRef names no Provider (it was deleted). A stored
+	// credential is kept, encrypted and not vended, until the Provider is recreated or the
+	// account is deleted: deleting a Provider (a GitOps prune, a replace --force) must not
+	// destroy every user's key.
 	ReasonProviderNotFound Reason = "ProviderNotFound"
 	// ReasonProviderDisabled: the Provider has enabled=false.
 	ReasonProviderDisabled Reason = "ProviderDisabled"
@@ -35,6 +41,10 @@ const (
 	ReasonOrganizationDisabled Reason = "OrganizationDisabled"
 	// ReasonAuthMethodMismatch: the account's credential source does not fit the Provider's method.
 	ReasonAuthMethodMismatch Reason = "AuthMethodMismatch"
+	// ReasonCredentialRolledBack: the credential Secret holds an older credential version
+	// than the account has already recorded (a restored backup or a replayed write); it is
+	// not vended.
+	ReasonCredentialRolledBack Reason = "CredentialRolledBack"
 	// ReasonDecryptionFailed: the stored ciphertext does not decrypt (tampered, copied from another account, or its key was removed).
 	ReasonDecryptionFailed Reason = "DecryptionFailed"
 	// ReasonEncryptionFailed: the credential could not be encrypted or stored.
@@ -60,6 +70,9 @@ const (
 	EventConnectionFailed Reason = "ConnectionFailed"
 	// EventReencrypted: the credential was re-encrypted under the current primary key.
 	EventReencrypted Reason = "Reencrypted"
+	// EventCredentialRetained: the account's Provider is gone; its credential is kept,
+	// encrypted and not vended, until the Provider returns or the account is deleted.
+	EventCredentialRetained Reason = "CredentialRetained"
 	// EventReauthorizationNeeded: the stored credential stopped working.
 	EventReauthorizationNeeded Reason = "ReauthorizationNeeded"
 )

@@ -13,6 +13,17 @@ const (
 	LabelConnectedAccount = "pipes.dev/connected-account"
 	// LabelComponent tells managed objects apart (credential, keyset).
 	LabelComponent = "pipes.dev/component"
+	// ComponentCredential is LabelComponent's value on Secrets holding encrypted credentials.
+	ComponentCredential = "credential"
+	// ComponentKeyset is LabelComponent's value on the key-encryption keyset Secret.
+	ComponentKeyset = "keyset"
+	// LabelCredentialSource opts a user's Secret in as a source of API keys: the operator
+	// copies a key out of a Secret named by spec.apiKey.secretKeyRef only when the Secret
+	// carries this label with the value "true". The Secret's owner decides, not whoever can
+	// write a ConnectedAccount; ServiceAccount tokens and other Secrets are never read.
+	LabelCredentialSource = "pipes.dev/credential-source"
+	// CredentialSourceValue is LabelCredentialSource's value.
+	CredentialSourceValue = "true"
 
 	// AnnotationCredentialVersion is the version of the credential in a managed Secret.
 	AnnotationCredentialVersion = "pipes.dev/credential-version"

@@ -78,7 +78,7 @@ func runKeyset(args []string) error {
 		}
 		fmt.Printf("new primary key %d (was %d); the manager re-encrypts stored credentials in the background\n", newID, oldID)
 	case "prune":
-		removed, err := keyring.PruneSecret(ctx, c, key, func(id uint32) bool { return inUse[id] > 0 })
+		removed, err := keyring.PruneSecret(ctx, c, key, credentialUsage(c))
 		if err != nil {
 			return err
 		}
@@ -98,4 +98,10 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// credentialUsage counts stored credentials per key id, from their ciphertexts, through c
+// (the API server, never a cache).
+func credentialUsage(c client.Reader) keyring.Usage {
+	return func(ctx context.Context) (map[uint32]int, error) { return credential.KeyUsage(ctx, c) }
 }

@@ -50,7 +50,8 @@ func managerFlags(fs *flag.FlagSet, o *operator.Options, zo *zap.Options) {
 	fs.StringVar(&o.APIAddr, "api-bind-address", ":8443", "backend API address (HTTPS); empty disables it")
 	fs.StringVar(&o.APICertDir, "api-cert-dir", "", "directory of the backend API's certificate (tls.crt, tls.key); default: --webhook-cert-dir")
 	fs.Float64Var(&o.APIRateLimit, "api-rate-limit", 50, "backend API requests per second allowed per caller (burst: twice that)")
-	fs.StringVar(&o.VendImage, "vend-image", "pipes-operator/vend:dev", "vend sidecar image for pods annotated pipes.dev/inject; empty disables injection")
+	fs.BoolVar(&o.APIRequireAudience, "api-require-audience", true, "backend API accepts only tokens for audience pipes.dev (kubectl create token SA --audience pipes.dev, or a projected token), not pods' automounted tokens; false also accepts tokens for the API server's audiences")
+	fs.StringVar(&o.VendImage, "vend-image", "pipes-operator/vend:dev", "vend sidecar image for pods labelled pipes.dev/inject; empty disables injection")
 	fs.StringVar(&o.VendAPIURL, "vend-api-url", "", "backend API URL as injected sidecars reach it (default https://pipes-api.NAMESPACE.svc)")
 	zo.BindFlags(fs)
 }

@@ -65,8 +65,8 @@ func parseFlags(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("vend", flag.ContinueOnError)
 	flagWithEnv(fs, &o.apiURL, "api-url", "PIPES_API_URL", "", "backend API base URL, e.g. https://pipes-api.pipes-system.svc")
-	flagWithEnv(fs, &o.caFile, "ca-file", "PIPES_CA_FILE", "", "PEM CA bundle that signs the backend API's certificate")
-	flagWithEnv(fs, &o.caData, "ca-data", "PIPES_CA_DATA", "", "the same CA bundle, inline (used by injection)")
+	flagWithEnv(fs, &o.caFile, "ca-file", "PIPES_CA_FILE", "", "PEM CA bundle that signs the backend API's certificate; re-read when it changes, so a rotated CA is followed (injection mounts it from a ConfigMap)")
+	flagWithEnv(fs, &o.caData, "ca-data", "PIPES_CA_DATA", "", "the same CA bundle, inline; fixed for the life of the process")
 	flagWithEnv(fs, &o.tokenFile, "token-file", "PIPES_TOKEN_FILE", "/var/run/secrets/pipes.dev/serviceaccount/token", "projected ServiceAccount token, re-read on every request")
 	flagWithEnv(fs, &o.credentials, "credentials", "PIPES_CREDENTIALS", "", "credentials to vend: PROVIDER:USER_ID[@ORGANIZATION_ID], comma-separated")
 	flagWithEnv(fs, &o.listen, "listen", "PIPES_LISTEN", "127.0.0.1:8299", "loopback address to serve on")

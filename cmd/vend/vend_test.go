@@ -3,21 +3,35 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
+	"math/big"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/apiclient"
@@ -249,8 +263,8 @@ func TestSidecarWithoutPermissionIsNotReady(t *testing.T) {
 	if !strings.Contains(body, "may not vend") || !strings.Contains(body, "pipes-vendor") {
 		t.Fatalf("readyz reason should name the missing permission and the role: %s", body)
 	}
-	if _, err := p.credential("user_a"); err == nil || !strings.Contains(err.Error(), "503") {
-		t.Fatalf("vend before readiness must be 503: %v", err)
+	if _, err := p.credential("user_a"); err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "may not vend") {
+		t.Fatalf("vend while the backend API refuses must be its 403: %v", err)
 	}
 	if entries, _ := os.ReadDir(p.dir); len(entries) != 0 {
 		t.Fatalf("nothing may be written without permission, found %v", entries)
@@ -394,5 +408,220 @@ func TestSidecarServesLastGoodValueWhileBackendIsDown(t *testing.T) {
 	})
 	if _, body := p.get("/readyz"); body != "ok\n" {
 		t.Fatalf("readyz after recovery: %q", body)
+	}
+}
+
+// testCA is a CA that signs serving certificates for 127.0.0.1.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newTestCA(t testing.TB, name string) *testCA {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	must(t, err)
+	cert, err := x509.ParseCertificate(der)
+	must(t, err)
+	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+func (ca *testCA) serving(t testing.TB) *tls.Certificate {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "pipes-api"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	must(t, err)
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// projectCA writes a CA bundle into dir as the kubelet projects a ConfigMap volume:
+// dir/ca.crt -> ..data/ca.crt, with ..data a symlink to a timestamped directory that is
+// swapped atomically on every update.
+func projectCA(t testing.TB, dir string, bundle []byte) {
+	version := filepath.Join(dir, fmt.Sprintf("..%d", time.Now().UnixNano()))
+	must(t, os.Mkdir(version, 0o755))
+	must(t, os.WriteFile(filepath.Join(version, "ca.crt"), bundle, 0o644))
+	tmp := filepath.Join(dir, "..data_tmp")
+	must(t, os.Symlink(filepath.Base(version), tmp))
+	must(t, os.Rename(tmp, filepath.Join(dir, "..data")))
+	if _, err := os.Lstat(filepath.Join(dir, "ca.crt")); os.IsNotExist(err) {
+		must(t, os.Symlink(filepath.Join("..data", "ca.crt"), filepath.Join(dir, "ca.crt")))
+	}
+}
+
+// TestSidecarFollowsARotatedCAFile rotates the backend API's CA under a running sidecar:
+// the mounted CA file changes (as the kubelet updates a ConfigMap volume) and the backend
+// then presents a certificate of the new CA only.
+func TestSidecarFollowsARotatedCAFile(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	key1, key2 := "sk-ca-"+strings.Repeat("1", 30)+"ONE1", "sk-ca-"+strings.Repeat("2", 30)+"TWO2"
+	_, err := f.backend.UpsertAPIKey(ctx, "openai", wire.UpsertAPIKeyRequest{UserID: "u", Secret: key1})
+	must(t, err)
+
+	// A TLS front for the backend API whose certificate we choose.
+	oldCA, newCA := newTestCA(t, "old-ca"), newTestCA(t, "new-ca")
+	var serving atomic.Pointer[tls.Certificate]
+	serving.Store(oldCA.serving(t))
+	upstream, err := url.Parse(f.env.APIURL())
+	must(t, err)
+	rp := httputil.NewSingleHostReverseProxy(upstream)
+	h, err := apiclient.HTTPClientWithCA(f.caFile, time.Minute)
+	must(t, err)
+	rp.Transport = h.Transport
+	rp.ErrorLog = log.New(io.Discard, "", 0) // connections cut on purpose below
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	front := &http.Server{
+		Handler:   rp,
+		ErrorLog:  log.New(io.Discard, "", 0), // handshakes the sidecar refuses are expected here
+		TLSConfig: &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return serving.Load(), nil }},
+		ConnState: func(c net.Conn, s http.ConnState) {
+			mu.Lock()
+			defer mu.Unlock()
+			conns[c] = s != http.StateClosed && s != http.StateHijacked
+		},
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	go func() { _ = front.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { _ = front.Close() })
+	frontURL := "https://" + ln.Addr().String()
+	closeConnections := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for c, open := range conns {
+			if open {
+				_ = c.Close()
+			}
+		}
+	}
+
+	caDir := t.TempDir()
+	projectCA(t, caDir, oldCA.pem)
+	p := f.start(t, f.token(t, "app", "pipes-vendor", webhook.TokenAudience), "openai:u",
+		"--api-url="+frontURL, "--ca-file="+filepath.Join(caDir, "ca.crt"))
+	p.waitReady(t)
+	if r, err := p.credential("u"); err != nil || r.Credential.GetValue() != key1 {
+		t.Fatalf("before the rotation: %+v %v", r, err)
+	}
+
+	// Rotation: new CA file first (the operator updates the ConfigMap), then the backend's
+	// certificate; open connections end, as when the API server restarts with it.
+	projectCA(t, caDir, newCA.pem)
+	serving.Store(newCA.serving(t))
+	closeConnections()
+	_, err = f.backend.UpsertAPIKey(ctx, "openai", wire.UpsertAPIKeyRequest{UserID: "u", Secret: key2})
+	must(t, err)
+	eventually(t, 10*time.Second, "the sidecar trusts the new CA and sees the new key", func() bool {
+		r, err := p.credential("u")
+		return err == nil && r.Credential.GetValue() == key2
+	})
+	if code, body := p.get("/readyz"); code != http.StatusOK || body != "ok\n" {
+		t.Fatalf("readyz after the rotation: %d %q\n%s", code, body, p.stderr)
+	}
+}
+
+// TestSidecarStopsServingWhatItMayNoLongerRead narrows the sidecar's ServiceAccount to one
+// account (RBAC resourceNames) and takes its permission away: a 403 from the backend API
+// is an authoritative answer, so the files go, loopback answers 403 and /readyz says why;
+// it recovers once allowed again.
+func TestSidecarStopsServingWhatItMayNoLongerRead(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	key1, key2 := "sk-narrow-"+strings.Repeat("1", 30)+"ONE1", "sk-narrow-"+strings.Repeat("2", 30)+"TWO2"
+	_, err := f.backend.UpsertAPIKey(ctx, "openai", wire.UpsertAPIKeyRequest{UserID: "user_a", Secret: key1})
+	must(t, err)
+	var accounts pipesv1.ConnectedAccountList
+	must(t, f.env.Client.List(ctx, &accounts, client.InNamespace(f.ns)))
+	if len(accounts.Items) != 1 {
+		t.Fatalf("want one ConnectedAccount, got %d", len(accounts.Items))
+	}
+	// A Role for exactly this account (names are deterministic, so it may be written first).
+	must(t, f.env.Client.Create(ctx, &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "vend-user-a"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"pipes.dev"}, Resources: []string{"connectedaccounts"},
+			Verbs: []string{"vend"}, ResourceNames: []string{accounts.Items[0].Name}}},
+	}))
+	bind := func() {
+		must(t, f.env.Bind(ctx, f.ns, "narrow-vends", rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "vend-user-a"}, f.ns, "narrow"))
+	}
+	bind()
+	p := f.start(t, f.token(t, "narrow", "", webhook.TokenAudience), "openai:user_a", "--watch-timeout=2s")
+	p.waitReady(t)
+	valueFile := filepath.Join(sidecar.FilePath(p.dir, wire.CredentialRef{Provider: "openai", UserID: "user_a"}), "value")
+	if b, err := os.ReadFile(valueFile); err != nil || string(b) != key1 {
+		t.Fatalf("value file: %q, %v", b, err)
+	}
+	gone := func(key string) func() bool {
+		return func() bool {
+			_, statErr := os.Stat(valueFile)
+			r, err := p.credential("user_a")
+			return os.IsNotExist(statErr) && (err != nil || r.Credential.GetValue() != key)
+		}
+	}
+	serves := func(key string) func() bool {
+		return func() bool {
+			b, _ := os.ReadFile(valueFile)
+			r, err := p.credential("user_a")
+			return string(b) == key && err == nil && r.Credential.GetValue() == key
+		}
+	}
+
+	// Disconnect: whatever the backend answers for an account that is gone (403 for a
+	// narrowed role that cannot name it, or not_installed), the key is no longer served.
+	must(t, f.backend.Disconnect(ctx, "user_a", "openai", ""))
+	eventually(t, 5*time.Second, "the disconnected key is gone from file and loopback", gone(key1))
+
+	// Reconnected under the same (deterministic) name: allowed again.
+	eventually(t, 10*time.Second, "reconnecting once the old account is gone", func() bool {
+		_, err = f.backend.UpsertAPIKey(ctx, "openai", wire.UpsertAPIKeyRequest{UserID: "user_a", Secret: key2})
+		if err != nil && !apiclient.IsCode(err, wire.CodeConflict) {
+			t.Fatal(err)
+		}
+		return err == nil
+	})
+	eventually(t, 45*time.Second, "the sidecar serves the reconnected key", serves(key2))
+
+	// The permission is taken away. The backend API caches access reviews for 10 s, and
+	// each long poll (2 s here) authorizes again.
+	must(t, f.env.Client.Delete(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "narrow-vends"}}))
+	eventually(t, 20*time.Second, "a revoked permission removes the file and the loopback answer", gone(key2))
+	resp, err := http.Post("http://"+p.listen+"/data-integrations/openai/credentials", "application/json", strings.NewReader(`{"user_id":"user_a"}`))
+	must(t, err)
+	var body wire.ErrorResponse
+	must(t, json.NewDecoder(resp.Body).Decode(&body))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || body.Code != wire.CodeForbidden || !strings.Contains(body.Message, "may not vend") {
+		t.Fatalf("loopback after the revocation: %d %+v; want 403 forbidden with the backend's reason", resp.StatusCode, body)
+	}
+	if code, ready := p.get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(ready, "403 forbidden") {
+		t.Fatalf("readyz after the revocation: %d %q", code, ready)
+	}
+	if _, metrics := p.get("/metrics"); !strings.Contains(metrics, "pipes_vend_ready 0") || !strings.Contains(metrics, "pipes_vend_credentials_active 0") {
+		t.Fatalf("metrics after the revocation:\n%s", metrics)
+	}
+
+	bind()
+	eventually(t, 45*time.Second, "the sidecar recovers once allowed again", serves(key2))
+	if code, ready := p.get("/readyz"); code != http.StatusOK || ready != "ok\n" {
+		t.Fatalf("readyz after recovery: %d %q", code, ready)
+	}
+	for _, key := range []string{key1, key2} {
+		if bytes.Contains(p.stderr.Bytes(), []byte(key)) {
+			t.Fatal("the sidecar logged a credential")
+		}
 	}
 }

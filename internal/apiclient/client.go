@@ -17,6 +17,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pipes-dev/pipes-operator/internal/wire"
@@ -68,27 +69,88 @@ func New(baseURL string, opts ...Option) *Client {
 }
 
 // HTTPClientWithCA returns an HTTP client trusting only the PEM CA bundle at caFile.
+// The file is read again before every request, and when its content has changed (a
+// mounted ConfigMap the kubelet updated after a CA rotation) new connections trust the
+// new bundle: a long-running client follows the rotation without a restart.
 func HTTPClientWithCA(caFile string, timeout time.Duration) (*http.Client, error) {
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("reading CA bundle: %w", err)
+	rt := &caFileTransport{file: caFile}
+	if _, err := rt.current(); err != nil {
+		return nil, err
 	}
-	h, err := HTTPClientWithCAData(pem, timeout)
-	if err != nil {
-		return nil, fmt.Errorf("CA bundle %s: %w", caFile, err)
-	}
-	return h, nil
+	return &http.Client{Transport: rt, Timeout: timeout}, nil
 }
 
 // HTTPClientWithCAData returns an HTTP client trusting only the PEM CA bundle given.
 func HTTPClientWithCAData(pem []byte, timeout time.Duration) (*http.Client, error) {
+	tr, err := transportWithCA(pem)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: tr, Timeout: timeout}, nil
+}
+
+func transportWithCA(pem []byte) (*http.Transport, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, errors.New("holds no PEM certificate")
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	return &http.Client{Transport: tr, Timeout: timeout}, nil
+	return tr, nil
+}
+
+// caFileTransport is a transport trusting the CA bundle currently in a file. A changed
+// bundle gets a transport of its own (requests in flight finish on the old one, whose
+// idle connections are closed); a file that cannot be read or parsed keeps the last good
+// bundle, and requests that then fail say so.
+type caFileTransport struct {
+	file string
+
+	mu      sync.Mutex
+	pem     []byte
+	tr      *http.Transport
+	lastErr error // why the file could not be reloaded (nil when current)
+}
+
+func (t *caFileTransport) current() (*http.Transport, error) {
+	pem, err := os.ReadFile(t.file)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err != nil {
+		t.lastErr = fmt.Errorf("reading CA bundle: %w", err)
+		return t.tr, t.lastErr
+	}
+	if t.tr != nil && bytes.Equal(pem, t.pem) {
+		t.lastErr = nil
+		return t.tr, nil
+	}
+	tr, err := transportWithCA(pem)
+	if err != nil {
+		t.lastErr = fmt.Errorf("CA bundle %s: %w", t.file, err)
+		return t.tr, t.lastErr
+	}
+	if t.tr != nil {
+		t.tr.CloseIdleConnections()
+	}
+	t.pem, t.tr, t.lastErr = pem, tr, nil
+	return tr, nil
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *caFileTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	tr, reloadErr := t.current()
+	resp, err := tr.RoundTrip(req)
+	if err != nil && reloadErr != nil {
+		err = fmt.Errorf("%w (still trusting the last good CA bundle: %v)", err, reloadErr)
+	}
+	return resp, err
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the transport.
+func (t *caFileTransport) CloseIdleConnections() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.tr.CloseIdleConnections()
 }
 
 // Error is a non-2xx answer.

@@ -32,9 +32,14 @@ func expectAPIError(err error, status int, code string) *apiclient.Error {
 	return e
 }
 
-// raw sends a request as-is and returns status and body.
+// raw sends a request as-is to the suite's server and returns status and body.
 func raw(method, path, tok, body string) (int, string) {
-	req, err := http.NewRequest(method, env.APIURL()+path, strings.NewReader(body))
+	return rawAt(env.APIURL(), method, path, tok, body)
+}
+
+// rawAt sends a request as-is to the server at base.
+func rawAt(base, method, path, tok, body string) (int, string) {
+	req, err := http.NewRequest(method, base+path, strings.NewReader(body))
 	Expect(err).NotTo(HaveOccurred())
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
@@ -153,16 +158,18 @@ var _ = Describe("Backend API", func() {
 		expectAPIError(err, http.StatusNotFound, wire.CodeNotFound)
 	})
 
-	It("authorizes every route with Kubernetes RBAC", func(ctx SpecContext) {
-		backendTok := serviceAccountToken(ctx, ns, "backend", "pipes-backend", ns)
-		backend := api(backendTok, "")
+	It("authorizes every route with Kubernetes RBAC, and accepts only pipes.dev tokens when the audience is required", func(ctx SpecContext) {
+		url := strictServer()
+		aud := backendapi.Audience
+		backendTok := serviceAccountToken(ctx, ns, "backend", "pipes-backend", ns, aud)
+		backend := apiAt(url, backendTok, "")
 		_, err := backend.UpsertAPIKey(ctx, "openai", wire.UpsertAPIKeyRequest{UserID: "u1", Secret: "sk-" + strings.Repeat("1", 30)})
 		Expect(err).NotTo(HaveOccurred())
 		_, err = backend.UpsertAPIKey(ctx, "openai", wire.UpsertAPIKeyRequest{UserID: "u2", Secret: "sk-" + strings.Repeat("2", 30)})
 		Expect(err).NotTo(HaveOccurred())
 
-		nobody := api(serviceAccountToken(ctx, ns, "nobody", "", ""), "")
-		vendor := api(serviceAccountToken(ctx, ns, "vendor", "pipes-vendor", ns, backendapi.Audience), "")
+		nobody := apiAt(url, serviceAccountToken(ctx, ns, "nobody", "", "", aud), "")
+		vendor := apiAt(url, serviceAccountToken(ctx, ns, "vendor", "pipes-vendor", ns, aud), "")
 
 		By("a vendor narrowed by resourceNames to u1's account")
 		Expect(env.Client.Create(ctx, &rbacv1.Role{
@@ -172,12 +179,23 @@ var _ = Describe("Backend API", func() {
 		})).To(Succeed())
 		Expect(env.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "narrow"}})).To(Succeed())
 		bind(ctx, ns, "narrow", rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "vend-u1"}, ns, "narrow")
-		narrow := api(token(ctx, ns, "narrow"), "")
+		narrow := apiAt(url, token(ctx, ns, "narrow", aud), "")
 
 		By("a backend ServiceAccount of another namespace, aiming at this one")
 		otherNS := newNamespace(ctx)
-		foreign := api(serviceAccountToken(ctx, otherNS, "backend", "pipes-backend", otherNS), ns)
+		foreign := apiAt(url, serviceAccountToken(ctx, otherNS, "backend", "pipes-backend", otherNS, aud), ns)
 
+		By("the backend's own ServiceAccount, with a token for the API server's audience (an automounted pod token)")
+		apiserverAudience := apiAt(url, token(ctx, ns, "backend"), "")
+
+		watch := func(c *apiclient.Client, users ...string) error {
+			req := wire.WatchRequest{TimeoutSeconds: 1}
+			for _, u := range users {
+				req.Credentials = append(req.Credentials, wire.CredentialRef{Provider: "openai", UserID: u})
+			}
+			_, err := c.Watch(ctx, req)
+			return err
+		}
 		type route struct {
 			name string
 			call func(*apiclient.Client) error
@@ -195,6 +213,8 @@ var _ = Describe("Backend API", func() {
 				_, err := c.Credentials(ctx, "openai", wire.CredentialsRequest{UserID: "u2"})
 				return err
 			}},
+			{"watch u1", func(c *apiclient.Client) error { return watch(c, "u1") }},
+			{"watch u1 u2", func(c *apiclient.Client) error { return watch(c, "u1", "u2") }},
 			{"list providers", func(c *apiclient.Client) error {
 				_, err := c.DataProviders(ctx, "u1", "", apiclient.Page{})
 				return err
@@ -216,17 +236,24 @@ var _ = Describe("Backend API", func() {
 		allowed := map[string]map[string]bool{
 			"nobody":  {},
 			"foreign": {},
-			"vendor":  {"vend u1": true, "vend u2": true},
-			"narrow":  {"vend u1": true},
-			"backend": {"upsert": true, "vend u1": true, "vend u2": true, "list providers": true, "get account": true, "list org configs": true, "put org config": true, "disconnect u2": true},
+			"vendor":  {"vend u1": true, "vend u2": true, "watch u1": true, "watch u1 u2": true},
+			"narrow":  {"vend u1": true, "watch u1": true},
+			"backend": {"upsert": true, "vend u1": true, "vend u2": true, "watch u1": true, "watch u1 u2": true, "list providers": true,
+				"get account": true, "list org configs": true, "put org config": true, "disconnect u2": true},
 		}
 		callers := []struct {
 			name string
 			c    *apiclient.Client
-		}{{"nobody", nobody}, {"foreign", foreign}, {"vendor", vendor}, {"narrow", narrow}, {"backend", backend}}
+		}{{"nobody", nobody}, {"foreign", foreign}, {"vendor", vendor}, {"narrow", narrow}, {"apiserver-audience", apiserverAudience}, {"backend", backend}}
 		for _, caller := range callers {
 			for _, r := range routes {
 				err := r.call(caller.c)
+				if caller.name == "apiserver-audience" {
+					e := expectAPIError(err, http.StatusUnauthorized, wire.CodeUnauthorized)
+					Expect(e.Message).To(ContainSubstring(`audience "pipes.dev"`), r.name)
+					Expect(e.Message).To(ContainSubstring("--audience pipes.dev"), r.name)
+					continue
+				}
 				if allowed[caller.name][r.name] {
 					Expect(err).NotTo(HaveOccurred(), "%s: %s", caller.name, r.name)
 					continue
@@ -238,11 +265,19 @@ var _ = Describe("Backend API", func() {
 		}
 
 		By("no token, a bad token")
-		status, body := raw(http.MethodPost, "/data-integrations/openai/credentials", "", `{"user_id":"u1"}`)
-		Expect(status).To(Equal(http.StatusUnauthorized))
-		Expect(body).To(ContainSubstring(wire.CodeUnauthorized))
-		status, _ = raw(http.MethodPost, "/data-integrations/openai/credentials", "not-a-token", `{"user_id":"u1"}`)
-		Expect(status).To(Equal(http.StatusUnauthorized))
+		for _, base := range []string{url, env.APIURL()} {
+			status, body := rawAt(base, http.MethodPost, "/data-integrations/openai/credentials", "", `{"user_id":"u1"}`)
+			Expect(status).To(Equal(http.StatusUnauthorized))
+			Expect(body).To(ContainSubstring(wire.CodeUnauthorized))
+			status, _ = rawAt(base, http.MethodPost, "/data-integrations/openai/credentials", "not-a-token", `{"user_id":"u1"}`)
+			Expect(status).To(Equal(http.StatusUnauthorized))
+		}
+
+		By("without --api-require-audience, tokens for either audience are accepted")
+		for _, tok := range []string{token(ctx, ns, "backend"), token(ctx, ns, "backend", aud)} {
+			_, err := api(tok, "").Credentials(ctx, "openai", wire.CredentialsRequest{UserID: "u1"})
+			Expect(err).NotTo(HaveOccurred())
+		}
 	})
 
 	It("answers bad requests with a code and a message that says what to fix", func(ctx SpecContext) {
@@ -282,7 +317,8 @@ var _ = Describe("Backend API", func() {
 		Expect(status).To(Equal(http.StatusNotFound))
 
 		By("an account declared in Git keeps its key in its Secret")
-		Expect(env.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "src"}, Data: map[string][]byte{"k": []byte("sk-" + strings.Repeat("g", 30))}})).To(Succeed())
+		Expect(env.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "src",
+			Labels: map[string]string{pipesv1.LabelCredentialSource: pipesv1.CredentialSourceValue}}, Data: map[string][]byte{"k": []byte("sk-" + strings.Repeat("g", 30))}})).To(Succeed())
 		Expect(env.Client.Create(ctx, &pipesv1.ConnectedAccount{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gitops"},
 			Spec: pipesv1.ConnectedAccountSpec{ProviderRef: pipesv1.LocalObjectReference{Name: "openai"}, UserID: "git-user",

@@ -3,7 +3,10 @@ package backendapi
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -13,9 +16,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// Audience is the token audience the vend sidecar requests; tokens for the API server's
-// default audience are accepted too.
+// Audience is the token audience the vend sidecar requests. With
+// TokenReviewer.RequireAudience (--api-require-audience) it is the only one accepted;
+// without, tokens for the API server's own audiences are accepted too.
 const Audience = "pipes.dev"
+
+// maxTokenReviewsInFlight caps concurrent TokenReviews: beyond it callers get 503, so a
+// flood of new tokens cannot queue unbounded work on the API server.
+const maxTokenReviewsInFlight = 32
+
+// errTokenReviewsBusy is returned when maxTokenReviewsInFlight reviews are running.
+var errTokenReviewsBusy = errors.New("too many tokens are being verified at once")
 
 // Identity is an authenticated caller.
 type Identity struct {
@@ -27,6 +38,8 @@ type Identity struct {
 
 // Authenticator verifies bearer tokens.
 type Authenticator interface {
+	// Known returns the identity of a token accepted recently, or nil, without asking anyone.
+	Known(token string) *Identity
 	Authenticate(ctx context.Context, token string) (*Identity, error)
 }
 
@@ -74,14 +87,23 @@ func (c *ttlCache[V]) put(key string, v V) {
 }
 
 // TokenReviewer authenticates with the TokenReview API, caching answers briefly.
+// Accepted and rejected tokens are cached apart, so that a flood of made-up tokens
+// evicts only other rejected ones, never the identities of real callers.
 type TokenReviewer struct {
 	Client client.Client
-	cache  *ttlCache[*Identity]
+	// RequireAudience accepts only tokens for Audience: a pod's automounted token (for the
+	// API server) is not enough to call the API.
+	RequireAudience bool
+
+	accepted *ttlCache[*Identity]
+	rejected *ttlCache[string] // the reason
+	inFlight chan struct{}
 }
 
 // NewTokenReviewer returns an Authenticator that caches results for ttl.
 func NewTokenReviewer(c client.Client, ttl time.Duration) *TokenReviewer {
-	return &TokenReviewer{Client: c, cache: newTTLCache[*Identity](ttl, 10000)}
+	return &TokenReviewer{Client: c, accepted: newTTLCache[*Identity](ttl, 10000), rejected: newTTLCache[string](ttl, 10000),
+		inFlight: make(chan struct{}, maxTokenReviewsInFlight)}
 }
 
 // errUnauthenticated is a token the API server does not accept.
@@ -89,38 +111,63 @@ type errUnauthenticated struct{ reason string }
 
 func (e errUnauthenticated) Error() string { return e.reason }
 
-// Authenticate implements Authenticator. A token is accepted for our audience or for
-// the API server's own audiences.
-func (t *TokenReviewer) Authenticate(ctx context.Context, token string) (*Identity, error) {
+func tokenKey(token string) string {
 	sum := sha256.Sum256([]byte(token))
-	key := string(sum[:])
-	if id, ok := t.cache.get(key); ok {
-		if id == nil {
-			return nil, errUnauthenticated{"the bearer token was rejected by the Kubernetes API server"}
-		}
+	return string(sum[:])
+}
+
+// Known implements Authenticator.
+func (t *TokenReviewer) Known(token string) *Identity {
+	id, _ := t.accepted.get(tokenKey(token))
+	return id
+}
+
+// Authenticate implements Authenticator. A token is accepted for our audience or, unless
+// RequireAudience, for the API server's own audiences.
+func (t *TokenReviewer) Authenticate(ctx context.Context, token string) (*Identity, error) {
+	key := tokenKey(token)
+	if id, ok := t.accepted.get(key); ok {
 		return id, nil
 	}
+	if reason, ok := t.rejected.get(key); ok {
+		return nil, errUnauthenticated{reason}
+	}
+	select {
+	case t.inFlight <- struct{}{}:
+		defer func() { <-t.inFlight }()
+	default:
+		return nil, errTokenReviewsBusy
+	}
+	attempts := [][]string{{Audience}, nil}
+	if t.RequireAudience {
+		attempts = attempts[:1]
+	}
 	var lastErr string
-	for _, audiences := range [][]string{{Audience}, nil} {
+	for _, audiences := range attempts {
 		review := &authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: token, Audiences: audiences}}
 		if err := t.Client.Create(ctx, review); err != nil {
 			return nil, fmt.Errorf("TokenReview: %w", err)
 		}
-		if review.Status.Authenticated {
+		// An authenticator that ignores audiences answers without ours: not good enough when it is required.
+		if review.Status.Authenticated && (!t.RequireAudience || slices.Contains(review.Status.Audiences, Audience)) {
 			id := &Identity{User: review.Status.User}
 			if rest, ok := strings.CutPrefix(id.User.Username, "system:serviceaccount:"); ok {
 				id.Namespace, _, _ = strings.Cut(rest, ":")
 			}
-			t.cache.put(key, id)
+			t.accepted.put(key, id)
 			return id, nil
 		}
 		lastErr = review.Status.Error
 	}
-	t.cache.put(key, nil)
 	msg := "the bearer token was rejected by the Kubernetes API server"
 	if lastErr != "" {
 		msg += ": " + lastErr
 	}
+	if t.RequireAudience {
+		msg += fmt.Sprintf("; this API accepts only tokens for audience %q, not a pod's automounted token (whose audience is the API server):"+
+			" mount a projected serviceAccountToken volume with audience: %s, or run kubectl create token SERVICEACCOUNT --audience %s", Audience, Audience, Audience)
+	}
+	t.rejected.put(key, msg)
 	return nil, errUnauthenticated{msg}
 }
 
@@ -142,10 +189,6 @@ func NewAccessReviewer(c client.Client, ttl time.Duration) *AccessReviewer {
 
 // Authorize implements Authorizer.
 func (a *AccessReviewer) Authorize(ctx context.Context, id *Identity, verb, resource, namespace, name string) (bool, string, error) {
-	key := strings.Join([]string{id.User.UID, id.User.Username, verb, resource, namespace, name}, "\x00")
-	if ans, ok := a.cache.get(key); ok {
-		return ans.allowed, ans.reason, nil
-	}
 	extra := map[string]authzv1.ExtraValue{}
 	for k, v := range id.User.Extra {
 		extra[k] = authzv1.ExtraValue(v)
@@ -156,6 +199,17 @@ func (a *AccessReviewer) Authorize(ctx context.Context, id *Identity, verb, reso
 			Group: "pipes.dev", Version: "v1alpha1", Resource: resource, Verb: verb, Namespace: namespace, Name: name,
 		},
 	}}
+	// The key is the whole review (user, UID, groups, extra, and the resource
+	// attributes), so an answer is only ever reused for exactly the same question.
+	spec, err := json.Marshal(sar.Spec)
+	if err != nil {
+		return false, "", err
+	}
+	sum := sha256.Sum256(spec)
+	key := string(sum[:])
+	if ans, ok := a.cache.get(key); ok {
+		return ans.allowed, ans.reason, nil
+	}
 	if err := a.Client.Create(ctx, sar); err != nil {
 		return false, "", fmt.Errorf("SubjectAccessReview: %w", err)
 	}

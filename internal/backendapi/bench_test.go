@@ -3,9 +3,11 @@ package backendapi_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/apiclient"
+	"github.com/pipes-dev/pipes-operator/internal/backendapi"
 	"github.com/pipes-dev/pipes-operator/internal/testenv"
 	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
@@ -55,4 +58,64 @@ func BenchmarkVend(b *testing.B) {
 		}
 		return err
 	})
+}
+
+// BenchmarkUnauthenticatedFlood floods the API with random bearer tokens from
+// 64×GOMAXPROCS goroutines against the embedded control plane, and reports how many
+// TokenReviews reach the API server per second (reviews/s) and at most at once
+// (max-in-flight), with RequireAudience as deployed (one review per new token).
+// one-source: every request from one address, under the pre-authentication limit
+// (20/s, burst 40). many-sources: that limit lifted, as for a flood from countless
+// addresses: only the cap of 32 TokenReviews in flight holds (the rest get 503).
+func BenchmarkUnauthenticatedFlood(b *testing.B) {
+	e, err := testenv.Start(testenv.Options{Webhooks: true, API: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = e.Stop() }()
+	h, err := floodClient(e.APICA())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name    string
+		preAuth float64
+	}{{"one-source", 0}, {"many-sources", 1e9}} {
+		counter := &countingClient{Client: e.Client}
+		tr := backendapi.NewTokenReviewer(counter, 10*time.Second)
+		tr.RequireAudience = true
+		url, stop, err := serveExtra(e, tr, backendapi.Options{RateLimit: 1e6, PreAuthRateLimit: bc.preAuth})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(bc.name, func(b *testing.B) {
+			var ok, busy atomic.Int64
+			before := counter.reviews.Load()
+			b.SetParallelism(64)
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					switch sendRandomToken(h, url) {
+					case http.StatusOK:
+						ok.Add(1)
+					case http.StatusServiceUnavailable:
+						busy.Add(1)
+					}
+				}
+			})
+			elapsed := time.Since(start).Seconds()
+			b.StopTimer()
+			if ok.Load() > 0 {
+				b.Fatalf("%d random tokens were answered 200", ok.Load())
+			}
+			b.ReportMetric(float64(b.N)/elapsed, "req/s")
+			b.ReportMetric(float64(counter.reviews.Load()-before)/elapsed, "reviews/s")
+			b.ReportMetric(float64(counter.maxInFlight.Load()), "max-in-flight")
+			b.ReportMetric(float64(busy.Load())/elapsed, "503/s")
+		})
+		if err := stop(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

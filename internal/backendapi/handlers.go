@@ -3,6 +3,8 @@ package backendapi
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -34,6 +36,8 @@ const (
 	cacheWaitTime = 5 * time.Second
 )
 
+// provider looks up the route's Provider. Callers authorize first, so that a caller
+// without permission cannot probe which Providers exist or what their method is.
 func (c *call) provider(slug string) (*pipesv1.Provider, error) {
 	var p pipesv1.Provider
 	err := c.s.Client.Get(c.ctx, types.NamespacedName{Namespace: c.namespace, Name: slug}, &p)
@@ -46,6 +50,27 @@ func (c *call) provider(slug string) (*pipesv1.Provider, error) {
 // account finds the ConnectedAccount of (slug, user, org), or nil.
 func (c *call) account(slug, user, org string) (*pipesv1.ConnectedAccount, error) {
 	return credential.FindAccount(c.ctx, c.s.Client, c.namespace, slug, user, org)
+}
+
+// accountName is ca's name, or for no account the name the API gives a new one: what
+// verbs on a missing account are authorized against, so RBAC resourceNames narrow them too.
+func accountName(ca *pipesv1.ConnectedAccount, slug, user, org string) string {
+	if ca != nil {
+		return ca.Name
+	}
+	return credential.AccountName(slug, user, org)
+}
+
+// authorizedAccount finds the account of (slug, user, org), or nil, and authorizes verb on it.
+func (c *call) authorizedAccount(verb, slug, user, org string) (*pipesv1.ConnectedAccount, error) {
+	ca, err := c.account(slug, user, org)
+	if err != nil {
+		return nil, err
+	}
+	if ca != nil {
+		c.auditAccount = ca.Name
+	}
+	return ca, c.authorize(verb, accounts, accountName(ca, slug, user, org))
 }
 
 func identityErrors(user, org string) error {
@@ -81,6 +106,23 @@ func (s *Server) upsertAPIKey(c *call) error {
 	secret := []byte(req.Secret)
 	defer clear(secret)
 	slug := c.r.PathValue("slug")
+	if err := identityErrors(req.UserID, req.OrganizationID); err != nil {
+		return err
+	}
+	if errs := validation.APIKey(field.NewPath(fieldSecret), secret); len(errs) > 0 {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidRequest, "%s", validation.Message(errs))
+	}
+	found, err := c.account(slug, req.UserID, req.OrganizationID)
+	if err != nil {
+		return err
+	}
+	verb := "update"
+	if found == nil {
+		verb = "create"
+	}
+	if err := c.authorize(verb, accounts, accountName(found, slug, req.UserID, req.OrganizationID)); err != nil {
+		return err
+	}
 	p, err := c.provider(slug)
 	if err != nil {
 		return err
@@ -88,32 +130,9 @@ func (s *Server) upsertAPIKey(c *call) error {
 	if p.Spec.Method != pipesv1.AuthMethodAPIKey {
 		return errorf(http.StatusUnprocessableEntity, wire.CodeAuthMethodMismatch, "data integration %q uses OAuth: its users connect through the OAuth flow, not with an API key", slug)
 	}
-	if err := identityErrors(req.UserID, req.OrganizationID); err != nil {
-		return err
-	}
-	if errs := validation.APIKey(field.NewPath(fieldSecret), secret); len(errs) > 0 {
-		return errorf(http.StatusBadRequest, wire.CodeInvalidRequest, "%s", validation.Message(errs))
-	}
-	ca, err := c.account(slug, req.UserID, req.OrganizationID)
+	ca, err := c.targetAccount(found, slug, req.UserID, req.OrganizationID)
 	if err != nil {
 		return err
-	}
-	if ca == nil {
-		if err := c.authorize("create", accounts, ""); err != nil {
-			return err
-		}
-		if ca, err = c.createAccount(slug, req.UserID, req.OrganizationID); err != nil {
-			return err
-		}
-	} else {
-		if err := c.authorize("update", accounts, ca.Name); err != nil {
-			return err
-		}
-		if ca.Spec.APIKey != nil {
-			return errorf(http.StatusConflict, wire.CodeConflict,
-				"the key of ConnectedAccount %q comes from Secret %q (spec.apiKey.secretKeyRef): update that Secret, or remove spec.apiKey to manage the key through this API",
-				ca.Name, ca.Spec.APIKey.SecretKeyRef.Name)
-		}
 	}
 	c.auditAccount = ca.Name
 	stored, err := s.storeKey(c.ctx, ca, secret)
@@ -123,16 +142,52 @@ func (s *Server) upsertAPIKey(c *call) error {
 	return c.respond(http.StatusOK, accountView(ca, p, &stored))
 }
 
-func (c *call) createAccount(slug, user, org string) (*pipesv1.ConnectedAccount, error) {
+// targetAccount returns the account an upsert stores the key in, read fresh from the API
+// server: found, or else a new account with the deterministic name. Whatever already holds
+// that name (a concurrent first upsert, an account the cache did not show yet, or an
+// object someone else created) is used only if checkTarget accepts it.
+func (c *call) targetAccount(found *pipesv1.ConnectedAccount, slug, user, org string) (*pipesv1.ConnectedAccount, error) {
 	ca := &pipesv1.ConnectedAccount{
-		ObjectMeta: metav1.ObjectMeta{Namespace: c.namespace, Name: credential.AccountName(slug, user, org)},
+		ObjectMeta: metav1.ObjectMeta{Namespace: c.namespace, Name: accountName(found, slug, user, org)},
 		Spec:       pipesv1.ConnectedAccountSpec{ProviderRef: pipesv1.LocalObjectReference{Name: slug}, UserID: user, OrganizationID: org},
 	}
-	err := c.s.Client.Create(c.ctx, ca)
-	if apierrors.IsAlreadyExists(err) { // a concurrent first upsert won; use its account
-		err = c.s.APIReader.Get(c.ctx, client.ObjectKeyFromObject(ca), ca)
+	if found == nil {
+		err := c.s.Client.Create(c.ctx, ca)
+		if err == nil || !apierrors.IsAlreadyExists(err) {
+			return ca, err
+		}
+		// We authorized a create but will write to an existing account.
+		if err := c.authorize("update", accounts, ca.Name); err != nil {
+			return nil, err
+		}
 	}
-	return ca, err
+	existing := &pipesv1.ConnectedAccount{} // fresh: what is checked comes from the API server alone
+	if err := c.s.APIReader.Get(c.ctx, client.ObjectKeyFromObject(ca), existing); apierrors.IsNotFound(err) {
+		return nil, errorf(http.StatusConflict, wire.CodeConflict, "ConnectedAccount %q was deleted while the key was being stored: nothing was stored; retry", ca.Name)
+	} else if err != nil {
+		return nil, err
+	}
+	return existing, checkTarget(existing, slug, user, org)
+}
+
+// checkTarget refuses to store a key in an account of another identity (a name collision,
+// or an object created by hand under the API's name), in one being deleted (its
+// credential is about to go), or in one whose key comes from a Secret.
+func checkTarget(ca *pipesv1.ConnectedAccount, slug, user, org string) error {
+	switch {
+	case ca.Spec.ProviderRef.Name != slug || ca.Spec.UserID != user || ca.Spec.OrganizationID != org:
+		return errorf(http.StatusConflict, wire.CodeConflict,
+			"ConnectedAccount %q (the name this API gives the account of user %q%s for %q) belongs to user %q%s for %q: nothing was stored; it was not created by this API for this user, so delete it or recreate it under another name, then retry",
+			ca.Name, user, credential.InOrganization(org), slug, ca.Spec.UserID, credential.InOrganization(ca.Spec.OrganizationID), ca.Spec.ProviderRef.Name)
+	case !ca.DeletionTimestamp.IsZero():
+		return errorf(http.StatusConflict, wire.CodeConflict,
+			"ConnectedAccount %q is being deleted (finalizers %v hold it): nothing was stored; retry once it is gone", ca.Name, ca.Finalizers)
+	case ca.Spec.APIKey != nil:
+		return errorf(http.StatusConflict, wire.CodeConflict,
+			"the key of ConnectedAccount %q comes from Secret %q (spec.apiKey.secretKeyRef): update that Secret, or remove spec.apiKey to manage the key through this API",
+			ca.Name, ca.Spec.APIKey.SecretKeyRef.Name)
+	}
+	return nil
 }
 
 // storeKey seals key into the account's Secret, replacing what is stored (version + 1)
@@ -140,12 +195,19 @@ func (c *call) createAccount(slug, user, org string) (*pipesv1.ConnectedAccount,
 // a vend that follows sees the new key.
 func (s *Server) storeKey(ctx context.Context, ca *pipesv1.ConnectedAccount, key []byte) (credential.Stored, error) {
 	var stored credential.Stored
+	var notOwned error
 	err := wait.ExponentialBackoffWithContext(ctx, wait.Backoff{Duration: 20 * time.Millisecond, Factor: 2, Steps: 6}, func(ctx context.Context) (bool, error) {
 		existing, err := s.Store.Get(ctx, ca)
+		if errors.Is(err, credential.ErrNotOwned) {
+			// Usually the Secret of a disconnected account of the same name, still in the
+			// cache while it is deleted; read again.
+			notOwned = err
+			return false, nil
+		}
 		if err != nil {
 			return false, err
 		}
-		next := credential.Stored{Version: 1, Last4: validation.Last4(key)}
+		next := credential.Stored{Version: credential.NextVersion(ca, nil), Last4: validation.Last4(key)}
 		if existing != nil {
 			prev := credential.Describe(existing)
 			if plain, err := s.Store.Open(ca, existing); err == nil && bytes.Equal(plain, key) {
@@ -153,18 +215,25 @@ func (s *Server) storeKey(ctx context.Context, ca *pipesv1.ConnectedAccount, key
 				stored = prev // the same key again: nothing to rotate
 				return true, nil
 			}
-			next.Version = prev.Version + 1
+			next.Version = credential.NextVersion(ca, &prev)
 		}
 		stored, err = s.Store.Put(ctx, ca, existing, key, next)
 		switch {
-		case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
+		case apierrors.IsAlreadyExists(err):
+			// The cache was behind, or a Secret it does not hold (not ours) has the name.
+			notOwned = fmt.Errorf("Secret %s/%s already exists and is not ConnectedAccount %s's credential Secret; delete or rename that Secret", ca.Namespace, credential.SecretName(ca), ca.Name)
+			return false, nil
+		case apierrors.IsConflict(err):
 			return false, nil // the cache was behind; read again
 		case err != nil:
 			return false, err
 		}
-		credential.RecordStored(s.Recorder, ca, stored, " through the backend API")
+		credential.RecordStored(s.Recorder, ca, stored, existing != nil, " through the backend API")
 		return true, nil
 	})
+	if wait.Interrupted(err) && notOwned != nil {
+		return stored, errorf(http.StatusConflict, wire.CodeConflict, "%s", notOwned.Error())
+	}
 	if err != nil {
 		return stored, err
 	}
@@ -176,80 +245,81 @@ func (s *Server) storeKey(ctx context.Context, ca *pipesv1.ConnectedAccount, key
 	return stored, err
 }
 
-// credentialsRequest reads the body of the vend routes and looks up their Provider.
-func (c *call) credentialsRequest() (wire.CredentialsRequest, *pipesv1.Provider, error) {
+// credentialsRequest reads the body of the vend routes and authorizes vend on the account;
+// the account is nil when the user has none.
+func (c *call) credentialsRequest() (wire.CredentialsRequest, *pipesv1.ConnectedAccount, error) {
 	var req wire.CredentialsRequest
 	if err := c.decode(&req); err != nil {
 		return req, nil, err
 	}
-	p, err := c.provider(c.r.PathValue("slug"))
-	if err != nil {
+	if err := identityErrors(req.UserID, req.OrganizationID); err != nil {
 		return req, nil, err
 	}
-	return req, p, identityErrors(req.UserID, req.OrganizationID)
+	ca, err := c.authorizedAccount("vend", c.r.PathValue("slug"), req.UserID, req.OrganizationID)
+	return req, ca, err
 }
 
 // vendCredentials returns the user's credential, or why there is none.
 func (s *Server) vendCredentials(c *call) error {
-	req, p, err := c.credentialsRequest()
+	req, ca, err := c.credentialsRequest()
 	if err != nil {
 		return err
 	}
-	resp, err := s.vend(c, p, req)
+	p, err := c.provider(c.r.PathValue("slug"))
+	if err != nil {
+		return err
+	}
+	resp, _, err := s.vend(c, p, ca, req.OrganizationID)
 	if err != nil {
 		return err
 	}
 	return c.respond(http.StatusOK, resp)
 }
 
-func (s *Server) vend(c *call, p *pipesv1.Provider, req wire.CredentialsRequest) (wire.CredentialsResponse, error) {
+// vend answers with the credential of ca (nil: no account), on which the caller is
+// authorized to vend. origin names the objects the answer comes from (UIDs and the
+// Secret's resourceVersion, never a value), for the watch's ETag.
+func (s *Server) vend(c *call, p *pipesv1.Provider, ca *pipesv1.ConnectedAccount, org string) (resp wire.CredentialsResponse, origin string, err error) {
 	notInstalled := wire.CredentialsResponse{Active: false, Error: wire.ErrorNotInstalled}
-	ca, err := c.account(p.Name, req.UserID, req.OrganizationID)
-	if err != nil {
-		return notInstalled, err
-	}
 	if ca == nil {
-		// Authorize against the collection: an account that does not exist has no name to narrow by.
-		if err := c.authorize("vend", accounts, ""); err != nil {
-			return notInstalled, err
-		}
 		c.result = wire.ErrorNotInstalled
-		return notInstalled, nil
+		return notInstalled, "", nil
 	}
-	c.auditAccount = ca.Name
-	if err := c.authorize("vend", accounts, ca.Name); err != nil {
-		return notInstalled, err
-	}
+	origin = string(ca.UID)
 	if p.Spec.Method == pipesv1.AuthMethodOAuth {
-		return notInstalled, errorf(http.StatusNotImplemented, wire.CodeNotImplemented, "OAuth credentials are not supported yet")
+		return notInstalled, origin, errorf(http.StatusNotImplemented, wire.CodeNotImplemented, "OAuth credentials are not supported yet")
 	}
-	avail, err := credential.CheckAvailability(c.ctx, c.s.Client, c.namespace, p.Name, req.OrganizationID)
+	avail, err := credential.CheckAvailability(c.ctx, c.s.Client, c.namespace, p.Name, org)
 	if err != nil {
-		return notInstalled, err
+		return notInstalled, origin, err
 	}
 	if !avail.Available() {
 		c.result = wire.ErrorNotInstalled + ":" + avail.Reason
-		return notInstalled, nil
+		return notInstalled, origin, nil
 	}
 	secret, err := s.Store.Get(c.ctx, ca)
 	if err != nil || secret == nil {
 		c.result = wire.ErrorNotInstalled
-		return notInstalled, err
+		return notInstalled, origin, err
 	}
+	origin += "/" + string(secret.UID) + "/" + secret.ResourceVersion
 	plain, err := s.Store.Open(ca, secret)
 	if err != nil {
 		c.result = wire.ErrorNeedsReauthorization
-		return wire.CredentialsResponse{Active: false, Error: wire.ErrorNeedsReauthorization}, nil
+		return wire.CredentialsResponse{Active: false, Error: wire.ErrorNeedsReauthorization}, origin, nil
 	}
 	c.result = "ok"
 	return wire.CredentialsResponse{Active: true, Credential: &wire.Credential{
 		Object: "credential", AuthMethod: wire.AuthMethodAPIKey, Value: string(plain), Version: credential.Describe(secret).Version,
-	}}, nil
+	}}, origin, nil
 }
 
 // vendToken is the OAuth access-token route; API-key providers have no token.
 func (s *Server) vendToken(c *call) error {
-	_, p, err := c.credentialsRequest()
+	if _, _, err := c.credentialsRequest(); err != nil {
+		return err
+	}
+	p, err := c.provider(c.r.PathValue("slug"))
 	if err != nil {
 		return err
 	}
@@ -294,25 +364,21 @@ func (c *call) storedOf(ca *pipesv1.ConnectedAccount) (*credential.Stored, error
 }
 
 // userAccount resolves the route's user account and authorizes verb on it; a missing
-// account is a 404 once the caller may do verb at all.
+// account is a 404 once the caller may do verb on it.
 func (c *call) userAccount(verb string) (*pipesv1.Provider, *pipesv1.ConnectedAccount, error) {
 	slug, user, org := c.r.PathValue("slug"), c.r.PathValue("user_id"), c.r.URL.Query().Get("organization_id")
+	ca, err := c.authorizedAccount(verb, slug, user, org)
+	if err != nil {
+		return nil, nil, err
+	}
 	p, err := c.provider(slug)
 	if err != nil {
 		return nil, nil, err
 	}
-	ca, err := c.account(slug, user, org)
-	if err != nil {
-		return nil, nil, err
-	}
 	if ca == nil {
-		if err := c.authorize(verb, accounts, ""); err != nil {
-			return nil, nil, err
-		}
 		return nil, nil, errorf(http.StatusNotFound, wire.CodeNotFound, "user %q has no connected account for %q%s", user, slug, credential.InOrganization(org))
 	}
-	c.auditAccount = ca.Name
-	return p, ca, c.authorize(verb, accounts, ca.Name)
+	return p, ca, nil
 }
 
 func (s *Server) getConnectedAccount(c *call) error {
@@ -510,38 +576,42 @@ func (s *Server) putOrgConfig(c *call) error {
 		return err
 	}
 	slug, org := c.r.PathValue("slug"), c.r.PathValue("organization_id")
-	p, err := c.provider(slug)
-	if err != nil {
-		return err
-	}
 	if err := organizationErrors(org); err != nil {
 		return err
 	}
-	hasCredentials := req.ClientID != "" || req.ClientSecret != ""
-	if errs := validation.OrganizationSettings(p, req.Scopes, hasCredentials, field.NewPath("scopes"), field.NewPath("client_id")); len(errs) > 0 {
-		return errorf(http.StatusBadRequest, wire.CodeInvalidRequest, "%s", validation.Message(errs))
-	}
-	if hasCredentials {
-		return errorf(http.StatusNotImplemented, wire.CodeNotImplemented, "organization OAuth clients cannot be set through the API yet; create an OrganizationProvider with spec.credentials")
-	}
+	var p *pipesv1.Provider
 	var op *pipesv1.OrganizationProvider
 	// The cache may lag behind our own or the operator's writes: retry conflicts on fresh reads.
-	err = retry.OnError(retry.DefaultRetry, func(err error) bool { return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) }, func() error {
+	err := retry.OnError(retry.DefaultRetry, func(err error) bool { return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) }, func() error {
 		existing, err := c.currentOrgProvider(slug, org)
 		if err != nil {
 			return err
 		}
+		verb, name := "create", credential.AccountName(slug, "", org)
+		if existing != nil {
+			verb, name = "update", existing.Name
+		}
+		if err := c.authorize(verb, orgProviders, name); err != nil {
+			return err
+		}
+		if p, err = c.provider(slug); err != nil {
+			return err
+		}
+		hasCredentials := req.ClientID != "" || req.ClientSecret != ""
+		if errs := validation.OrganizationSettings(p, req.Scopes, hasCredentials, field.NewPath("scopes"), field.NewPath("client_id")); len(errs) > 0 {
+			return errorf(http.StatusBadRequest, wire.CodeInvalidRequest, "%s", validation.Message(errs))
+		}
+		if hasCredentials {
+			return errorf(http.StatusNotImplemented, wire.CodeNotImplemented, "organization OAuth clients cannot be set through the API yet; create an OrganizationProvider with spec.credentials")
+		}
 		if existing == nil {
-			if err := c.authorize("create", orgProviders, ""); err != nil {
-				return err
-			}
 			op = &pipesv1.OrganizationProvider{
-				ObjectMeta: metav1.ObjectMeta{Namespace: c.namespace, Name: credential.AccountName(slug, "", org)},
+				ObjectMeta: metav1.ObjectMeta{Namespace: c.namespace, Name: name},
 				Spec:       pipesv1.OrganizationProviderSpec{ProviderRef: pipesv1.LocalObjectReference{Name: slug}, OrganizationID: org, Enabled: req.Enabled, Scopes: req.Scopes},
 			}
 			return c.s.Client.Create(c.ctx, op)
 		}
-		if err := c.authorize("update", orgProviders, existing.Name); err != nil {
+		if err := checkOrgTarget(existing, slug, org); err != nil {
 			return err
 		}
 		op = existing
@@ -555,6 +625,21 @@ func (s *Server) putOrgConfig(c *call) error {
 		return admissionError(err)
 	}
 	return c.respond(http.StatusOK, orgConfigView(p, org, op))
+}
+
+// checkOrgTarget refuses to change the settings of another organization (an object
+// created by hand under the name the API gives this one) or settings being deleted.
+func checkOrgTarget(op *pipesv1.OrganizationProvider, slug, org string) error {
+	switch {
+	case op.Spec.ProviderRef.Name != slug || op.Spec.OrganizationID != org:
+		return errorf(http.StatusConflict, wire.CodeConflict,
+			"OrganizationProvider %q (the name this API gives the settings of organization %q for %q) holds the settings of organization %q for %q: nothing was changed; it was not created by this API for this organization, so delete it or recreate it under another name, then retry",
+			op.Name, org, slug, op.Spec.OrganizationID, op.Spec.ProviderRef.Name)
+	case !op.DeletionTimestamp.IsZero():
+		return errorf(http.StatusConflict, wire.CodeConflict,
+			"OrganizationProvider %q is being deleted (finalizers %v hold it): nothing was changed; retry once it is gone", op.Name, op.Finalizers)
+	}
+	return nil
 }
 
 // currentOrgProvider finds the OrganizationProvider of (slug, org) and reads it fresh

@@ -44,6 +44,9 @@ type Options struct {
 	CertDir string
 	// RateLimit is the sustained requests per second allowed per identity (burst: twice that).
 	RateLimit float64
+	// PreAuthRateLimit is the sustained requests per second allowed per source address
+	// for requests whose token is not already verified (burst: twice that; default 20).
+	PreAuthRateLimit float64
 	// WaitFor, when not nil, delays serving until it is closed (the certificate exists).
 	WaitFor <-chan struct{}
 }
@@ -61,10 +64,10 @@ type Server struct {
 	Log       logr.Logger
 	Options   Options
 
-	limiters  sync.Map     // username -> *rate.Limiter
-	lastSweep atomic.Int64 // unix nanoseconds of the last sweepLimiters
-	changes   *changes
-	once      sync.Once
+	identities *limiters // by username
+	sources    *limiters // by remote IP, before authentication
+	changes    *changes
+	once       sync.Once
 
 	mu       sync.Mutex
 	listener net.Listener
@@ -122,7 +125,13 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) init() { s.once.Do(func() { s.changes = newChanges() }) }
+func (s *Server) init() {
+	s.once.Do(func() {
+		s.changes = newChanges()
+		s.identities = newLimiters(s.Options.RateLimit, 50)
+		s.sources = newLimiters(s.Options.PreAuthRateLimit, 20)
+	})
+}
 
 // Handler routes every endpoint, both in the caller's namespace and under /namespaces/{namespace}.
 func (s *Server) Handler() http.Handler {
@@ -215,17 +224,32 @@ func (s *Server) serve(c *call, fn func(*call) error) error {
 	if !ok || token == "" {
 		return errorf(http.StatusUnauthorized, wire.CodeUnauthorized, "missing bearer token: send 'Authorization: Bearer <token>' with a Kubernetes ServiceAccount token")
 	}
-	id, err := s.Authn.Authenticate(c.ctx, token)
-	var unauth errUnauthenticated
-	if errors.As(err, &unauth) {
-		return errorf(http.StatusUnauthorized, wire.CodeUnauthorized, "%s", unauth.reason)
-	}
-	if err != nil {
-		return err
+	id := s.Authn.Known(token)
+	if id == nil {
+		// Tokens not verified recently are limited per source address before they can cost
+		// a TokenReview, so made-up tokens cannot turn into a flood of reviews; callers
+		// whose token is cached never wait on this.
+		source := remoteIP(c.r)
+		if delay := s.sources.take(time.Now(), source); delay > 0 {
+			return rateLimited(delay, "too many requests with tokens not yet verified from %s", source)
+		}
+		var err error
+		id, err = s.Authn.Authenticate(c.ctx, token)
+		var unauth errUnauthenticated
+		switch {
+		case errors.As(err, &unauth):
+			return errorf(http.StatusUnauthorized, wire.CodeUnauthorized, "%s", unauth.reason)
+		case errors.Is(err, errTokenReviewsBusy):
+			e := errorf(http.StatusServiceUnavailable, wire.CodeUnavailable, "%s; retry in a second (callers whose token was verified recently are not affected)", err)
+			e.header = http.Header{"Retry-After": {"1"}}
+			return e
+		case err != nil:
+			return err
+		}
 	}
 	c.id = id
-	if err := s.rateLimit(c); err != nil {
-		return err
+	if delay := s.identities.take(time.Now(), id.User.Username); delay > 0 {
+		return rateLimited(delay, "too many requests from %s", id.User.Username)
 	}
 	c.namespace = c.r.PathValue("namespace")
 	if c.namespace == "" {
@@ -238,45 +262,71 @@ func (s *Server) serve(c *call, fn func(*call) error) error {
 	return fn(c)
 }
 
-func (s *Server) rateLimit(c *call) error {
-	now := time.Now()
-	if last := s.lastSweep.Load(); now.UnixNano()-last > int64(limiterSweepInterval) && s.lastSweep.CompareAndSwap(last, now.UnixNano()) {
-		s.sweepLimiters(now)
-	}
-	res := s.limiter(c.id.User.Username).ReserveN(now, 1)
-	if delay := res.DelayFrom(now); delay > 0 {
-		res.Cancel()
-		e := errorf(http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests from %s; retry after %s", c.id.User.Username, delay.Round(time.Millisecond))
-		e.header = http.Header{"Retry-After": {strconv.Itoa(int(math.Ceil(delay.Seconds())))}}
-		return e
-	}
-	return nil
+// rateLimited is a 429 saying who was limited (what, formatted) and when to retry.
+func rateLimited(delay time.Duration, what string, args ...any) error {
+	e := errorf(http.StatusTooManyRequests, wire.CodeRateLimited, "%s; retry after %s", fmt.Sprintf(what, args...), delay.Round(time.Millisecond))
+	e.header = http.Header{"Retry-After": {strconv.Itoa(int(math.Ceil(delay.Seconds())))}}
+	return e
 }
 
-// limiterSweepInterval is how often the limiters of identities gone quiet are dropped.
+// remoteIP is the request's source address without the port.
+func remoteIP(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
+}
+
+// limiterSweepInterval is how often the limiters of keys gone quiet are dropped.
 const limiterSweepInterval = time.Minute
 
-// limiter returns the identity's token bucket: RateLimit per second, bursts of twice that.
-func (s *Server) limiter(username string) *rate.Limiter {
-	if l, ok := s.limiters.Load(username); ok {
-		return l.(*rate.Limiter)
-	}
-	limit := s.Options.RateLimit
-	if limit <= 0 {
-		limit = 50
-	}
-	l, _ := s.limiters.LoadOrStore(username, rate.NewLimiter(rate.Limit(limit), int(math.Max(1, 2*limit))))
-	return l.(*rate.Limiter)
+// limiters are token buckets by key (an identity, or a source address): rate per second,
+// bursts of twice that.
+type limiters struct {
+	rate      float64
+	buckets   sync.Map     // key -> *rate.Limiter
+	lastSweep atomic.Int64 // unix nanoseconds of the last sweep
 }
 
-// sweepLimiters drops the limiters that have refilled to their burst: a new one would be
-// the same, so memory follows the identities active in the last few seconds rather than
-// every identity ever seen. (A request racing the sweep may be counted on a limiter
-// just dropped: at most one request's worth of leniency.)
-func (s *Server) sweepLimiters(now time.Time) {
-	s.limiters.Range(func(user, l any) bool {
-		if lim := l.(*rate.Limiter); lim.TokensAt(now) >= float64(lim.Burst()) {
-			s.limiters.CompareAndDelete(user, l)
+// newLimiters refills perSecond, or def when that is not positive.
+func newLimiters(perSecond, def float64) *limiters {
+	if perSecond <= 0 {
+		perSecond = def
+	}
+	return &limiters{rate: perSecond}
+}
+
+// take takes a token from key's bucket and returns 0, or, when there is none, takes
+// nothing and returns how long until there is one. (Not ReserveN and Cancel: under
+// concurrency a cancelled reservation does not give its token back once later ones
+// exist, and a busy key would starve far below its rate.)
+func (l *limiters) take(now time.Time, key string) time.Duration {
+	if last := l.lastSweep.Load(); now.UnixNano()-last > int64(limiterSweepInterval) && l.lastSweep.CompareAndSwap(last, now.UnixNano()) {
+		l.sweep(now)
+	}
+	b := l.get(key)
+	if b.AllowN(now, 1) {
+		return 0
+	}
+	return max(time.Millisecond, time.Duration((1-b.TokensAt(now))/l.rate*float64(time.Second)))
+}
+
+func (l *limiters) get(key string) *rate.Limiter {
+	if b, ok := l.buckets.Load(key); ok {
+		return b.(*rate.Limiter)
+	}
+	b, _ := l.buckets.LoadOrStore(key, rate.NewLimiter(rate.Limit(l.rate), int(math.Max(1, 2*l.rate))))
+	return b.(*rate.Limiter)
+}
+
+// sweep drops the buckets that have refilled to their burst: a new one would be the
+// same, so memory follows the keys active in the last few seconds rather than every key
+// ever seen. (A request racing the sweep may be counted on a bucket just dropped: at
+// most one request's worth of leniency.)
+func (l *limiters) sweep(now time.Time) {
+	l.buckets.Range(func(key, b any) bool {
+		if lim := b.(*rate.Limiter); lim.TokensAt(now) >= float64(lim.Burst()) {
+			l.buckets.CompareAndDelete(key, b)
 		}
 		return true
 	})

@@ -2,21 +2,29 @@ package backendapi_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/apiclient"
+	"github.com/pipes-dev/pipes-operator/internal/backendapi"
 	"github.com/pipes-dev/pipes-operator/internal/testenv"
 )
 
@@ -78,13 +86,7 @@ func bind(ctx context.Context, ns, name string, role rbacv1.RoleRef, saNamespace
 }
 
 // api returns a client for tok acting in namespace ns (through /namespaces/{ns}).
-func api(tok, ns string) *apiclient.Client {
-	opts := []apiclient.Option{apiclient.WithHTTPClient(apiHTTP), apiclient.WithToken(tok)}
-	if ns != "" {
-		opts = append(opts, apiclient.WithNamespace(ns))
-	}
-	return apiclient.New(env.APIURL(), opts...)
-}
+func api(tok, ns string) *apiclient.Client { return apiAt(env.APIURL(), tok, ns) }
 
 func apiKeyProvider(ns, name string) *pipesv1.Provider {
 	return &pipesv1.Provider{
@@ -101,4 +103,112 @@ func oauthProvider(ns, name string) *pipesv1.Provider {
 			ClientID: "id", ClientSecretRef: &pipesv1.SecretKeyReference{Name: "gh", Key: "secret"}, Scopes: []string{"repo"},
 		}},
 	}
+}
+
+// startServer serves the backend API from the suite's manager with its own authenticator
+// and options (see serveExtra) until the spec ends.
+func startServer(authn backendapi.Authenticator, o backendapi.Options) string {
+	url, stop, err := serveExtra(env, authn, o)
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() { Expect(stop()).To(Succeed()) })
+	return url
+}
+
+// serveExtra serves the backend API from e's manager (its cache, store and recorder) with
+// its own authenticator and options on a free loopback port: for specs that need another
+// configuration, or limiter state of their own. stop stops it.
+func serveExtra(e *testenv.Env, authn backendapi.Authenticator, o backendapi.Options) (url string, stop func() error, err error) {
+	base := e.Operator.API
+	s := &backendapi.Server{
+		Client: base.Client, Informers: base.Informers, APIReader: base.APIReader, Store: base.Store, Recorder: base.Recorder,
+		Authn: authn, Authz: backendapi.NewAccessReviewer(e.Client, 10*time.Second), Log: base.Log.WithName("extra"), Options: o,
+	}
+	s.Options.Addr, s.Options.CertDir = "127.0.0.1:0", e.Env.WebhookInstallOptions.LocalServingCertDir
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Start(ctx) }()
+	stop = func() error { cancel(); return <-done }
+	for deadline := time.Now().Add(10 * time.Second); s.Addr() == ""; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return "", nil, errors.Join(errors.New("the extra backend API server did not start"), stop())
+		}
+	}
+	return "https://" + s.Addr(), stop, nil
+}
+
+// countingClient counts the TokenReviews sent through it, and how many ran at once.
+type countingClient struct {
+	client.Client
+	reviews, inFlight, maxInFlight atomic.Int64
+}
+
+func (c *countingClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	if _, ok := obj.(*authnv1.TokenReview); ok {
+		c.reviews.Add(1)
+		n := c.inFlight.Add(1)
+		defer c.inFlight.Add(-1)
+		for m := c.maxInFlight.Load(); n > m && !c.maxInFlight.CompareAndSwap(m, n); m = c.maxInFlight.Load() {
+		}
+	}
+	return c.Client.Create(ctx, obj, opts...)
+}
+
+// sendRandomToken sends POST /data-integrations/openai/credentials with a fresh random
+// bearer token and returns the status (0 for a transport error).
+func sendRandomToken(h *http.Client, url string) int {
+	req, _ := http.NewRequest(http.MethodPost, url+"/data-integrations/openai/credentials", strings.NewReader(`{"user_id":"u"}`))
+	req.Header.Set("Authorization", "Bearer "+rand.String(40))
+	resp, err := h.Do(req)
+	if err != nil {
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp.StatusCode
+}
+
+// flood calls sendRandomToken from workers goroutines for d and counts the answers by status.
+func flood(h *http.Client, url string, workers int, d time.Duration) map[int]int {
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(d)
+	for range workers {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				status := sendRandomToken(h, url)
+				mu.Lock()
+				statuses[status]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return statuses
+}
+
+// floodClient is an HTTP client trusting ca that keeps many connections open, as a flood would.
+func floodClient(ca []byte) (*http.Client, error) {
+	h, err := apiclient.HTTPClientWithCAData(ca, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	h.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	return h, nil
+}
+
+// apiAt returns a client of the server at url for tok acting in namespace ns ("" for its own).
+func apiAt(url, tok, ns string) *apiclient.Client {
+	opts := []apiclient.Option{apiclient.WithHTTPClient(apiHTTP), apiclient.WithToken(tok)}
+	if ns != "" {
+		opts = append(opts, apiclient.WithNamespace(ns))
+	}
+	return apiclient.New(url, opts...)
+}
+
+// strictServer serves the API with --api-require-audience (the default when deployed).
+func strictServer() string {
+	tr := backendapi.NewTokenReviewer(env.Client, 10*time.Second)
+	tr.RequireAudience = true
+	return startServer(tr, backendapi.Options{RateLimit: 1000})
 }

@@ -110,16 +110,22 @@ func (s *Server) watchCredentials(c *call) error {
 }
 
 // snapshot vends every credential and names the result with an ETag derived from what
-// decides it (state and version), never from the values.
+// decides it (state, version, and the identity of the account and Secret it came from:
+// a re-created account starts again at version 1), never from the values. Every
+// credential is authorized, whether its Provider exists or not.
 func (s *Server) snapshot(c *call, refs []wire.CredentialRef) ([]wire.WatchedCredential, string, error) {
 	out := make([]wire.WatchedCredential, 0, len(refs))
 	h := sha256.New()
 	for _, ref := range refs {
-		resp := wire.CredentialsResponse{Active: false, Error: wire.ErrorNotInstalled}
+		ca, err := c.authorizedAccount("vend", ref.Provider, ref.UserID, ref.OrganizationID)
+		if err != nil {
+			return nil, "", err
+		}
+		resp, origin := wire.CredentialsResponse{Active: false, Error: wire.ErrorNotInstalled}, ""
 		p, err := c.provider(ref.Provider)
 		switch {
 		case err == nil:
-			if resp, err = s.vend(c, p, wire.CredentialsRequest{UserID: ref.UserID, OrganizationID: ref.OrganizationID}); err != nil {
+			if resp, origin, err = s.vend(c, p, ca, ref.OrganizationID); err != nil {
 				return nil, "", err
 			}
 		case isNotFound(err):
@@ -131,7 +137,7 @@ func (s *Server) snapshot(c *call, refs []wire.CredentialRef) ([]wire.WatchedCre
 		if resp.Credential != nil {
 			version = resp.Credential.Version
 		}
-		fmt.Fprintf(h, "%s\x00%t\x00%s\x00%s\x00", ref, resp.Active, resp.Error, strconv.FormatInt(version, 10))
+		fmt.Fprintf(h, "%s\x00%t\x00%s\x00%s\x00%s\x00", ref, resp.Active, resp.Error, strconv.FormatInt(version, 10), origin)
 		out = append(out, wire.WatchedCredential{CredentialRef: ref, CredentialsResponse: resp})
 	}
 	return out, hex.EncodeToString(h.Sum(nil)[:12]), nil

@@ -30,7 +30,7 @@ func CheckAvailability(ctx context.Context, r client.Reader, namespace, provider
 	if err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: providerName}, &p); err != nil {
 		if apierrors.IsNotFound(err) {
 			return Availability{Reason: pipesv1.ReasonProviderNotFound,
-				Message: fmt.Sprintf("Provider %q does not exist in namespace %q; its stored credentials were removed", providerName, namespace)}, nil
+				Message: fmt.Sprintf("Provider %q does not exist in namespace %q: a stored credential is kept encrypted and not vended; it is vended again once the Provider is recreated, and removed when this ConnectedAccount is deleted", providerName, namespace)}, nil
 		}
 		return Availability{}, err
 	}

@@ -9,14 +9,15 @@ import (
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 )
 
-// RecordStored emits the event for a credential just stored: Connected for the first
-// version, Rotated after that. via says who stored it ("" for the reconciler).
-func RecordStored(rec events.EventRecorder, ca *pipesv1.ConnectedAccount, stored Stored, via string) {
+// RecordStored emits the event for a credential just stored: Connected when none was
+// stored before (replaced false), Rotated when it replaced one. via says who stored it
+// ("" for the reconciler).
+func RecordStored(rec events.EventRecorder, ca *pipesv1.ConnectedAccount, stored Stored, replaced bool, via string) {
 	detail := fmt.Sprintf("version %d", stored.Version)
 	if stored.Last4 != "" {
 		detail += ", ending …" + stored.Last4
 	}
-	if stored.Version == 1 {
+	if !replaced {
 		rec.Eventf(ca, nil, corev1.EventTypeNormal, pipesv1.EventConnected, "Connect", "API key stored encrypted%s (%s)", via, detail)
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -22,7 +23,7 @@ import (
 )
 
 // ComponentCredential is the LabelComponent value of credential Secrets.
-const ComponentCredential = "credential"
+const ComponentCredential = pipesv1.ComponentCredential
 
 // fieldAPIKey binds API-key ciphertexts; OAuth tokens will use their own field names.
 const fieldAPIKey = "apiKey"
@@ -63,10 +64,32 @@ func SecretName(ca *pipesv1.ConnectedAccount) string {
 	return ca.Name[:253-len(suffix)-11] + "-" + hex.EncodeToString(sum[:5]) + suffix
 }
 
-// Binding ties a ciphertext to its account: namespace, name and UID, so a ciphertext
-// copied into another account's Secret (or a recreated account of the same name) does not decrypt.
-func Binding(ca *pipesv1.ConnectedAccount) crypto.Binding {
-	return crypto.Binding{Namespace: ca.Namespace, Name: ca.Name, UID: string(ca.UID), Field: fieldAPIKey}
+// Binding ties a ciphertext to its account and version: namespace, name and UID, so a
+// ciphertext copied into another account's Secret (or a recreated account of the same
+// name) does not decrypt, and the credential version, so a ciphertext cannot pass for
+// another version than the one it was sealed as.
+func Binding(ca *pipesv1.ConnectedAccount, version int64) crypto.Binding {
+	return crypto.Binding{Namespace: ca.Namespace, Name: ca.Name, UID: string(ca.UID), Field: fieldAPIKey, Version: version}
+}
+
+// ErrNotOwned is returned by Get when a Secret has the credential Secret's name but the
+// account does not control it: a Secret of someone else's, or of a deleted account of the
+// same name that the cache still shows.
+var ErrNotOwned = errors.New("a Secret with the credential Secret's name belongs to something else")
+
+// ErrRolledBack is returned by Open for a credential older than the newest version the
+// account has recorded: a restored backup or replayed write, which must not be vended.
+var ErrRolledBack = errors.New("the credential Secret holds an older version than the account has already recorded (restored or replayed); it is not used")
+
+// NextVersion is the version of a new credential replacing existing (nil if none): one
+// above both the stored version and every version the account has recorded, so versions
+// never repeat, even after a disconnect.
+func NextVersion(ca *pipesv1.ConnectedAccount, existing *Stored) int64 {
+	v := ca.Status.CredentialVersion
+	if existing != nil {
+		v = max(v, existing.Version)
+	}
+	return v + 1
 }
 
 // Describe reads a credential Secret's annotations.
@@ -94,8 +117,8 @@ func (s *Store) Get(ctx context.Context, ca *pipesv1.ConnectedAccount) (*corev1.
 	case err != nil:
 		return nil, err
 	}
-	if !metav1.IsControlledBy(&secret, ca) {
-		return nil, fmt.Errorf("secret %s/%s exists but does not belong to ConnectedAccount %s; delete or rename it", secret.Namespace, secret.Name, ca.Name)
+	if !Owns(ca, &secret) {
+		return nil, fmt.Errorf("%w: Secret %s/%s is not ConnectedAccount %s's credential Secret (not controlled by it); delete or rename that Secret", ErrNotOwned, secret.Namespace, secret.Name, ca.Name)
 	}
 	return &secret, nil
 }
@@ -104,9 +127,14 @@ func (s *Store) Get(ctx context.Context, ca *pipesv1.ConnectedAccount) (*corev1.
 // another key is due for re-encryption.
 func (s *Store) PrimaryKeyID() uint32 { return s.keys.Sealer().PrimaryKeyID() }
 
-// Open decrypts the credential in secret. Errors wrap crypto.ErrDecrypt and never carry the credential.
+// Open decrypts the credential in secret. Errors are crypto.ErrDecrypt or ErrRolledBack
+// and never carry the credential.
 func (s *Store) Open(ca *pipesv1.ConnectedAccount, secret *corev1.Secret) ([]byte, error) {
-	return s.keys.Sealer().Open(secret.Data[pipesv1.CredentialCiphertextKey], Binding(ca))
+	version := Describe(secret).Version
+	if version < ca.Status.CredentialVersion {
+		return nil, ErrRolledBack
+	}
+	return s.keys.Sealer().Open(secret.Data[pipesv1.CredentialCiphertextKey], Binding(ca, version))
 }
 
 // Put seals plaintext into the account's credential Secret, creating it or replacing the
@@ -115,7 +143,7 @@ func (s *Store) Open(ca *pipesv1.ConnectedAccount, secret *corev1.Secret) ([]byt
 // An update is conditional on existing's resourceVersion, so concurrent writers cannot
 // both win.
 func (s *Store) Put(ctx context.Context, ca *pipesv1.ConnectedAccount, existing *corev1.Secret, plaintext []byte, desc Stored) (Stored, error) {
-	sealed, err := s.keys.Sealer().Seal(plaintext, Binding(ca))
+	sealed, err := s.keys.Sealer().Seal(plaintext, Binding(ca, desc.Version))
 	if err != nil {
 		return Stored{}, err
 	}
@@ -159,14 +187,34 @@ func (s *Store) Put(ctx context.Context, ca *pipesv1.ConnectedAccount, existing 
 	return desc, nil
 }
 
-// Delete removes the account's credential Secret; it reports whether one existed.
+// Delete removes the account's credential Secret; it reports whether one existed. Only a
+// Secret the account controls (its controller owner reference and our managed label) is
+// deleted: a Secret that merely has the right name is someone else's and stays.
 func (s *Store) Delete(ctx context.Context, ca *pipesv1.ConnectedAccount) (bool, error) {
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ca.Namespace, Name: SecretName(ca)}}
-	err := s.client.Delete(ctx, secret)
+	var secret corev1.Secret
+	err := s.client.Get(ctx, types.NamespacedName{Namespace: ca.Namespace, Name: SecretName(ca)}, &secret)
 	if apierrors.IsNotFound(err) {
 		return false, nil
 	}
+	if err != nil {
+		return false, err
+	}
+	if !Owns(ca, &secret) {
+		return false, nil
+	}
+	err = s.client.Delete(ctx, &secret, client.Preconditions{UID: &secret.UID})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) { // gone, or replaced by another object
+		return false, nil
+	}
 	return err == nil, err
+}
+
+// Owns reports whether secret is ca's credential Secret: controlled by ca and labelled as
+// a managed credential.
+func Owns(ca *pipesv1.ConnectedAccount, secret *corev1.Secret) bool {
+	return metav1.IsControlledBy(secret, ca) &&
+		secret.Labels[pipesv1.LabelManagedBy] == pipesv1.ManagedByValue &&
+		secret.Labels[pipesv1.LabelComponent] == ComponentCredential
 }
 
 // labelValue fits a name into a label value (63 characters), hashing longer ones.
@@ -192,7 +240,9 @@ func (u Usage) Stale(primary uint32) (stored, stale int) {
 	return stored, stale
 }
 
-// KeyUsage counts the credential Secrets r can see per key id (r is normally the cache).
+// KeyUsage counts the credential Secrets r can see per key id, read from each ciphertext
+// itself (not from the annotation beside it, which anyone who can write the Secret can
+// change). Ciphertexts that name no key count under id 0, which no Tink key has.
 func KeyUsage(ctx context.Context, r client.Reader) (Usage, error) {
 	var list corev1.SecretList
 	if err := r.List(ctx, &list, client.MatchingLabels{pipesv1.LabelManagedBy: pipesv1.ManagedByValue, pipesv1.LabelComponent: ComponentCredential}); err != nil {
@@ -200,7 +250,8 @@ func KeyUsage(ctx context.Context, r client.Reader) (Usage, error) {
 	}
 	usage := Usage{}
 	for i := range list.Items {
-		usage[Describe(&list.Items[i]).KeyID]++
+		id, _ := crypto.KeyIDOf(list.Items[i].Data[pipesv1.CredentialCiphertextKey])
+		usage[id]++
 	}
 	return usage, nil
 }

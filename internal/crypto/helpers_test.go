@@ -49,7 +49,11 @@ func wrappingKeyID(t *testing.T, ct []byte) uint32 {
 	if len(ct) < 9 || ct[4] != 0x01 {
 		t.Fatalf("ciphertext does not look like an envelope with a Tink-prefixed wrapped DEK")
 	}
-	return binary.BigEndian.Uint32(ct[5:9])
+	id := binary.BigEndian.Uint32(ct[5:9])
+	if got, err := KeyIDOf(ct); err != nil || got != id {
+		t.Fatalf("KeyIDOf = %d, %v; want %d", got, err, id)
+	}
+	return id
 }
 
 // assertNoLeak fails if msg contains the plaintext or the ciphertext in any

@@ -1,6 +1,7 @@
 package crypto
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -93,3 +94,23 @@ func (s *Sealer) Open(ciphertext []byte, b Binding) ([]byte, error) {
 
 // PrimaryKeyID is the KEK key id that wraps data keys of new ciphertexts.
 func (s *Sealer) PrimaryKeyID() uint32 { return s.keyID }
+
+// KeyIDOf reads which KEK key wrapped the data key of a ciphertext made by Seal,
+// from the ciphertext itself: Tink's envelope format is a 4-byte length of the
+// wrapped data key followed by the wrapped key, whose Tink output prefix is a
+// version byte (1) and the 4-byte key id. Deciding from the ciphertext rather than
+// from an annotation beside it means nobody can make a key look unused by editing
+// metadata.
+func KeyIDOf(ciphertext []byte) (uint32, error) {
+	const lenSize, prefixSize = 4, 5
+	if len(ciphertext) < lenSize+prefixSize {
+		return 0, ErrDecrypt
+	}
+	if n := binary.BigEndian.Uint32(ciphertext); n < prefixSize || uint64(n) > uint64(len(ciphertext)-lenSize) {
+		return 0, ErrDecrypt
+	}
+	if ciphertext[lenSize] != 1 { // Tink's TINK output prefix
+		return 0, ErrDecrypt
+	}
+	return binary.BigEndian.Uint32(ciphertext[lenSize+1:]), nil
+}

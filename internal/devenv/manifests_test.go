@@ -6,38 +6,23 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 )
 
 // TestDefaultKustomizationRenders renders config/default as `kubectl apply -k` would and
 // checks the names the manager's flag defaults rely on.
 func TestDefaultKustomizationRenders(t *testing.T) {
-	root, err := Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	assets, err := Assets(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(filepath.Join(assets, "kubectl"), "kustomize", filepath.Join(root, "config", "default")).Output()
-	if err != nil {
-		t.Fatalf("kubectl kustomize config/default: %v", err)
-	}
-	objects := map[string]*unstructured.Unstructured{}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
-	for {
-		var u unstructured.Unstructured
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		objects[u.GetKind()+"/"+u.GetName()] = &u
-	}
+	objects := renderDefault(t)
 	for _, want := range []string{
 		"Namespace/pipes-system",
 		"CustomResourceDefinition/providers.pipes.dev",
@@ -82,5 +67,145 @@ func TestDefaultKustomizationRenders(t *testing.T) {
 		if len(exprs) != 1 {
 			t.Errorf("%s: the operator's namespace must be excluded by namespaceSelector, got %v", w["name"], exprs)
 		}
+	}
+}
+
+// TestPodWebhookReach renders config/default and checks that the pod webhook is called
+// only for pods that opt in with the pipes.dev/inject label, and that those are rejected
+// rather than started without their sidecar while the operator is unavailable.
+func TestPodWebhookReach(t *testing.T) {
+	var pod *admissionv1.MutatingWebhook
+	for _, u := range renderDefault(t) {
+		if u.GetKind() != "MutatingWebhookConfiguration" {
+			continue
+		}
+		var cfg admissionv1.MutatingWebhookConfiguration
+		fromUnstructured(t, u, &cfg)
+		for i := range cfg.Webhooks {
+			if cfg.Webhooks[i].Name == "mpod.pipes.dev" {
+				pod = &cfg.Webhooks[i]
+			}
+		}
+	}
+	if pod == nil {
+		t.Fatal("config/default renders no pod webhook mpod.pipes.dev")
+	}
+	sel, err := metav1.LabelSelectorAsSelector(pod.ObjectSelector)
+	if err != nil || pod.ObjectSelector == nil {
+		t.Fatalf("objectSelector %v (%v): want one selecting pods labelled pipes.dev/inject", pod.ObjectSelector, err)
+	}
+	for set, want := range map[string]bool{
+		"pipes.dev/inject=true": true,
+		"app=web":               false, // an ordinary pod never reaches the webhook
+		"":                      false,
+	} {
+		lbls, err := labels.ConvertSelectorToLabelsMap(set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sel.Matches(lbls); got != want {
+			t.Errorf("objectSelector %q matches pod labels {%s}: %v, want %v", sel, set, got, want)
+		}
+	}
+	if pod.FailurePolicy == nil || *pod.FailurePolicy != admissionv1.Fail {
+		t.Errorf("failurePolicy %v, want Fail: a labelled pod must not start without its sidecar", ptrString(pod.FailurePolicy))
+	}
+	if pod.TimeoutSeconds == nil || *pod.TimeoutSeconds > 5 {
+		t.Errorf("timeoutSeconds %v, want at most 5", pod.TimeoutSeconds)
+	}
+	if pod.SideEffects == nil || *pod.SideEffects != admissionv1.SideEffectClassNoneOnDryRun {
+		t.Errorf("sideEffects %v, want NoneOnDryRun (it creates the namespace's CA bundle ConfigMap, except on dry runs)", ptrString(pod.SideEffects))
+	}
+	exprs := pod.NamespaceSelector.MatchExpressions
+	if len(exprs) != 1 || exprs[0].Key != "kubernetes.io/metadata.name" || exprs[0].Operator != metav1.LabelSelectorOpNotIn {
+		t.Errorf("the operator's namespace and kube-system must stay excluded by namespaceSelector, got %v", exprs)
+	}
+}
+
+func ptrString[T ~string](p *T) string {
+	if p == nil {
+		return "<unset>"
+	}
+	return string(*p)
+}
+
+// TestManagerRBACIsNarrow checks the manager's rights as config/default grants them: the
+// webhook configurations it may change are only its own, by name, and nothing lets it
+// patch Secrets (see docs/security.md for why the rest cannot be narrower).
+func TestManagerRBACIsNarrow(t *testing.T) {
+	objects := renderDefault(t)
+	role := objects["ClusterRole/pipes-manager-role"]
+	if role == nil {
+		t.Fatal("config/default renders no ClusterRole/pipes-manager-role")
+	}
+	var cr rbacv1.ClusterRole
+	fromUnstructured(t, role, &cr)
+	own := map[string]string{
+		"validatingwebhookconfigurations": "ValidatingWebhookConfiguration/pipes-validating-webhook-configuration",
+		"mutatingwebhookconfigurations":   "MutatingWebhookConfiguration/pipes-mutating-webhook-configuration",
+	}
+	for _, rule := range cr.Rules {
+		for _, res := range rule.Resources {
+			switch {
+			case own[res] != "":
+				for _, verb := range rule.Verbs {
+					if verb == "list" || verb == "watch" {
+						continue // cert-controller's cache; cannot be narrowed by name
+					}
+					name := strings.SplitN(own[res], "/", 2)[1]
+					if len(rule.ResourceNames) != 1 || rule.ResourceNames[0] != name {
+						t.Errorf("the manager may %s %s %v; want only its own, %s", verb, res, orAll(rule.ResourceNames), name)
+					}
+					if objects[own[res]] == nil {
+						t.Errorf("RBAC names %s, which config/default does not render", own[res])
+					}
+				}
+			case res == "secrets" && slices.Contains(rule.Verbs, "patch"):
+				t.Errorf("the manager may patch Secrets; nothing it runs does")
+			}
+		}
+	}
+}
+
+func orAll(names []string) any {
+	if len(names) == 0 {
+		return "(all of them)"
+	}
+	return names
+}
+
+// renderDefault renders config/default as `kubectl apply -k` would, by kind/name.
+func renderDefault(t *testing.T) map[string]*unstructured.Unstructured {
+	t.Helper()
+	root, err := Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	assets, err := Assets(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(filepath.Join(assets, "kubectl"), "kustomize", filepath.Join(root, "config", "default")).Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize config/default: %v", err)
+	}
+	objects := map[string]*unstructured.Unstructured{}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
+	for {
+		var u unstructured.Unstructured
+		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		objects[u.GetKind()+"/"+u.GetName()] = &u
+	}
+	return objects
+}
+
+func fromUnstructured(t *testing.T, u *unstructured.Unstructured, into any) {
+	t.Helper()
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into); err != nil {
+		t.Fatal(err)
 	}
 }

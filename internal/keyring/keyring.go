@@ -22,7 +22,10 @@ import (
 const SecretKey = "keyset.json"
 
 // ComponentKeyset is the LabelComponent value of the keyset Secret.
-const ComponentKeyset = "keyset"
+const ComponentKeyset = pipesv1.ComponentKeyset
+
+// credentialSecrets selects every credential Secret.
+var credentialSecrets = client.MatchingLabels{pipesv1.LabelManagedBy: pipesv1.ManagedByValue, pipesv1.LabelComponent: pipesv1.ComponentCredential}
 
 // Keyring holds the current keyset and its Sealer. It is safe for concurrent use.
 type Keyring struct {
@@ -90,7 +93,9 @@ func Secret(key types.NamespacedName, ks *crypto.Keyset, existing *corev1.Secret
 }
 
 // EnsureSecret loads the keyset from its Secret, creating the Secret with a fresh keyset
-// when it does not exist (first start). c must read from the API server, not a cache.
+// when it does not exist (first start). It refuses to create one while credential
+// Secrets exist: they were sealed under the missing keyset, and a fresh one would
+// silently make every one of them unreadable. c must read from the API server, not a cache.
 func EnsureSecret(ctx context.Context, c client.Client, key types.NamespacedName, log logr.Logger) (*crypto.Keyset, error) {
 	for range 3 {
 		var s corev1.Secret
@@ -100,6 +105,15 @@ func EnsureSecret(ctx context.Context, c client.Client, key types.NamespacedName
 		}
 		if !apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("reading keyset Secret %s: %w", key, err)
+		}
+		var sealed corev1.SecretList
+		if err := c.List(ctx, &sealed, credentialSecrets, client.Limit(1)); err != nil {
+			return nil, fmt.Errorf("checking for stored credentials before creating a keyset: %w", err)
+		}
+		if len(sealed.Items) > 0 {
+			return nil, fmt.Errorf("keyset Secret %s does not exist, but credentials sealed with a keyset do (for example Secret %s/%s): a new keyset would make all of them unreadable, so none is created. "+
+				"Restore the keyset from your backup (kubectl apply -f pipes-keyset-backup.yaml), or, to discard every stored credential on purpose, delete them (kubectl delete secrets -A -l %s=%s) and start again",
+				key, sealed.Items[0].Namespace, sealed.Items[0].Name, pipesv1.LabelComponent, pipesv1.ComponentCredential)
 		}
 		ks, err := crypto.NewKeyset()
 		if err != nil {
@@ -134,16 +148,47 @@ func RotateSecret(ctx context.Context, c client.Client, key types.NamespacedName
 	return prev.PrimaryKeyID(), next.PrimaryKeyID(), nil
 }
 
-// PruneSecret removes from the keyset in its Secret every non-primary key for which
-// inUse is false, and returns the removed ids.
-func PruneSecret(ctx context.Context, c client.Client, key types.NamespacedName, inUse func(keyID uint32) bool) ([]uint32, error) {
+// Usage counts stored credentials per key id, read from the API server (not a cache).
+type Usage func(ctx context.Context) (map[uint32]int, error)
+
+// PruneSecret removes from the keyset in its Secret every non-primary key that no stored
+// credential uses, and returns the removed ids. Usage is counted after reading the
+// keyset and again after the conditional update: a credential written under a removed
+// key in between (a replica that had not reloaded a rotation yet) puts the previous
+// keyset back, so a prune never loses a key that is still needed.
+func PruneSecret(ctx context.Context, c client.Client, key types.NamespacedName, usage Usage) ([]uint32, error) {
 	var removed []uint32
-	_, _, err := modifySecret(ctx, c, key, func(ks *crypto.Keyset) (*crypto.Keyset, error) {
-		next, ids, err := ks.Prune(inUse)
+	next, prev, err := modifySecret(ctx, c, key, func(ks *crypto.Keyset) (*crypto.Keyset, error) {
+		used, err := usage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		next, ids, err := ks.Prune(func(id uint32) bool { return used[id] > 0 })
 		removed = ids
 		return next, err
 	})
-	return removed, err
+	if err != nil || len(removed) == 0 {
+		return removed, err
+	}
+	used, err := usage(ctx)
+	if err != nil {
+		return removed, fmt.Errorf("recounting credentials after pruning keys %v (restore the keyset backup if a credential does not decrypt): %w", removed, err)
+	}
+	for _, id := range removed {
+		if used[id] == 0 {
+			continue
+		}
+		if _, _, err := modifySecret(ctx, c, key, func(ks *crypto.Keyset) (*crypto.Keyset, error) {
+			if ks.PrimaryKeyID() != next.PrimaryKeyID() {
+				return nil, errors.New("the keyset changed again meanwhile")
+			}
+			return prev, nil
+		}); err != nil {
+			return nil, fmt.Errorf("a credential was sealed under key %d while it was being pruned, and putting the previous keyset back failed (%w): restore the keyset from your backup now", id, err)
+		}
+		return nil, fmt.Errorf("a credential was sealed under key %d while it was being pruned; the previous keyset is back in place: prune again once re-encryption is done", id)
+	}
+	return removed, nil
 }
 
 // modifySecret applies change to the keyset in its Secret. The update is conditional on

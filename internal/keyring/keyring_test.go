@@ -2,6 +2,7 @@ package keyring
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -54,7 +55,7 @@ func TestRotateAndPruneSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sealed, err := crypto.NewSealer(ks).Seal([]byte("secret"), crypto.Binding{Namespace: "n", Name: "a", UID: "u", Field: "apiKey"})
+	sealed, err := crypto.NewSealer(ks).Seal([]byte("secret"), crypto.Binding{Namespace: "n", Name: "a", UID: "u", Field: "apiKey", Version: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,15 +82,15 @@ func TestRotateAndPruneSecret(t *testing.T) {
 	if ring.Update(rotated) {
 		t.Fatal("Update with the same primary must report no change")
 	}
-	if _, err := ring.Sealer().Open(sealed.Ciphertext, crypto.Binding{Namespace: "n", Name: "a", UID: "u", Field: "apiKey"}); err != nil {
+	if _, err := ring.Sealer().Open(sealed.Ciphertext, crypto.Binding{Namespace: "n", Name: "a", UID: "u", Field: "apiKey", Version: 1}); err != nil {
 		t.Fatalf("old ciphertext must still open after rotation: %v", err)
 	}
 
-	removed, err := PruneSecret(ctx, c, key, func(id uint32) bool { return id == oldID })
+	removed, err := PruneSecret(ctx, c, key, usage(map[uint32]int{oldID: 1}))
 	if err != nil || len(removed) != 0 {
 		t.Fatalf("a key in use must not be pruned: removed %v, err %v", removed, err)
 	}
-	removed, err = PruneSecret(ctx, c, key, func(uint32) bool { return false })
+	removed, err = PruneSecret(ctx, c, key, usage(nil))
 	if err != nil || len(removed) != 1 || removed[0] != oldID {
 		t.Fatalf("prune: removed %v, err %v; want [%d]", removed, err, oldID)
 	}
@@ -104,5 +105,66 @@ func TestFromSecretErrorsNameTheSecret(t *testing.T) {
 	s.Namespace, s.Name = "ns", "ks"
 	if _, err := FromSecret(s); err == nil || !strings.Contains(err.Error(), "ns/ks") {
 		t.Fatalf("error must name the Secret: %v", err)
+	}
+}
+
+// usage counts the same credentials at every call.
+func usage(counts map[uint32]int) Usage {
+	return func(context.Context) (map[uint32]int, error) { return counts, nil }
+}
+
+func TestEnsureSecretRefusesANewKeysetWhileCredentialsExist(t *testing.T) {
+	ctx := context.Background()
+	sealed := &corev1.Secret{}
+	sealed.Namespace, sealed.Name = "team-a", "openai-u-credential"
+	sealed.Labels = map[string]string{pipesv1.LabelManagedBy: pipesv1.ManagedByValue, pipesv1.LabelComponent: pipesv1.ComponentCredential}
+	c := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(sealed).Build()
+	_, err := EnsureSecret(ctx, c, key, logr.Discard())
+	if err == nil {
+		t.Fatal("a fresh keyset was created while credentials sealed with the missing one exist")
+	}
+	for _, want := range []string{"pipes-system/pipes-keyset does not exist", "team-a/openai-u-credential", "Restore the keyset from your backup", "kubectl delete secrets -A -l pipes.dev/component=credential"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if err := c.Get(ctx, key, &corev1.Secret{}); err == nil {
+		t.Fatal("the keyset Secret was created anyway")
+	}
+}
+
+func TestPrunePutsTheKeysetBackWhenAKeyIsUsedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	c := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).Build()
+	if _, err := EnsureSecret(ctx, c, key, logr.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	oldID, _, err := RotateSecret(ctx, c, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Unused when counted first; a lagging replica seals under it before the recount.
+	calls := 0
+	racing := func(context.Context) (map[uint32]int, error) {
+		calls++
+		if calls == 1 {
+			return nil, nil
+		}
+		return map[uint32]int{oldID: 1}, nil
+	}
+	removed, err := PruneSecret(ctx, c, key, racing)
+	if err == nil || !strings.Contains(err.Error(), "previous keyset is back in place") {
+		t.Fatalf("removed %v, err %v; want the race reported", removed, err)
+	}
+	var s corev1.Secret
+	if err := c.Get(ctx, key, &s); err != nil {
+		t.Fatal(err)
+	}
+	ks, err := FromSecret(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(ks.KeyIDs(), oldID) {
+		t.Fatalf("key %d, used by a credential, is gone from the keyset %v", oldID, ks.KeyIDs())
 	}
 }

@@ -78,6 +78,10 @@ type Options struct {
 	APIAddr      string
 	APICertDir   string
 	APIRateLimit float64
+	// APIRequireAudience makes the backend API accept only tokens for audience pipes.dev,
+	// not pods' automounted ones (--api-require-audience, true in the binary; off here
+	// for embedders such as the test environment).
+	APIRequireAudience bool
 
 	// VendImage is the vend sidecar image the pod injector adds ("" disables injection).
 	VendImage string
@@ -121,7 +125,11 @@ func Scheme() *runtime.Scheme {
 	return s
 }
 
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations;mutatingwebhookconfigurations,verbs=get;list;watch;update;patch
+// cert-controller lists and watches webhook configurations through a cache (list and
+// watch cannot be narrowed by name), and updates only ours with its CA bundle.
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations;mutatingwebhookconfigurations,verbs=list;watch
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;update,resourceNames=pipes-validating-webhook-configuration
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;update,resourceNames=pipes-mutating-webhook-configuration
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 // +kubebuilder:rbac:groups=pipes.dev,resources=connectedaccounts,verbs=create;delete
@@ -153,7 +161,11 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 		Cache: cache.Options{
 			// Only the Secrets we own are cached: caching every Secret of a cluster is how
 			// operators run out of memory.
-			ByObject:         map[client.Object]cache.ByObject{&corev1.Secret{}: {Label: managed}},
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Secret{}: {Label: managed},
+				// ConfigMaps only for the injected pods' CA bundles, which are labelled likewise.
+				&corev1.ConfigMap{}: {Label: managed},
+			},
 			DefaultTransform: cache.TransformStripManagedFields(),
 		},
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
@@ -189,9 +201,12 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	store := credential.NewStore(mgr.GetClient(), ring)
 
 	// Source Secrets are users' own; we watch their metadata only, reduced to identity,
-	// so a change triggers reconciliation without their data ever entering memory.
+	// so a change triggers reconciliation without their data ever entering memory, and
+	// only those opted in as sources: a Secret losing the label leaves the selection,
+	// which is an event too.
 	sourceMetadata, err := cache.New(cfg, cache.Options{
 		Scheme: scheme, Mapper: mgr.GetRESTMapper(),
+		DefaultLabelSelector: labels.SelectorFromSet(labels.Set{pipesv1.LabelCredentialSource: pipesv1.CredentialSourceValue}),
 		DefaultTransform: func(in any) (any, error) {
 			if m, ok := in.(*metav1.PartialObjectMetadata); ok {
 				return &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
@@ -210,7 +225,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 
 	rotated := make(chan event.GenericEvent, 1)
 	if o.KeysetFile == "" {
-		if err := (&controllers.KeysetReconciler{Client: mgr.GetClient(), Secret: keysetKey, Keyring: ring, Rotated: rotated}).SetupWithManager(mgr); err != nil {
+		if err := (&controllers.KeysetReconciler{Secret: keysetKey, Keyring: ring, Rotated: rotated}).SetupWithManager(mgr); err != nil {
 			return nil, err
 		}
 	}
@@ -238,10 +253,12 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	}
 	var api *backendapi.Server
 	if o.APIAddr != "" {
+		authn := backendapi.NewTokenReviewer(direct, 10*time.Second)
+		authn.RequireAudience = o.APIRequireAudience
 		api = &backendapi.Server{
 			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Informers: mgr.GetCache(), Store: store,
 			Recorder: mgr.GetEventRecorder("pipes-backend-api"),
-			Authn:    backendapi.NewTokenReviewer(direct, 10*time.Second),
+			Authn:    authn,
 			Authz:    backendapi.NewAccessReviewer(direct, 10*time.Second),
 			Log:      log.WithName("backend-api"),
 			Options:  backendapi.Options{Addr: o.APIAddr, CertDir: orDefault(o.APICertDir, o.WebhookCertDir), RateLimit: o.APIRateLimit, WaitFor: certsReady},
@@ -270,7 +287,15 @@ func setupWebhooks(mgr ctrl.Manager, o Options, certsReady chan struct{}) error 
 			caFile := filepath.Join(orDefault(o.APICertDir, o.WebhookCertDir), "ca.crt")
 			ca = func() ([]byte, error) { return os.ReadFile(caFile) }
 		}
-		injector = &pipeswebhook.PodInjector{Image: o.VendImage, APIURL: o.VendAPIURL, CA: ca, SkipNamespaces: []string{o.Namespace, "kube-system"}}
+		injector = &pipeswebhook.PodInjector{Image: o.VendImage, APIURL: o.VendAPIURL, CA: ca, SkipNamespaces: []string{o.Namespace, "kube-system"},
+			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}
+		bundles := &controllers.CABundleReconciler{Client: mgr.GetClient(), CA: ca}
+		if o.CertRotation != nil && o.VendCA == nil {
+			bundles.CASecret = &types.NamespacedName{Namespace: o.Namespace, Name: o.CertRotation.SecretName}
+		}
+		if err := bundles.SetupWithManager(mgr); err != nil {
+			return err
+		}
 	}
 	if o.CertRotation == nil {
 		return pipeswebhook.Setup(mgr, injector)

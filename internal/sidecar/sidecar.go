@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -43,7 +44,10 @@ type Sidecar struct {
 	synced      bool      // a full snapshot has been received
 	lastSuccess time.Time // last answer from the backend
 	lastError   string    // why the last call failed ("" after a success)
-	syncs       int64
+	// forbidden is the backend's 403 answer while it refuses this workload: nothing is
+	// served until it allows it again.
+	forbidden *wire.ErrorResponse
+	syncs     int64
 }
 
 // New returns a sidecar that fetches through api.
@@ -70,9 +74,13 @@ func (s *Sidecar) Sync(ctx context.Context, wait bool) error {
 	defer s.mu.Unlock()
 	if err != nil {
 		s.lastError = describe(err)
+		var ae *apiclient.Error
+		if errors.As(err, &ae) && ae.Status == http.StatusForbidden {
+			s.revoke(ae)
+		}
 		return err
 	}
-	s.lastSuccess, s.lastError = time.Now(), ""
+	s.lastSuccess, s.lastError, s.forbidden = time.Now(), "", nil
 	if !resp.Changed {
 		return nil
 	}
@@ -92,6 +100,21 @@ func (s *Sidecar) Sync(ctx context.Context, wait bool) error {
 	return nil
 }
 
+// revoke stops serving every credential after a 403. Unlike an outage, a 403 is the
+// backend's answer: this workload may no longer read (at least one of) its credentials,
+// e.g. its RBAC was narrowed or removed, and the watch cannot say which, so none is
+// kept — neither in memory nor in files. The next success starts from a full snapshot.
+func (s *Sidecar) revoke(ae *apiclient.Error) {
+	s.forbidden = &wire.ErrorResponse{Code: ae.Code, Message: ae.Message}
+	for _, ref := range s.cfg.Credentials {
+		if err := s.writeFiles(wire.WatchedCredential{CredentialRef: ref}); err != nil {
+			s.lastError += "; removing credential files: " + err.Error()
+		}
+	}
+	clear(s.creds)
+	s.etag, s.synced = "", false
+}
+
 func versionOf(r wire.CredentialsResponse) int64 {
 	if r.Credential == nil {
 		return 0
@@ -109,7 +132,9 @@ func describe(err error) string {
 }
 
 // Run keeps credentials current until ctx ends: long polls back to back, with
-// exponential backoff (0.5 s to 30 s) after errors; the last good values keep being served.
+// exponential backoff (0.5 s to 30 s) after errors. After an outage (unreachable, 5xx,
+// also 401, which a token the kubelet has not refreshed yet gives) the last good values
+// keep being served; after a 403 none are (see revoke).
 func (s *Sidecar) Run(ctx context.Context) {
 	backoff := 500 * time.Millisecond
 	for ctx.Err() == nil {
@@ -124,7 +149,11 @@ func (s *Sidecar) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.Warn("syncing credentials failed; serving the last good values", "error", describe(err), "retryIn", backoff.String())
+		msg := "syncing credentials failed; serving the last good values"
+		if s.Forbidden() {
+			msg = "the backend API refuses this workload's credentials; serving none until it allows them"
+		}
+		s.log.Warn(msg, "error", describe(err), "retryIn", backoff.String())
 		select {
 		case <-ctx.Done():
 			return
@@ -211,6 +240,13 @@ func (s *Sidecar) atomicWrite(path string, data []byte) error {
 	return os.Rename(f.Name(), path)
 }
 
+// Forbidden reports whether the backend API's last answer was 403: nothing is served.
+func (s *Sidecar) Forbidden() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.forbidden != nil
+}
+
 // Ready reports whether credentials have been fetched, and why not.
 func (s *Sidecar) Ready() (bool, string) {
 	s.mu.RLock()
@@ -261,10 +297,12 @@ func (s *Sidecar) serveCredential(w http.ResponseWriter, r *http.Request, token 
 	ref := wire.CredentialRef{Provider: r.PathValue("slug"), UserID: req.UserID, OrganizationID: req.OrganizationID}
 	s.mu.RLock()
 	resp, ok := s.creds[ref]
-	synced := s.synced
+	synced, forbidden := s.synced, s.forbidden
 	s.mu.RUnlock()
 	switch {
-	case !ok && !synced:
+	case forbidden != nil && slices.Contains(s.cfg.Credentials, ref):
+		writeJSON(w, http.StatusForbidden, forbidden)
+	case !ok && !synced && forbidden == nil:
 		_, reason := s.Ready()
 		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Code: "not_ready", Message: "credentials not fetched yet: " + reason})
 	case !ok:

@@ -179,29 +179,57 @@ func Start(o Options) (*Env, error) {
 // cert dir (with CertRotation). It returns once the manager runs, with the webhook
 // server's address and that dir; Stop stops it.
 func (e *Env) StartReplica() (webhookAddr, certDir string, err error) {
-	opts := e.opts
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	opts, _, err := e.startReplica(false)
 	if err != nil {
 		return "", "", err
 	}
+	return net.JoinHostPort(opts.WebhookHost, strconv.Itoa(opts.WebhookPort)), opts.WebhookCertDir, nil
+}
+
+// StartAPIReplica starts a second manager as StartReplica does, also serving the backend
+// API on a loopback port of its own, and returns it once that API serves: the replica
+// that is not the leader, for tests of what every replica must do.
+func (e *Env) StartAPIReplica() (*operator.Operator, error) {
+	_, op, err := e.startReplica(true)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(time.Minute)
+	for op.API.Addr() == "" {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the replica's backend API did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return op, nil
+}
+
+func (e *Env) startReplica(api bool) (operator.Options, *operator.Operator, error) {
+	opts := e.opts
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return opts, nil, err
+	}
 	opts.WebhookPort = l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
-	opts.APIAddr = ""
+	if !api {
+		opts.APIAddr = ""
+	}
 	if opts.CertRotation != nil {
 		if opts.WebhookCertDir, err = os.MkdirTemp("", "pipes-certs-"); err != nil {
-			return "", "", err
+			return opts, nil, err
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	op, err := operator.New(ctx, e.Config, opts, e.log.WithName("replica"))
 	if err != nil {
 		cancel()
-		return "", "", err
+		return opts, nil, err
 	}
 	r := &replica{cancel: cancel, done: make(chan error, 1), certDir: opts.WebhookCertDir}
 	go func() { r.done <- op.Manager.Start(ctx) }()
 	e.replicas = append(e.replicas, r)
-	return net.JoinHostPort(opts.WebhookHost, strconv.Itoa(opts.WebhookPort)), opts.WebhookCertDir, nil
+	return opts, op, nil
 }
 
 // CertDir is the directory the manager writes its certificate into with Options.CertRotation.

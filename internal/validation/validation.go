@@ -244,6 +244,16 @@ func ConnectedAccountUpdate(oldCA, newCA *pipesv1.ConnectedAccount) field.ErrorL
 	return errs
 }
 
+// SourceSecretNotReadable is the rule that a ConnectedAccount may name only a Secret its
+// author may read: otherwise the operator, which can read every Secret, would hand the
+// author a value RBAC keeps from them.
+func SourceSecretNotReadable(user, namespace, name string) *field.Error {
+	return problem(field.ErrorTypeForbidden, specPath.Child("apiKey", "secretKeyRef", "name"), name,
+		"spec.apiKey.secretKeyRef.name: %s may not get Secret %q in namespace %q, so it may not name it as a key source: the operator would read the Secret on its behalf; "+
+			"grant it get on secrets (resourceNames: [%s]) in that namespace, or have someone who may read the Secret create the ConnectedAccount",
+		user, name, namespace, name)
+}
+
 func providerNotFound(namespace, name string) *field.Error {
 	return problem(field.ErrorTypeNotFound, specPath.Child("providerRef", "name"), name,
 		"spec.providerRef.name: Provider %q not found in namespace %q; create the Provider first (kubectl get providers -n %s lists them)", name, namespace, namespace)

@@ -7,19 +7,15 @@ import (
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/vendspec"
-)
-
-// Pod annotations that opt a pod into injection.
-const (
-	AnnotationInject      = "pipes.dev/inject"
-	AnnotationCredentials = "pipes.dev/credentials"
-	// AnnotationInjected records that the sidecar was added (and its image).
-	AnnotationInjected = "pipes.dev/injected"
 )
 
 // Names and paths of what injection adds to a pod.
@@ -29,7 +25,12 @@ const (
 	TokenVolume       = "pipes-token"
 	CredentialsDir    = "/var/run/pipes"
 	TokenDir          = "/var/run/secrets/pipes.dev/serviceaccount"
-	SidecarListen     = "127.0.0.1:8299"
+	// CAVolume mounts the namespace's CA bundle ConfigMap (pipesv1.CABundleConfigMap)
+	// into the sidecar at CADir; the kubelet updates the file when the operator updates
+	// the ConfigMap, and the sidecar reloads it.
+	CAVolume      = "pipes-ca"
+	CADir         = "/var/run/secrets/pipes.dev/ca"
+	SidecarListen = "127.0.0.1:8299"
 	// SidecarUID is the sidecar's user and group; credential files are readable by the
 	// group, which is added to the pod's supplemental groups so app containers can read them.
 	SidecarUID = 65532
@@ -37,16 +38,27 @@ const (
 	TokenAudience = "pipes.dev"
 )
 
-// +kubebuilder:webhook:path=/mutate--v1-pod,mutating=true,failurePolicy=ignore,sideEffects=None,groups="",resources=pods,verbs=create,versions=v1,name=mpod.pipes.dev,admissionReviewVersions=v1,reinvocationPolicy=Never
+// failurePolicy is Fail: config/webhook gives this webhook an objectSelector on the
+// pipes.dev/inject label, so only pods that opt in depend on it, and those are better
+// rejected (their ReplicaSet retries) than started without their sidecar.
+// sideEffects is NoneOnDryRun: admission creates the namespace's CA bundle ConfigMap,
+// except on a dry run.
+// +kubebuilder:webhook:path=/mutate--v1-pod,mutating=true,failurePolicy=fail,sideEffects=NoneOnDryRun,timeoutSeconds=5,groups="",resources=pods,verbs=create,versions=v1,name=mpod.pipes.dev,admissionReviewVersions=v1,reinvocationPolicy=Never
 
-// PodInjector adds the vend sidecar to pods annotated pipes.dev/inject: "true".
+// PodInjector adds the vend sidecar to pods labelled pipes.dev/inject: "true".
 type PodInjector struct {
 	// Image of the vend sidecar.
 	Image string
 	// APIURL is the backend API as pods reach it.
 	APIURL string
-	// CA returns the PEM bundle pods must trust for the backend API.
+	// CA returns the PEM bundle pods must trust for the backend API. Admission writes it
+	// into the namespace's CA bundle ConfigMap when that does not exist yet;
+	// controllers.CABundleReconciler keeps it current afterwards.
 	CA func() ([]byte, error)
+	// Client reads CA bundle ConfigMaps (from the manager's cache, which holds only the
+	// labelled ones) and creates them; APIReader reads one the cache cannot see.
+	Client    client.Client
+	APIReader client.Reader
 	// SkipNamespaces are never injected (the operator's own, kube-system).
 	SkipNamespaces []string
 }
@@ -54,14 +66,14 @@ type PodInjector struct {
 var _ admission.Defaulter[*corev1.Pod] = &PodInjector{}
 
 // Default implements admission.Defaulter: it injects, leaves the pod alone, or rejects a
-// bad annotation with a message that points at it.
+// bad label or annotation with a message that points at it.
 func (p *PodInjector) Default(ctx context.Context, pod *corev1.Pod) error {
-	inject, ok := pod.Annotations[AnnotationInject]
+	inject, ok := pod.Labels[pipesv1.LabelInject]
 	if !ok || inject == "false" {
 		return nil
 	}
 	if inject != "true" {
-		return fmt.Errorf("annotation %s=%q: want \"true\" or \"false\"", AnnotationInject, inject)
+		return fmt.Errorf("label %s=%q: want \"true\" or \"false\"", pipesv1.LabelInject, inject)
 	}
 	namespace := pod.Namespace
 	if req, err := admission.RequestFromContext(ctx); err == nil && req.Namespace != "" {
@@ -70,21 +82,73 @@ func (p *PodInjector) Default(ctx context.Context, pod *corev1.Pod) error {
 	if slices.Contains(p.SkipNamespaces, namespace) {
 		return nil
 	}
+	if pod.Spec.HostNetwork {
+		// The sidecar serves credentials on loopback: in the node's network namespace that
+		// port would be readable by every host-network pod on the node.
+		return fmt.Errorf("spec.hostNetwork is true: the pipes.dev vend sidecar serves credentials on %s, "+
+			"which in a host-network pod is the node's loopback, readable by every host-network pod on the node; "+
+			"run the pod without hostNetwork, or have it read credentials through the backend API with its own ServiceAccount token", SidecarListen)
+	}
 	if hasContainer(pod, SidecarName) {
 		return nil // already injected: admission may run twice
 	}
-	raw, ok := pod.Annotations[AnnotationCredentials]
+	raw, ok := pod.Annotations[pipesv1.AnnotationCredentials]
 	if !ok {
-		return fmt.Errorf("annotation %s is required with %s=\"true\": list the credentials as PROVIDER:USER_ID[@ORGANIZATION_ID], comma-separated, e.g. \"openai:user_123@org_9\"", AnnotationCredentials, AnnotationInject)
+		return fmt.Errorf("annotation %s is required with label %s=\"true\": list the credentials as PROVIDER:USER_ID[@ORGANIZATION_ID], comma-separated, e.g. \"openai:user_123@org_9\"", pipesv1.AnnotationCredentials, pipesv1.LabelInject)
 	}
 	if _, err := vendspec.Parse(raw); err != nil {
-		return fmt.Errorf("annotation %s: %w", AnnotationCredentials, err)
+		return fmt.Errorf("annotation %s: %w", pipesv1.AnnotationCredentials, err)
+	}
+	dryRun := false
+	if req, err := admission.RequestFromContext(ctx); err == nil && req.DryRun != nil {
+		dryRun = *req.DryRun
+	}
+	if !dryRun {
+		if err := p.ensureCABundle(ctx, namespace); err != nil {
+			return fmt.Errorf("injecting the pipes.dev vend sidecar: %w", err)
+		}
+	}
+	p.inject(pod, raw)
+	return nil
+}
+
+// ensureCABundle creates the namespace's CA bundle ConfigMap if it does not exist. An
+// existing one is left to CABundleReconciler, unless the operator does not manage it:
+// the sidecar would trust whatever CA it holds.
+func (p *PodInjector) ensureCABundle(ctx context.Context, namespace string) error {
+	key := client.ObjectKey{Namespace: namespace, Name: pipesv1.CABundleConfigMap}
+	var cm corev1.ConfigMap
+	err := p.Client.Get(ctx, key, &cm)
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reading ConfigMap %q in namespace %q: %w", key.Name, namespace, err)
 	}
 	ca, err := p.CA()
 	if err != nil {
-		return fmt.Errorf("injecting the pipes.dev vend sidecar: reading the backend API's CA bundle: %w", err)
+		return fmt.Errorf("reading the backend API's CA bundle: %w", err)
 	}
-	p.inject(pod, raw, ca)
+	cm = corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: key.Name, Labels: map[string]string{pipesv1.LabelManagedBy: pipesv1.ManagedByValue}},
+		Data:       map[string]string{pipesv1.CABundleKey: string(ca)},
+	}
+	err = p.Client.Create(ctx, &cm)
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating ConfigMap %q in namespace %q for the backend API's CA bundle: %w", key.Name, namespace, err)
+	}
+	// Created meanwhile (the cache lags), or not ours (the cache holds only labelled ones).
+	if err := p.APIReader.Get(ctx, key, &cm); err != nil {
+		return fmt.Errorf("reading ConfigMap %q in namespace %q: %w", key.Name, namespace, err)
+	}
+	if cm.Labels[pipesv1.LabelManagedBy] != pipesv1.ManagedByValue {
+		return fmt.Errorf("ConfigMap %q in namespace %q exists but is not managed by pipes-operator (label %s=%s): "+
+			"the sidecar would trust the CA in it for the backend API; delete it, and the operator creates it with the right CA",
+			key.Name, namespace, pipesv1.LabelManagedBy, pipesv1.ManagedByValue)
+	}
 	return nil
 }
 
@@ -97,7 +161,7 @@ func hasContainer(pod *corev1.Pod, name string) bool {
 	return false
 }
 
-func (p *PodInjector) inject(pod *corev1.Pod, credentials string, ca []byte) {
+func (p *PodInjector) inject(pod *corev1.Pod, credentials string) {
 	probe := &corev1.Probe{
 		ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/vend", "probe", "--listen=" + SidecarListen, "--path=/readyz"}}},
 		PeriodSeconds: 2, TimeoutSeconds: 2, FailureThreshold: 3,
@@ -116,8 +180,8 @@ func (p *PodInjector) inject(pod *corev1.Pod, credentials string, ca []byte) {
 			"--listen=" + SidecarListen,
 			"--dir=" + CredentialsDir,
 			"--file-gid=" + strconv.Itoa(SidecarUID),
+			"--ca-file=" + CADir + "/" + pipesv1.CABundleKey,
 		},
-		Env: []corev1.EnvVar{{Name: "PIPES_CA_DATA", Value: string(ca)}},
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
 			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("48Mi")},
@@ -136,6 +200,7 @@ func (p *PodInjector) inject(pod *corev1.Pod, credentials string, ca []byte) {
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: CredentialsVolume, MountPath: CredentialsDir},
 			{Name: TokenVolume, MountPath: TokenDir, ReadOnly: true},
+			{Name: CAVolume, MountPath: CADir, ReadOnly: true},
 		},
 	}
 	pod.Spec.InitContainers = append([]corev1.Container{sidecar}, pod.Spec.InitContainers...)
@@ -153,6 +218,11 @@ func (p *PodInjector) inject(pod *corev1.Pod, credentials string, ca []byte) {
 				Audience: TokenAudience, ExpirationSeconds: ptr.To[int64](3600), Path: "token",
 			}}},
 		}}},
+		corev1.Volume{Name: CAVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: pipesv1.CABundleConfigMap},
+			Items:                []corev1.KeyToPath{{Key: pipesv1.CABundleKey, Path: pipesv1.CABundleKey}},
+			DefaultMode:          ptr.To[int32](0o444), // public; readable by the sidecar's uid
+		}}},
 	)
 	if pod.Spec.ServiceAccountName == "" {
 		// The ServiceAccount admission plugin normally runs first and sets this; the
@@ -168,5 +238,5 @@ func (p *PodInjector) inject(pod *corev1.Pod, credentials string, ca []byte) {
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
 	}
-	pod.Annotations[AnnotationInjected] = p.Image
+	pod.Annotations[pipesv1.AnnotationInjected] = p.Image
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -42,7 +43,7 @@ func Setup(mgr ctrl.Manager, injector *PodInjector) error {
 	if err := ctrl.NewWebhookManagedBy(mgr, &pipesv1.OrganizationProvider{}).WithValidator(&OrganizationProviderValidator{Reader: r}).Complete(); err != nil {
 		return err
 	}
-	return ctrl.NewWebhookManagedBy(mgr, &pipesv1.ConnectedAccount{}).WithValidator(&ConnectedAccountValidator{Reader: r}).Complete()
+	return ctrl.NewWebhookManagedBy(mgr, &pipesv1.ConnectedAccount{}).WithValidator(&ConnectedAccountValidator{Reader: r, Reviews: r}).Complete()
 }
 
 // invalid turns rule violations into a 422 Invalid status. Its message is the rules' own
@@ -170,9 +171,11 @@ func (v *OrganizationProviderValidator) validate(ctx context.Context, op *pipesv
 // +kubebuilder:webhook:path=/validate-pipes-dev-v1alpha1-connectedaccount,mutating=false,failurePolicy=fail,sideEffects=None,groups=pipes.dev,resources=connectedaccounts,verbs=create;update,versions=v1alpha1,name=vconnectedaccount.pipes.dev,admissionReviewVersions=v1
 
 // ConnectedAccountValidator validates ConnectedAccounts against their Provider and
-// against each other.
+// against each other, and checks that whoever names a source Secret may read it.
 type ConnectedAccountValidator struct {
 	Reader client.Reader
+	// Reviews creates SubjectAccessReviews (the manager's client: creates are not cached).
+	Reviews client.Writer
 }
 
 var _ admission.Validator[*pipesv1.ConnectedAccount] = &ConnectedAccountValidator{}
@@ -184,6 +187,9 @@ func (v *ConnectedAccountValidator) ValidateCreate(ctx context.Context, ca *pipe
 		return nil, err
 	}
 	errs := validation.ConnectedAccount(ca, p)
+	if err := v.checkSourceReadable(ctx, nil, ca, &errs); err != nil {
+		return nil, err
+	}
 	var existing pipesv1.ConnectedAccountList
 	if err := v.Reader.List(ctx, &existing, client.InNamespace(ca.Namespace),
 		client.MatchingFields{index.AccountIdentity: index.AccountKeyOf(ca)}); err != nil {
@@ -204,6 +210,9 @@ func (v *ConnectedAccountValidator) ValidateCreate(ctx context.Context, ca *pipe
 // update, so accounts of a deleted Provider can still be cleaned up.
 func (v *ConnectedAccountValidator) ValidateUpdate(ctx context.Context, oldCA, newCA *pipesv1.ConnectedAccount) (admission.Warnings, error) {
 	errs := validation.ConnectedAccountUpdate(oldCA, newCA)
+	if err := v.checkSourceReadable(ctx, oldCA, newCA, &errs); err != nil {
+		return nil, err
+	}
 	if newCA.DeletionTimestamp == nil {
 		p, err := getProvider(ctx, v.Reader, newCA.Namespace, newCA.Spec.ProviderRef.Name)
 		if err != nil {
@@ -219,4 +228,42 @@ func (v *ConnectedAccountValidator) ValidateUpdate(ctx context.Context, oldCA, n
 // ValidateDelete implements admission.Validator.
 func (v *ConnectedAccountValidator) ValidateDelete(context.Context, *pipesv1.ConnectedAccount) (admission.Warnings, error) {
 	return nil, nil
+}
+
+// checkSourceReadable appends an error when the requester names a source Secret (on
+// create, or by changing the reference) that it may not get itself. Updates that keep
+// the reference (the operator's finalizer, labels) are not re-checked.
+func (v *ConnectedAccountValidator) checkSourceReadable(ctx context.Context, oldCA, ca *pipesv1.ConnectedAccount, errs *field.ErrorList) error {
+	ref := sourceSecret(ca)
+	if ref == "" || (oldCA != nil && sourceSecret(oldCA) == ref) {
+		return nil
+	}
+	req, err := admission.RequestFromContext(ctx)
+	if err != nil {
+		return err
+	}
+	user := req.UserInfo
+	extra := make(map[string]authzv1.ExtraValue, len(user.Extra))
+	for k, val := range user.Extra {
+		extra[k] = authzv1.ExtraValue(val)
+	}
+	sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+		User: user.Username, UID: user.UID, Groups: user.Groups, Extra: extra,
+		ResourceAttributes: &authzv1.ResourceAttributes{Verb: "get", Version: "v1", Resource: "secrets", Namespace: ca.Namespace, Name: ref},
+	}}
+	if err := v.Reviews.Create(ctx, sar); err != nil {
+		return fmt.Errorf("checking whether %s may read Secret %s/%s: %w", user.Username, ca.Namespace, ref, err)
+	}
+	if !sar.Status.Allowed {
+		*errs = append(*errs, validation.SourceSecretNotReadable(user.Username, ca.Namespace, ref))
+	}
+	return nil
+}
+
+// sourceSecret is the name of the Secret ca copies its key from ("" for none).
+func sourceSecret(ca *pipesv1.ConnectedAccount) string {
+	if ca.Spec.APIKey == nil || ca.Spec.APIKey.SecretKeyRef == nil {
+		return ""
+	}
+	return ca.Spec.APIKey.SecretKeyRef.Name
 }

@@ -28,6 +28,7 @@ const (
 	CodeRequestTooLarge    = "request_too_large"
 	CodeRateLimited        = "rate_limited"
 	CodeNotImplemented     = "not_implemented"
+	CodeUnavailable        = "unavailable"
 	CodeInternal           = "internal_error"
 )
 

@@ -23,7 +23,7 @@ const (
 	keyV3 = "sk-e2e-third-0123456789abcdefCCCC"
 )
 
-// appPod renders a Deployment of the test image, annotated for injection.
+// appDeployment renders a Deployment of the test image, labelled for injection.
 func appDeployment(ns, name, sa, credentials string) string {
 	return fmt.Sprintf(`
 apiVersion: apps/v1
@@ -34,9 +34,8 @@ spec:
   selector: {matchLabels: {e2e: %[2]s}}
   template:
     metadata:
-      labels: {e2e: %[2]s}
+      labels: {e2e: %[2]s, pipes.dev/inject: "true"}
       annotations:
-        pipes.dev/inject: "true"
         pipes.dev/credentials: "%[4]s"
     spec:
       serviceAccountName: %[3]s
@@ -148,6 +147,49 @@ spec: {providerRef: {name: nope}, userID: u}
 			file, http := readBoth(appPod)
 			return []string{file, fmt.Sprint(strings.Contains(http, keyV1))}
 		}).Should(Equal([]string{keyV1, "true"}))
+
+		By("the sidecar trusts the CA from the namespace's pipes-api-ca ConfigMap, kept equal to cert-controller's")
+		Expect(pod.Spec.InitContainers[0].Args).To(ContainElement("--ca-file=/var/run/secrets/pipes.dev/ca/ca.crt"))
+		Expect(pod.Spec.InitContainers[0].Env).To(BeEmpty())
+		var secret corev1.Secret
+		Expect(k8s.Get(ctx, client.ObjectKey{Namespace: operatorNS, Name: "pipes-webhook-cert"}, &secret)).To(Succeed())
+		caOf := func() string {
+			var cm corev1.ConfigMap
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: appNS, Name: "pipes-api-ca"}, &cm); err != nil {
+				return err.Error()
+			}
+			return cm.Data["ca.crt"]
+		}
+		Expect(caOf()).To(Equal(string(secret.Data["ca.crt"])))
+		kubectl("-n", appNS, "patch", "configmap", "pipes-api-ca", "--type=merge", "-p", `{"data":{"ca.crt":"not the CA"}}`)
+		Eventually(caOf, 10*time.Second).Should(Equal(string(secret.Data["ca.crt"])), "an edited bundle is put back")
+	})
+
+	It("injects only pods labelled pipes.dev/inject, and refuses host-network ones", func(ctx SpecContext) {
+		pod := func(labels, hostNetwork string) string {
+			return fmt.Sprintf(`
+apiVersion: v1
+kind: Pod
+metadata:
+  name: probe
+  namespace: %s
+  labels: {%s}
+  annotations: {pipes.dev/inject: "true", pipes.dev/credentials: "openai:user_a"}
+spec:
+  hostNetwork: %s
+  serviceAccountName: app
+  containers: [{name: app, image: pipes.local/kit:e2e, imagePullPolicy: Never, args: [pause]}]
+`, appNS, labels, hostNetwork)
+		}
+		out, err := kubectlApplyErr(pod(`e2e: probe`, "false"), "--dry-run=server", "-o", "jsonpath={.spec.initContainers[*].name}")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).NotTo(ContainSubstring("pipes-vend"), "the annotation alone no longer opts in: the webhook never sees the pod")
+		out, err = kubectlApplyErr(pod(`pipes.dev/inject: "true"`, "false"), "--dry-run=server", "-o", "jsonpath={.spec.initContainers[*].name}")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("pipes-vend"))
+		out, err = kubectlApplyErr(pod(`pipes.dev/inject: "true"`, "true"), "--dry-run=server")
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(And(ContainSubstring("spec.hostNetwork"), ContainSubstring("run the pod without hostNetwork")))
 	})
 
 	It("sees a rotated key in file and HTTP within 5 s, without restarting", func(ctx SpecContext) {

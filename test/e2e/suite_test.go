@@ -160,9 +160,12 @@ func apply(yaml string) {
 	ExpectWithOffset(1, err).NotTo(HaveOccurred(), "kubectl apply\n%s\n%s", yaml, out)
 }
 
-// saToken mints a token for a ServiceAccount.
+// saToken mints a token for a ServiceAccount, for the backend API's audience (it does
+// not accept the API server's).
 func saToken(ctx context.Context, ns, sa string) string {
-	tr, err := clientset.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authnv1.TokenRequest{}, metav1.CreateOptions{})
+	tr, err := clientset.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authnv1.TokenRequest{
+		Spec: authnv1.TokenRequestSpec{Audiences: []string{"pipes.dev"}},
+	}, metav1.CreateOptions{})
 	ExpectWithOffset(1, err).NotTo(HaveOccurred())
 	return tr.Status.Token
 }

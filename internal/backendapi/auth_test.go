@@ -1,0 +1,203 @@
+package backendapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	authnv1 "k8s.io/api/authentication/v1"
+	authzv1 "k8s.io/api/authorization/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// reviews is a client.Client that answers TokenReviews and SubjectAccessReviews with
+// create; any other call panics (the embedded Client is nil).
+type reviews struct {
+	client.Client
+	create func(obj client.Object) error
+}
+
+func (r reviews) Create(_ context.Context, obj client.Object, _ ...client.CreateOption) error {
+	return r.create(obj)
+}
+
+// The cached answer of a SubjectAccessReview is reused only for exactly the same review:
+// groups and extra decide it as much as the user name.
+func TestAccessReviewerCachesPerCompleteSubject(t *testing.T) {
+	var mu sync.Mutex
+	var sent []authzv1.SubjectAccessReviewSpec
+	ar := NewAccessReviewer(reviews{create: func(obj client.Object) error {
+		sar := obj.(*authzv1.SubjectAccessReview)
+		mu.Lock()
+		sent = append(sent, sar.Spec)
+		mu.Unlock()
+		sar.Status.Allowed = slices.Contains(sar.Spec.Groups, "admins") && len(sar.Spec.Extra) == 0
+		return nil
+	}}, time.Minute)
+	id := func(groups []string, extra map[string]authnv1.ExtraValue) *Identity {
+		return &Identity{User: authnv1.UserInfo{Username: "alice", UID: "uid-1", Groups: groups, Extra: extra}}
+	}
+	cases := []struct {
+		name string
+		id   *Identity
+		want bool
+	}{
+		{"admins", id([]string{"admins"}, nil), true},
+		{"other groups", id([]string{"others"}, nil), false},
+		{"admins with extra", id([]string{"admins"}, map[string]authnv1.ExtraValue{"scopes": {"narrow"}}), false},
+		{"admins again", id([]string{"admins"}, nil), true},
+	}
+	for _, c := range cases {
+		allowed, _, err := ar.Authorize(context.Background(), c.id, "vend", "connectedaccounts", "ns", "acct")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if allowed != c.want {
+			t.Errorf("%s: allowed=%t, want %t (a cached answer for another subject was reused)", c.name, allowed, c.want)
+		}
+	}
+	if len(sent) != 3 {
+		t.Fatalf("%d SubjectAccessReviews sent, want 3 (the repeated subject is answered from the cache)", len(sent))
+	}
+	if !slices.Equal(sent[1].Groups, []string{"others"}) || sent[2].Extra["scopes"][0] != "narrow" {
+		t.Errorf("the reviews did not carry the caller's groups and extra: %+v", sent)
+	}
+}
+
+// acceptOnly answers TokenReviews: good is authenticated for the audiences asked (the
+// API server's when none), everything else is rejected. It counts reviews of good.
+func acceptOnly(good string, goodReviews *atomic.Int64) reviews {
+	return reviews{create: func(obj client.Object) error {
+		r := obj.(*authnv1.TokenReview)
+		if r.Spec.Token == good {
+			goodReviews.Add(1)
+			r.Status = authnv1.TokenReviewStatus{Authenticated: true, Audiences: r.Spec.Audiences,
+				User: authnv1.UserInfo{Username: "system:serviceaccount:ns:app", UID: "uid-app"}}
+			return nil
+		}
+		r.Status.Error = "invalid bearer token"
+		return nil
+	}}
+}
+
+// A flood of bad tokens must not evict the identities of good ones: each would cost a
+// TokenReview again on its next request.
+func TestRejectedTokensDoNotEvictAcceptedOnes(t *testing.T) {
+	var goodReviews atomic.Int64
+	tr := NewTokenReviewer(acceptOnly("good", &goodReviews), time.Minute)
+	ctx := context.Background()
+	if _, err := tr.Authenticate(ctx, "good"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30000 {
+		if _, err := tr.Authenticate(ctx, fmt.Sprintf("bad-%d", i)); err == nil {
+			t.Fatal("a bad token was accepted")
+		}
+	}
+	if _, err := tr.Authenticate(ctx, "good"); err != nil {
+		t.Fatal(err)
+	}
+	if n := goodReviews.Load(); n != 1 {
+		t.Fatalf("the good token was reviewed %d times, want 1: rejected tokens evicted it from the cache", n)
+	}
+}
+
+// With RequireAudience only tokens for pipes.dev pass: one review, for that audience, and
+// the answer must confirm it.
+func TestRequireAudience(t *testing.T) {
+	ctx := context.Background()
+	var asked [][]string
+	tr := NewTokenReviewer(reviews{create: func(obj client.Object) error {
+		r := obj.(*authnv1.TokenReview)
+		asked = append(asked, r.Spec.Audiences)
+		// An authenticator that ignores the requested audiences and answers with the API server's.
+		r.Status = authnv1.TokenReviewStatus{Authenticated: true, Audiences: []string{"https://kubernetes.default.svc"},
+			User: authnv1.UserInfo{Username: "system:serviceaccount:ns:app"}}
+		return nil
+	}}, time.Minute)
+	tr.RequireAudience = true
+	_, err := tr.Authenticate(ctx, "apiserver-token")
+	var unauth errUnauthenticated
+	if !errors.As(err, &unauth) {
+		t.Fatalf("a token whose review does not confirm audience pipes.dev was accepted (err %v)", err)
+	}
+	if !strings.Contains(unauth.reason, "--audience pipes.dev") {
+		t.Errorf("the message does not say how to get a pipes.dev token: %q", unauth.reason)
+	}
+	if len(asked) != 1 || !slices.Equal(asked[0], []string{Audience}) {
+		t.Errorf("reviews asked for audiences %q, want exactly one review for [pipes.dev]", asked)
+	}
+
+	var goodReviews atomic.Int64
+	tr = NewTokenReviewer(acceptOnly("good", &goodReviews), time.Minute)
+	tr.RequireAudience = true
+	if id, err := tr.Authenticate(ctx, "good"); err != nil || id.Namespace != "ns" {
+		t.Fatalf("a pipes.dev token was refused: %v", err)
+	}
+}
+
+// At most maxTokenReviewsInFlight TokenReviews run at once; beyond that callers get 503
+// with Retry-After, never a review (nor a 200).
+func TestTokenReviewsInFlightAreCapped(t *testing.T) {
+	unblock := make(chan struct{})
+	var inFlight atomic.Int64
+	tr := NewTokenReviewer(reviews{create: func(obj client.Object) error {
+		inFlight.Add(1)
+		<-unblock
+		return nil // not authenticated
+	}}, time.Minute)
+	s := &Server{Authn: tr, Log: logr.Discard(), Options: Options{RateLimit: 1000}}
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	post := func(token string) (*http.Response, error) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/data-integrations/openai/credentials", strings.NewReader(`{"user_id":"u"}`))
+		req.Header.Set("Authorization", "Bearer "+token)
+		return srv.Client().Do(req)
+	}
+	var wg sync.WaitGroup
+	defer func() { close(unblock); wg.Wait() }()
+	for i := range 32 {
+		wg.Go(func() {
+			if resp, err := post(fmt.Sprintf("blocked-%d", i)); err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	for deadline := time.Now().Add(10 * time.Second); inFlight.Load() < 32; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d TokenReviews started", inFlight.Load())
+		}
+	}
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := post("one-too-many")
+		if err != nil {
+			t.Error(err)
+		}
+		done <- resp
+	}()
+	select {
+	case resp := <-done:
+		if resp == nil {
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("status %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatalf("the 33rd concurrent request waited on a TokenReview (%d in flight): nothing caps them", inFlight.Load())
+	}
+	if n := inFlight.Load(); n != 32 {
+		t.Fatalf("%d TokenReviews in flight, want 32", n)
+	}
+}

@@ -1,0 +1,149 @@
+package operator_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/apiclient"
+	"github.com/pipes-dev/pipes-operator/internal/credential"
+	"github.com/pipes-dev/pipes-operator/internal/crypto"
+	"github.com/pipes-dev/pipes-operator/internal/keyring"
+	"github.com/pipes-dev/pipes-operator/internal/testenv"
+	"github.com/pipes-dev/pipes-operator/internal/wire"
+)
+
+// Every replica serves the backend API with its own keyring: after `keyset rotate`, the
+// replica that is not the leader must seal new keys under the new primary and open
+// re-encrypted credentials within seconds, and after `keyset prune` nothing it stored may
+// be lost. The API calls go to that replica.
+func TestKeysetRotationReachesEveryReplica(t *testing.T) {
+	env, err := testenv.Start(testenv.Options{Webhooks: true, API: true, APIRateLimit: 1000, LeaderElection: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	ctx := context.Background()
+	select {
+	case <-env.Operator.Manager.Elected():
+	case <-time.After(time.Minute):
+		t.Fatal("the first manager never became the leader")
+	}
+	follower, err := env.StartAPIReplica()
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-follower.Manager.Elected():
+		t.Fatal("the second manager became the leader; the test needs it to be the follower")
+	case <-time.After(2 * time.Second):
+	}
+
+	ns := "replicas"
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, &pipesv1.Provider{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "openai"},
+		Spec: pipesv1.ProviderSpec{Method: pipesv1.AuthMethodAPIKey}}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := env.ServiceAccountToken(ctx, ns, "backend", "pipes-backend", ns, "pipes.dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := apiclient.HTTPClientWithCAData(env.APICA(), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := func(op interface{ Addr() string }) *apiclient.Client {
+		return apiclient.New("https://"+op.Addr(), apiclient.WithHTTPClient(h), apiclient.WithToken(tok), apiclient.WithNamespace(ns))
+	}
+	leaderAPI, followerAPI := client(env.Operator.API), client(follower.API)
+	keys := map[string]string{}
+	upsert := func(user string) {
+		t.Helper()
+		keys[user] = "sk-" + user + "-" + strings.Repeat("k", 24)
+		if _, err := followerAPI.UpsertAPIKey(ctx, "openai", wire.UpsertAPIKeyRequest{UserID: user, Secret: keys[user]}); err != nil {
+			t.Fatalf("upsert %s through the follower: %v", user, err)
+		}
+	}
+	keyOf := func(user string) uint32 {
+		t.Helper()
+		var s corev1.Secret
+		name := credential.AccountName("openai", user, "") + "-credential"
+		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &s); err != nil {
+			t.Fatal(err)
+		}
+		id, err := crypto.KeyIDOf(s.Data[pipesv1.CredentialCiphertextKey])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	upsert("before")
+
+	keysetKey := types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: "pipes-keyset"}
+	oldID, newID, err := keyring.RotateSecret(ctx, env.Client, keysetKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, "the follower's keyring has the new primary", func() error {
+		if got := follower.Keyring.Keyset().PrimaryKeyID(); got != newID {
+			return fmt.Errorf("follower primary %d, want %d (was %d)", got, newID, oldID)
+		}
+		return nil
+	})
+	t.Logf("follower reloaded the rotated keyset in %s", time.Since(start).Round(time.Millisecond))
+
+	upsert("after")
+	if got := keyOf("after"); got != newID {
+		t.Fatalf("the follower sealed a new key under key %d, want the new primary %d", got, newID)
+	}
+	waitFor(t, "the leader re-encrypts the older credential", func() error {
+		if got := keyOf("before"); got != newID {
+			return fmt.Errorf("still under key %d", got)
+		}
+		return nil
+	})
+
+	removed, err := keyring.PruneSecret(ctx, env.Client, keysetKey, func(ctx context.Context) (map[uint32]int, error) {
+		return credential.KeyUsage(ctx, env.Client)
+	})
+	if err != nil || !slices.Contains(removed, oldID) {
+		t.Fatalf("prune removed %v (err %v), want %d", removed, err, oldID)
+	}
+	waitFor(t, "the follower drops the pruned key", func() error {
+		if slices.Contains(follower.Keyring.Keyset().KeyIDs(), oldID) {
+			return fmt.Errorf("follower still holds key %d", oldID)
+		}
+		return nil
+	})
+
+	for name, api := range map[string]*apiclient.Client{"leader": leaderAPI, "follower": followerAPI} {
+		for user, want := range keys {
+			resp, err := api.Credentials(ctx, "openai", wire.CredentialsRequest{UserID: user})
+			if err != nil {
+				t.Fatalf("vend %s through the %s: %v", user, name, err)
+			}
+			if !resp.Active || resp.Credential == nil || resp.Credential.Value != want {
+				t.Fatalf("vend %s through the %s after rotate, re-encrypt and prune: active=%t error=%q", user, name, resp.Active, resp.Error)
+			}
+		}
+	}
+
+	// With credentials stored, a missing keyset is never silently replaced.
+	_, err = keyring.EnsureSecret(ctx, env.Client, types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: "lost-keyset"}, logr.Discard())
+	if err == nil || !strings.Contains(err.Error(), "Restore the keyset from your backup") {
+		t.Fatalf("a fresh keyset would orphan the stored credentials; err = %v", err)
+	}
+}
