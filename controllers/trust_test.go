@@ -91,6 +91,7 @@ var _ = Describe("ConnectedAccount trust boundary", func() {
 				Data:       map[string][]byte{"password": []byte("not-the-operators")},
 			}
 			Expect(env.Client.Create(ctx, secret)).To(Succeed())
+			DeferCleanup(func(ctx SpecContext) { Expect(env.Client.Delete(ctx, secret)).To(Succeed()) })
 			Expect(env.Client.Create(ctx, ca)).To(Succeed())
 			Eventually(func() []string { return getAccount(ctx, ca).Finalizers }).Should(ContainElement(pipesv1.FinalizerCredentialCleanup))
 
@@ -107,6 +108,9 @@ var _ = Describe("ConnectedAccount trust boundary", func() {
 		key1, key2 := "sk-"+strings.Repeat("1", 28)+"OLD1", "sk-"+strings.Repeat("2", 28)+"NEW2"
 		ca := account(ns, "rollback", "openai", "u", "", "")
 		Expect(env.Client.Create(ctx, ca)).To(Succeed())
+		// Its restored credential stays on whatever key wrapped it: gone with the account,
+		// it does not hold up the keyset rotation spec's count of credentials on old keys.
+		DeferCleanup(func(ctx SpecContext) { Expect(env.Client.Delete(ctx, ca)).To(Succeed()) })
 		Eventually(func() string { return readyReason(ctx, ca) }).Should(Equal("False/" + pipesv1.ReasonAwaitingCredential))
 
 		By("storing version 1, then version 2, the way the backend API does")

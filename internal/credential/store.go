@@ -229,11 +229,12 @@ func labelValue(name string) string {
 // Usage counts stored credentials per key-encryption key id.
 type Usage map[uint32]int
 
-// Stale returns how many credentials are stored, and how many are not wrapped by primary.
+// Stale returns how many credentials are stored, and how many are wrapped by a key other
+// than primary (those naming no key, id 0, are unreadable rather than stale).
 func (u Usage) Stale(primary uint32) (stored, stale int) {
 	for id, n := range u {
 		stored += n
-		if id != primary {
+		if id != primary && id != 0 {
 			stale += n
 		}
 	}
