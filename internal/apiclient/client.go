@@ -69,88 +69,81 @@ func New(baseURL string, opts ...Option) *Client {
 }
 
 // HTTPClientWithCA returns an HTTP client trusting only the PEM CA bundle at caFile.
-// The file is read again before every request, and when its content has changed (a
-// mounted ConfigMap the kubelet updated after a CA rotation) new connections trust the
-// new bundle: a long-running client follows the rotation without a restart.
+// Each new TLS connection is verified against the file's current content (re-read when
+// the connection is made, not per request), so a long-running client follows a CA
+// rotation (a mounted ConfigMap the kubelet updated) without a restart, while
+// established connections keep being reused.
 func HTTPClientWithCA(caFile string, timeout time.Duration) (*http.Client, error) {
-	rt := &caFileTransport{file: caFile}
-	if _, err := rt.current(); err != nil {
+	roots := &caBundleFile{file: caFile}
+	if _, err := roots.pool(); err != nil {
 		return nil, err
 	}
-	return &http.Client{Transport: rt, Timeout: timeout}, nil
-}
-
-// HTTPClientWithCAData returns an HTTP client trusting only the PEM CA bundle given.
-func HTTPClientWithCAData(pem []byte, timeout time.Duration) (*http.Client, error) {
-	tr, err := transportWithCA(pem)
-	if err != nil {
-		return nil, err
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// Not skipped: VerifyConnection verifies the chain and the name, against the
+		// bundle in the file at the time of the handshake, which RootCAs cannot follow.
+		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection
+		VerifyConnection:   roots.verify,
 	}
 	return &http.Client{Transport: tr, Timeout: timeout}, nil
 }
 
-func transportWithCA(pem []byte) (*http.Transport, error) {
+// HTTPClientWithCAData returns an HTTP client trusting only the PEM CA bundle given.
+func HTTPClientWithCAData(pem []byte, timeout time.Duration) (*http.Client, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, errors.New("holds no PEM certificate")
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	return tr, nil
+	return &http.Client{Transport: tr, Timeout: timeout}, nil
 }
 
-// caFileTransport is a transport trusting the CA bundle currently in a file. A changed
-// bundle gets a transport of its own (requests in flight finish on the old one, whose
-// idle connections are closed); a file that cannot be read or parsed keeps the last good
-// bundle, and requests that then fail say so.
-type caFileTransport struct {
+// caBundleFile is the CA bundle currently in a file. A file that cannot be read or
+// parsed keeps the last good bundle, and handshakes that then fail say so.
+type caBundleFile struct {
 	file string
 
-	mu      sync.Mutex
-	pem     []byte
-	tr      *http.Transport
-	lastErr error // why the file could not be reloaded (nil when current)
+	mu   sync.Mutex
+	pem  []byte
+	last *x509.CertPool
 }
 
-func (t *caFileTransport) current() (*http.Transport, error) {
-	pem, err := os.ReadFile(t.file)
-	t.mu.Lock()
-	defer t.mu.Unlock()
+// pool returns the bundle to trust, and why the file could not be reloaded (if so).
+func (b *caBundleFile) pool() (*x509.CertPool, error) {
+	pem, err := os.ReadFile(b.file)
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if err != nil {
-		t.lastErr = fmt.Errorf("reading CA bundle: %w", err)
-		return t.tr, t.lastErr
+		return b.last, fmt.Errorf("reading CA bundle: %w", err)
 	}
-	if t.tr != nil && bytes.Equal(pem, t.pem) {
-		t.lastErr = nil
-		return t.tr, nil
+	if b.last != nil && bytes.Equal(pem, b.pem) {
+		return b.last, nil
 	}
-	tr, err := transportWithCA(pem)
-	if err != nil {
-		t.lastErr = fmt.Errorf("CA bundle %s: %w", t.file, err)
-		return t.tr, t.lastErr
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return b.last, fmt.Errorf("CA bundle %s: holds no PEM certificate", b.file)
 	}
-	if t.tr != nil {
-		t.tr.CloseIdleConnections()
-	}
-	t.pem, t.tr, t.lastErr = pem, tr, nil
-	return tr, nil
+	b.pem, b.last = pem, pool
+	return pool, nil
 }
 
-// RoundTrip implements http.RoundTripper.
-func (t *caFileTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	tr, reloadErr := t.current()
-	resp, err := tr.RoundTrip(req)
+// verify is the TLS verification RootCAs would do, against the current bundle.
+func (b *caBundleFile) verify(cs tls.ConnectionState) error {
+	pool, reloadErr := b.pool()
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("the server presented no certificate")
+	}
+	opts := x509.VerifyOptions{DNSName: cs.ServerName, Roots: pool, Intermediates: x509.NewCertPool()}
+	for _, c := range cs.PeerCertificates[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	_, err := cs.PeerCertificates[0].Verify(opts)
 	if err != nil && reloadErr != nil {
 		err = fmt.Errorf("%w (still trusting the last good CA bundle: %v)", err, reloadErr)
 	}
-	return resp, err
-}
-
-// CloseIdleConnections lets http.Client.CloseIdleConnections reach the transport.
-func (t *caFileTransport) CloseIdleConnections() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.tr.CloseIdleConnections()
+	return err
 }
 
 // Error is a non-2xx answer.

@@ -97,6 +97,13 @@ func TestHTTPClientWithCAFollowsTheFile(t *testing.T) {
 	if err := get(h); err != nil {
 		t.Fatal(err)
 	}
+	// The name is verified too, not only the chain: the certificate is for 127.0.0.1.
+	if resp, err := h.Get(strings.Replace(url, "127.0.0.1", "localhost", 1)); err == nil || !strings.Contains(err.Error(), "wanted to match localhost") {
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		t.Fatalf("a certificate for another name was accepted: %v", err)
+	}
 
 	write([]byte("half-written garbage"))
 	if err := get(h); err != nil {
