@@ -1,8 +1,11 @@
-// Command image packs static binaries into a single-layer container image and writes it
-// as a docker-archive tarball ("docker save" format), which `ctr images import` loads
-// into containerd. It needs no container engine and no registry, so the e2e harness can
-// make its images (the sandbox "pause" image, CoreDNS, the manager) from Go binaries built
-// on this machine.
+// Command image packs static binaries into a single-layer container image, with no
+// container engine and no registry. It writes either a docker-archive tarball ("docker
+// save" format, one platform), which `ctr images import` loads into containerd (the e2e
+// harness makes its images so), or an OCI image layout holding a multi-platform index
+// (`make images`), which any OCI tool (crane, skopeo, oras) can push to a registry.
+//
+// The output is reproducible: the same binaries, flags and labels give the same digest
+// (sorted entries, zero mtimes, root ownership, a fixed creation time).
 //
 // The image holds the binaries, a minimal /etc/passwd and /etc/group (root and the
 // non-root user), a world-writable sticky /tmp, and runs as the non-root user 65532 unless
@@ -12,8 +15,13 @@
 //
 //	go run ./hack/image --tag pipes.local/manager:e2e \
 //	  --binary bin/manager=/manager --entrypoint /manager --out bin/e2e/manager.tar
+//	go run ./hack/image --tag pipes-operator/manager:v1 --platform linux/amd64 --platform linux/arm64 \
+//	  --binary 'bin/linux_{arch}/manager=/manager' --label org.opencontainers.image.version=v1 \
+//	  --oci-layout bin/images/manager
 //
-// --binary and --file may be repeated; --entrypoint and --cmd take a comma-separated list.
+// --binary, --file, --platform, --label and --env may be repeated; {arch} in a --binary
+// or --file source is replaced by each platform's architecture; --entrypoint and --cmd
+// take a comma-separated list.
 package main
 
 import (
@@ -34,8 +42,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // pair is one SRC=DST argument.
@@ -74,12 +84,31 @@ type options struct {
 	workdir    string
 	env        []string
 	arch       string
+	platforms  []string
+	labels     map[string]string
+	ociLayout  string
 }
 
 func main() {
-	var o options
+	o := options{labels: map[string]string{}}
 	flag.StringVar(&o.tag, "tag", "", "image reference, e.g. pipes.local/manager:e2e (required)")
-	flag.StringVar(&o.out, "out", "", "output tarball path (required)")
+	flag.StringVar(&o.out, "out", "", "output docker-archive tarball path (one platform; this or --oci-layout)")
+	flag.StringVar(&o.ociLayout, "oci-layout", "", "output OCI image layout directory, holding an index of every --platform")
+	flag.Func("platform", "os/arch of an image in the --oci-layout index, e.g. linux/arm64 (repeatable; default linux/--arch)", func(v string) error {
+		if goos, arch, ok := strings.Cut(v, "/"); !ok || goos != "linux" || arch == "" {
+			return fmt.Errorf("want linux/ARCH, got %q", v)
+		}
+		o.platforms = append(o.platforms, v)
+		return nil
+	})
+	flag.Func("label", "KEY=VALUE image label, e.g. org.opencontainers.image.version=v1 (repeatable)", func(v string) error {
+		k, val, ok := strings.Cut(v, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("want KEY=VALUE, got %q", v)
+		}
+		o.labels[k] = val
+		return nil
+	})
 	flag.Var(&o.binaries, "binary", "SRC=DST: host executable SRC at image path DST, mode 0755 (repeatable)")
 	flag.Var(&o.files, "file", "SRC=DST: host file SRC at image path DST, mode 0644 (repeatable)")
 	flag.StringVar(&o.entrypoint, "entrypoint", "", "comma-separated entrypoint, e.g. /kit,pause (default: the first --binary)")
@@ -106,63 +135,27 @@ func main() {
 }
 
 func run(o options) error {
-	if o.tag == "" || o.out == "" || len(o.binaries) == 0 {
+	if o.tag == "" || (o.out == "") == (o.ociLayout == "") || len(o.binaries) == 0 {
 		flag.Usage()
-		return errors.New("--tag, --out and at least one --binary are required")
+		return errors.New("--tag, one of --out and --oci-layout, and at least one --binary are required")
 	}
 	ref, err := name.NewTag(o.tag, name.WeakValidation)
 	if err != nil {
 		return fmt.Errorf("--tag %q: %w", o.tag, err)
 	}
-	uid, gid, err := parseUser(o.user)
+	if o.ociLayout != "" {
+		return writeLayout(o, ref)
+	}
+	if len(o.platforms) > 1 {
+		return errors.New("--out holds one platform; use --oci-layout for several")
+	}
+	if len(o.platforms) == 1 {
+		o.arch = strings.TrimPrefix(o.platforms[0], "linux/")
+	}
+	img, err := buildImage(o, o.arch)
 	if err != nil {
 		return err
 	}
-
-	layerTar, err := buildLayer(o, uid, gid)
-	if err != nil {
-		return err
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	})
-	if err != nil {
-		return fmt.Errorf("layer: %w", err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		return fmt.Errorf("append layer: %w", err)
-	}
-
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return err
-	}
-	cf = cf.DeepCopy()
-	cf.OS = "linux"
-	cf.Architecture = o.arch
-	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
-	for i := range cf.History {
-		cf.History[i].Created = cf.Created
-		cf.History[i].CreatedBy = "hack/image"
-	}
-	cf.Config.User = o.user
-	cf.Config.WorkingDir = o.workdir
-	cf.Config.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp"}, o.env...)
-	if o.entrypoint != "" {
-		cf.Config.Entrypoint = splitList(o.entrypoint)
-	} else {
-		cf.Config.Entrypoint = []string{o.binaries[0].dst}
-	}
-	if o.cmd != "" {
-		cf.Config.Cmd = splitList(o.cmd)
-	}
-	cf.Config.Labels = map[string]string{"org.opencontainers.image.source": "github.com/pipes-dev/pipes-operator/hack/image"}
-	img, err = mutate.ConfigFile(img, cf)
-	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-
 	if dir := filepath.Dir(o.out); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
@@ -182,6 +175,117 @@ func run(o options) error {
 	}
 	fmt.Printf("%s %s %s\n", o.out, ref.String(), digest)
 	return nil
+}
+
+// writeLayout writes an OCI image layout whose index holds one image per platform,
+// replacing whatever was in the directory.
+func writeLayout(o options, ref name.Tag) error {
+	platforms := o.platforms
+	if len(platforms) == 0 {
+		platforms = []string{"linux/" + o.arch}
+	}
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	for _, p := range platforms {
+		arch := strings.TrimPrefix(p, "linux/")
+		img, err := buildImage(o, arch)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{
+			Platform: &v1.Platform{OS: "linux", Architecture: arch},
+		}})
+	}
+	if err := os.RemoveAll(o.ociLayout); err != nil {
+		return err
+	}
+	// The layout's index.json points at the multi-platform index, named by its tag, as
+	// `oci:DIR:TAG` in skopeo and crane expect.
+	l, err := layout.Write(o.ociLayout, empty.Index)
+	if err == nil {
+		err = l.AppendIndex(idx, layout.WithAnnotations(map[string]string{
+			"org.opencontainers.image.ref.name": ref.TagStr(),
+			"io.containerd.image.name":          ref.String(),
+		}))
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", o.ociLayout, err)
+	}
+	digest, err := idx.Digest()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s %s %s (%s)\n", o.ociLayout, ref.String(), digest, strings.Join(platforms, ", "))
+	return nil
+}
+
+// buildImage packs the binaries and files for arch ({arch} in their sources replaced).
+func buildImage(o options, arch string) (v1.Image, error) {
+	uid, gid, err := parseUser(o.user)
+	if err != nil {
+		return nil, err
+	}
+	o.binaries, o.files = o.binaries.forArch(arch), o.files.forArch(arch)
+	layerTar, err := buildLayer(o, uid, gid)
+	if err != nil {
+		return nil, err
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(layerTar)), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("layer: %w", err)
+	}
+	base := empty.Image
+	if o.ociLayout != "" {
+		base = mutate.MediaType(base, types.OCIManifestSchema1)
+		base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
+	}
+	img, err := mutate.AppendLayers(base, layer)
+	if err != nil {
+		return nil, fmt.Errorf("append layer: %w", err)
+	}
+
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.OS = "linux"
+	cf.Architecture = arch
+	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
+	for i := range cf.History {
+		cf.History[i].Created = cf.Created
+		cf.History[i].CreatedBy = "hack/image"
+	}
+	cf.Config.User = o.user
+	cf.Config.WorkingDir = o.workdir
+	cf.Config.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp"}, o.env...)
+	if o.entrypoint != "" {
+		cf.Config.Entrypoint = splitList(o.entrypoint)
+	} else {
+		cf.Config.Entrypoint = []string{o.binaries[0].dst}
+	}
+	if o.cmd != "" {
+		cf.Config.Cmd = splitList(o.cmd)
+	}
+	cf.Config.Labels = map[string]string{"org.opencontainers.image.source": "github.com/pipes-dev/pipes-operator"}
+	for k, v := range o.labels {
+		cf.Config.Labels[k] = v
+	}
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return img, nil
+}
+
+// forArch replaces {arch} in the sources.
+func (p pairs) forArch(arch string) pairs {
+	out := make(pairs, len(p))
+	for i, x := range p {
+		out[i] = pair{src: strings.ReplaceAll(x.src, "{arch}", arch), dst: x.dst}
+	}
+	return out
 }
 
 func splitList(s string) []string {
