@@ -4,6 +4,7 @@
 //	manager [flags]                      run against the cluster in KUBECONFIG / in-cluster config
 //	manager dev [flags]                  run on an embedded control plane (what `make run` does)
 //	manager keyset rotate|prune|status   manage the key-encryption keyset
+//	manager backup export|import         move stored credentials (encrypted) to a new cluster
 package main
 
 import (
@@ -27,6 +28,8 @@ func main() {
 		err = runDev(args[1:])
 	case len(args) > 0 && args[0] == "keyset":
 		err = runKeyset(args[1:])
+	case len(args) > 0 && args[0] == "backup":
+		err = runBackup(args[1:])
 	default:
 		err = runManager(args)
 	}

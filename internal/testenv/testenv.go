@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/pipes-dev/pipes-operator/internal/devenv"
+	"github.com/pipes-dev/pipes-operator/internal/keyring"
 	"github.com/pipes-dev/pipes-operator/internal/operator"
 )
 
@@ -76,6 +77,9 @@ type Options struct {
 	CertRotation bool
 	// LeaderElection runs the manager with leader election, as deployed (see StartReplica).
 	LeaderElection bool
+	// Keyset, when set, is a keyset (keyset.json) restored into the keyset Secret before
+	// the manager starts, as an administrator restores a backup into a new cluster.
+	Keyset []byte
 }
 
 // CertSecret is the Secret cert-controller keeps the certificate in with Options.CertRotation.
@@ -103,6 +107,15 @@ func Start(o Options) (*Env, error) {
 	}
 	if err := devenv.InstallAPIRoles(ctx, e.Client); err != nil {
 		return nil, err
+	}
+	if o.Keyset != nil {
+		restored := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: OperatorNamespace, Name: "pipes-keyset"},
+			Data:       map[string][]byte{keyring.SecretKey: o.Keyset},
+		}
+		if err := e.Client.Create(ctx, restored); err != nil {
+			return nil, err
+		}
 	}
 	if o.NoManager {
 		return e, nil
