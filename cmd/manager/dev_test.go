@@ -1,8 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,54 +13,19 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/pipes-dev/pipes-operator/internal/devenv"
 )
 
-// TestDevCommand runs what `make run` runs, as a user would: the built binary, then
-// kubectl through the kubeconfig it prints, then Ctrl-C.
-func TestDevCommand(t *testing.T) {
-	root, err := devenv.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	assets, err := devenv.Assets(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "manager")
-	if out, err := exec.Command("go", "build", "-tags", "dev", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	dir := filepath.Join(t.TempDir(), "dev")
-	cmd := exec.Command(bin, "dev", "--dir", dir, "--metrics-bind-address=0", "--health-probe-bind-address=0")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "KUBEBUILDER_ASSETS="+assets)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill() }()
+// quietFor is how long after the banner the terminal must stay silent.
+const quietFor = 3 * time.Second
 
-	ready := make(chan struct{})
-	var output bytes.Buffer
-	go func() {
-		s := bufio.NewScanner(stderr)
-		for s.Scan() {
-			output.WriteString(s.Text() + "\n")
-			if strings.Contains(s.Text(), "pipes-operator is running") {
-				close(ready)
-			}
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("manager dev did not come up:\n%s", output.String())
-	}
+// TestDevCommand runs what `make run` runs, as a user would: the built binary, then
+// kubectl through the kubeconfig it prints, TLS clients that trust only PIPES_API_CA,
+// then Ctrl-C.
+func TestDevCommand(t *testing.T) {
+	r := startDev(t, devOptions{})
+	bannerAt := r.waitBanner()
+	cp := r.controlPlane()
+	dir, assets := r.dir, r.assets
 
 	env, err := os.ReadFile(filepath.Join(dir, "env"))
 	if err != nil {
@@ -67,6 +35,64 @@ func TestDevCommand(t *testing.T) {
 	if !strings.Contains(string(env), "KUBECONFIG="+kubeconfig) {
 		t.Fatalf("env file does not export the kubeconfig: %q", env)
 	}
+
+	t.Run("backend API certificate is issued by PIPES_API_CA", func(t *testing.T) {
+		apiURL, caFile := exported(t, env, "PIPES_API_URL"), exported(t, env, "PIPES_API_CA")
+		u, err := url.Parse(apiURL)
+		if err != nil || u.Scheme != "https" {
+			t.Fatalf("PIPES_API_URL %q", apiURL)
+		}
+		ca := readCert(t, caFile)
+		if !ca.IsCA || !ca.BasicConstraintsValid || ca.KeyUsage&x509.KeyUsageCertSign == 0 {
+			t.Errorf("PIPES_API_CA is not a CA certificate (IsCA %v, KeyUsageCertSign %v)", ca.IsCA, ca.KeyUsage&x509.KeyUsageCertSign != 0)
+		}
+		conn, err := tls.Dial("tcp", u.Host, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // to inspect what is served
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := conn.ConnectionState().PeerCertificates
+		_ = conn.Close()
+		leaf := served[0]
+		if bytes.Equal(leaf.Raw, ca.Raw) {
+			t.Fatal("PIPES_API_CA is the served certificate itself, not the CA that issued it")
+		}
+		if leaf.IsCA {
+			t.Error("the served certificate is a CA certificate")
+		}
+		if err := leaf.CheckSignatureFrom(ca); err != nil {
+			t.Errorf("the served certificate is not signed by PIPES_API_CA: %v", err)
+		}
+		roots := x509.NewCertPool()
+		roots.AddCert(ca)
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: u.Hostname()}); err != nil {
+			t.Errorf("the served certificate does not verify against PIPES_API_CA for %s: %v", u.Hostname(), err)
+		}
+
+		// Clients that never take a leaf as a trust anchor: OpenSSL and Node (the SDK's).
+		if openssl, err := exec.LookPath("openssl"); err != nil {
+			t.Log("openssl not installed; skipping its check")
+		} else {
+			out, err := exec.Command(openssl, "s_client", "-connect", u.Host, "-verify_return_error",
+				"-verify_ip", u.Hostname(), "-CAfile", caFile).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "Verify return code: 0 (ok)") {
+				t.Errorf("openssl s_client -verify_return_error -CAfile $PIPES_API_CA: %v\n%s", err, out)
+			}
+		}
+		if node, err := exec.LookPath("node"); err != nil {
+			t.Log("node not installed; skipping its check")
+		} else {
+			script := `const https = require("https"), fs = require("fs");
+https.get(process.env.PIPES_API_URL + "/", {ca: fs.readFileSync(process.env.PIPES_API_CA)}, (res) => {
+  console.log("TLS ok, HTTP " + res.statusCode); process.exit(0);
+}).on("error", (e) => { console.error(e.code || e.message); process.exit(1); });`
+			cmd := exec.Command(node, "-e", script)
+			cmd.Env = append(os.Environ(), "PIPES_API_URL="+apiURL, "PIPES_API_CA="+caFile)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("node https.get with ca: $PIPES_API_CA: %v\n%s", err, out)
+			}
+		}
+	})
+
 	kubectl := func(args ...string) string {
 		out, err := exec.Command(filepath.Join(assets, "kubectl"), append([]string{"--kubeconfig", kubeconfig}, args...)...).CombinedOutput()
 		if err != nil {
@@ -80,7 +106,8 @@ func TestDevCommand(t *testing.T) {
 			t.Errorf("kubectl get crd lacks %s:\n%s", want, crds)
 		}
 	}
-	kubectl("apply", "-f", filepath.Join(root, "config", "samples"))
+	// Through the validating webhooks, which the API server calls trusting the dev CA.
+	kubectl("apply", "-f", filepath.Join(r.root, "config", "samples"))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		state := kubectl("get", "connectedaccount", "openai-user-123", "-o", "jsonpath={.status.state}/{.status.apiKeyLast4}")
@@ -93,20 +120,84 @@ func TestDevCommand(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+	t.Run("terminal shows the banner last; the log is in manager.log", func(t *testing.T) {
+		if wait := time.Until(bannerAt.Add(quietFor)); wait > 0 {
+			time.Sleep(wait)
+		}
+		lines := r.term.snapshot()
+		var bannerStream string
+		for _, l := range lines {
+			if strings.Contains(l.text, banner) {
+				bannerStream = l.stream
+			}
+			if strings.Contains(l.text, "\tINFO\t") {
+				t.Errorf("INFO log line on the terminal: %q", l.text)
+				break
+			}
+		}
+		if bannerStream != "out" {
+			t.Errorf("banner printed on std%s, want stdout", bannerStream)
+		}
+		last := lines[len(lines)-1]
+		if last.at.After(bannerAt.Add(time.Second)) {
+			t.Errorf("printed %v after the banner (the banner must come last, after startup): %q", last.at.Sub(bannerAt), last.text)
+		}
+		var bannerText strings.Builder
+		for _, l := range lines {
+			if !l.at.Before(bannerAt) {
+				bannerText.WriteString(l.text + "\n")
+			}
+		}
+		logFile := filepath.Join(dir, "manager.log")
+		if !strings.Contains(bannerText.String(), logFile) && !strings.Contains(bannerText.String(), "manager.log") {
+			t.Errorf("the banner does not say where the log is:\n%s", bannerText.String())
+		}
+		log, err := os.ReadFile(logFile)
+		if err != nil {
+			t.Fatalf("no log file: %v", err)
+		}
+		if !strings.Contains(string(log), "\tINFO\t") || !strings.Contains(string(log), "serving backend API") {
+			t.Errorf("%s lacks the manager's INFO lines:\n%.2000s", logFile, log)
+		}
+		if t.Failed() {
+			t.Logf("terminal:\n%s", r.term)
+		}
+	})
+
+	if err := r.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("manager dev exited with %v after Ctrl-C:\n%s", err, output.String())
+	if err := r.wait(time.Minute); err != nil {
+		t.Fatalf("manager dev exited with %v after Ctrl-C:\n%s", err, r.term)
+	}
+	assertNothingLeft(t, cp, dir)
+}
+
+// exported returns the value the env file exports for name.
+func exported(t *testing.T, env []byte, name string) string {
+	t.Helper()
+	for _, l := range strings.Split(string(env), "\n") {
+		if v, ok := strings.CutPrefix(l, "export "+name+"="); ok {
+			return v
 		}
-	case <-time.After(time.Minute):
-		t.Fatal("manager dev did not stop after Ctrl-C")
 	}
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		t.Fatalf("%s was not removed on exit", dir)
+	t.Fatalf("env file does not export %s:\n%s", name, env)
+	return ""
+}
+
+func readCert(t *testing.T, file string) *x509.Certificate {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
 	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		t.Fatalf("%s holds no PEM certificate", file)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
 }
