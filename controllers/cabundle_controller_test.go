@@ -28,7 +28,7 @@ var _ = Describe("CA bundle ConfigMaps", func() {
 	// Each spec runs a manager of its own with a CABundleReconciler for ConfigMaps of a
 	// name of its own, so that the suite's manager (which keeps pipes-api-ca) stays out.
 	var name string
-	start := func(ctx context.Context, r *controllers.CABundleReconciler) {
+	start := func(_ context.Context, r *controllers.CABundleReconciler) {
 		managed := labels.SelectorFromSet(labels.Set{pipesv1.LabelManagedBy: pipesv1.ManagedByValue})
 		mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 			Scheme: operator.Scheme(),

@@ -30,11 +30,6 @@ import (
 	"github.com/pipes-dev/pipes-operator/internal/validation"
 )
 
-// ConditionSynced says whether the stored credential matches spec.apiKey's source. It is
-// separate from Ready because a bad new key in the source leaves the last good one in
-// place: the account stays vendable (Ready) while Synced says the rotation failed.
-const ConditionSynced = "Synced"
-
 // ConnectedAccountReconciler stores each account's API key encrypted in a Secret it owns,
 // rotates it when the source changes, re-encrypts it when the keyset's primary key
 // changes, and reports in status whether the credential can be vended.
@@ -144,10 +139,10 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 		defer clear(key)
 		switch {
 		case reason != "":
-			setCondition(ca, ConditionSynced, metav1.ConditionFalse, reason, msg)
+			setCondition(ca, pipesv1.ConditionSynced, metav1.ConditionFalse, reason, msg)
 			notStoredReason, notStoredMsg = reason, msg
 		case secret != nil && stored.SourceVersion == sourceVersion:
-			setCondition(ca, ConditionSynced, metav1.ConditionTrue, pipesv1.ReasonReady, "the stored key matches spec.apiKey.secretKeyRef")
+			setCondition(ca, pipesv1.ConditionSynced, metav1.ConditionTrue, pipesv1.ReasonReady, "the stored key matches spec.apiKey.secretKeyRef")
 		default:
 			next := credential.Stored{Version: credential.NextVersion(ca, nil), Last4: validation.Last4(key), SourceVersion: sourceVersion}
 			if secret != nil {
@@ -168,10 +163,10 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 				credential.RecordStored(r.Recorder, ca, stored, secret != nil, "")
 			}
 			hasStored = true
-			setCondition(ca, ConditionSynced, metav1.ConditionTrue, pipesv1.ReasonReady, "the stored key matches spec.apiKey.secretKeyRef")
+			setCondition(ca, pipesv1.ConditionSynced, metav1.ConditionTrue, pipesv1.ReasonReady, "the stored key matches spec.apiKey.secretKeyRef")
 		}
 	default:
-		apimeta.RemoveStatusCondition(&ca.Status.Conditions, ConditionSynced)
+		apimeta.RemoveStatusCondition(&ca.Status.Conditions, pipesv1.ConditionSynced)
 	}
 
 	if !hasStored {
@@ -201,7 +196,7 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 			if stored, err = r.Store.Put(ctx, ca, secret, plaintext, stored); err != nil {
 				return err
 			}
-			r.event(ca, corev1.EventTypeNormal, pipesv1.EventReencrypted, "Reencrypt", "credential re-encrypted under key %d (was %d)", stored.KeyID, oldKey)
+			r.event(ca, corev1.EventTypeNormal, pipesv1.EventReencrypted, pipesv1.ActionReencrypt, "credential re-encrypted under key %d (was %d)", stored.KeyID, oldKey)
 		}
 	}
 
@@ -251,11 +246,11 @@ func (r *ConnectedAccountReconciler) disconnect(ctx context.Context, ca *pipesv1
 		return err
 	}
 	if existed {
-		r.event(ca, corev1.EventTypeNormal, pipesv1.EventDisconnected, "Disconnect", "stored credential removed: %s", msg)
+		r.event(ca, corev1.EventTypeNormal, pipesv1.EventDisconnected, pipesv1.ActionDisconnect, "stored credential removed: %s", msg)
 	}
 	setStored(ca, nil)
 	ca.Status.State = pipesv1.StateDisconnected
-	apimeta.RemoveStatusCondition(&ca.Status.Conditions, ConditionSynced)
+	apimeta.RemoveStatusCondition(&ca.Status.Conditions, pipesv1.ConditionSynced)
 	setCondition(ca, pipesv1.ConditionReady, metav1.ConditionFalse, reason, msg)
 	return nil
 }
@@ -270,7 +265,7 @@ func (r *ConnectedAccountReconciler) finalize(ctx context.Context, ca *pipesv1.C
 		return err
 	}
 	if existed {
-		r.event(ca, corev1.EventTypeNormal, pipesv1.EventDisconnected, "Disconnect", "ConnectedAccount deleted; stored credential removed")
+		r.event(ca, corev1.EventTypeNormal, pipesv1.EventDisconnected, pipesv1.ActionDisconnect, "ConnectedAccount deleted; stored credential removed")
 	}
 	controllerutil.RemoveFinalizer(ca, pipesv1.FinalizerCredentialCleanup)
 	return r.Client.Update(ctx, ca)
@@ -278,23 +273,23 @@ func (r *ConnectedAccountReconciler) finalize(ctx context.Context, ca *pipesv1.C
 
 // emitTransitions records Events for state changes that are not tied to a write.
 func (r *ConnectedAccountReconciler) emitTransitions(before, after *pipesv1.ConnectedAccount) {
-	if c := apimeta.FindStatusCondition(after.Status.Conditions, ConditionSynced); c != nil && c.Status == metav1.ConditionFalse {
-		if old := apimeta.FindStatusCondition(before.Status.Conditions, ConditionSynced); old == nil || old.Status != c.Status || old.Reason != c.Reason {
-			r.event(after, corev1.EventTypeWarning, pipesv1.EventConnectionFailed, "Connect", "%s", c.Message)
+	if c := apimeta.FindStatusCondition(after.Status.Conditions, pipesv1.ConditionSynced); c != nil && c.Status == metav1.ConditionFalse {
+		if old := apimeta.FindStatusCondition(before.Status.Conditions, pipesv1.ConditionSynced); old == nil || old.Status != c.Status || old.Reason != c.Reason {
+			r.event(after, corev1.EventTypeWarning, pipesv1.EventConnectionFailed, pipesv1.ActionConnect, "%s", c.Message)
 		}
 	}
 	if c := apimeta.FindStatusCondition(after.Status.Conditions, pipesv1.ConditionReady); c != nil && c.Reason == pipesv1.ReasonProviderNotFound && after.Status.CredentialSecretRef != nil {
 		if old := apimeta.FindStatusCondition(before.Status.Conditions, pipesv1.ConditionReady); old == nil || old.Reason != c.Reason {
-			r.event(after, corev1.EventTypeWarning, pipesv1.EventCredentialRetained, "Retain", "%s", c.Message)
+			r.event(after, corev1.EventTypeWarning, pipesv1.EventCredentialRetained, pipesv1.ActionRetain, "%s", c.Message)
 		}
 	}
 	if after.Status.State == pipesv1.StateNeedsReauthorization && before.Status.State != pipesv1.StateNeedsReauthorization {
 		c := apimeta.FindStatusCondition(after.Status.Conditions, pipesv1.ConditionReady)
-		r.event(after, corev1.EventTypeWarning, pipesv1.EventReauthorizationNeeded, "Vend", "%s", c.Message)
+		r.event(after, corev1.EventTypeWarning, pipesv1.EventReauthorizationNeeded, pipesv1.ActionVend, "%s", c.Message)
 	}
 }
 
-func (r *ConnectedAccountReconciler) event(ca *pipesv1.ConnectedAccount, eventType, reason, action, note string, args ...any) {
+func (r *ConnectedAccountReconciler) event(ca *pipesv1.ConnectedAccount, eventType string, reason pipesv1.Reason, action pipesv1.EventAction, note string, args ...any) {
 	r.Recorder.Eventf(ca, nil, eventType, reason, action, note, args...)
 }
 
@@ -319,7 +314,7 @@ func setStored(ca *pipesv1.ConnectedAccount, stored *credential.Stored) {
 	}
 }
 
-func setCondition(ca *pipesv1.ConnectedAccount, condType string, status metav1.ConditionStatus, reason, msg string) {
+func setCondition(ca *pipesv1.ConnectedAccount, condType pipesv1.ConditionType, status metav1.ConditionStatus, reason, msg string) {
 	apimeta.SetStatusCondition(&ca.Status.Conditions, metav1.Condition{
 		Type: condType, Status: status, Reason: reason, Message: msg, ObservedGeneration: ca.Generation,
 	})

@@ -17,7 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
-	"github.com/pipes-dev/pipes-operator/controllers"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
 	"github.com/pipes-dev/pipes-operator/internal/crypto"
 	"github.com/pipes-dev/pipes-operator/internal/testenv"
@@ -159,7 +158,7 @@ var _ = Describe("ConnectedAccount reconciler", func() {
 		Eventually(func(g Gomega) {
 			got := getAccount(ctx, ca)
 			g.Expect(got.Status.State).To(Equal(pipesv1.StateDisconnected))
-			g.Expect(conditionOf(got, controllers.ConditionSynced)).To(Equal("False/" + pipesv1.ReasonInvalidKey))
+			g.Expect(conditionOf(got, pipesv1.ConditionSynced)).To(Equal("False/" + pipesv1.ReasonInvalidKey))
 			g.Expect(conditionOf(got, pipesv1.ConditionReady)).To(Equal("False/" + pipesv1.ReasonInvalidKey))
 		}).Should(Succeed())
 		for _, c := range getAccount(ctx, ca).Status.Conditions {
@@ -173,7 +172,7 @@ var _ = Describe("ConnectedAccount reconciler", func() {
 
 		By("a bad rotation leaves the stored key vendable")
 		update(ctx, src, func(s *corev1.Secret) { s.Data["api-key"] = []byte("") })
-		Eventually(func() string { return conditionOf(getAccount(ctx, ca), controllers.ConditionSynced) }).Should(Equal("False/" + pipesv1.ReasonInvalidKey))
+		Eventually(func() string { return conditionOf(getAccount(ctx, ca), pipesv1.ConditionSynced) }).Should(Equal("False/" + pipesv1.ReasonInvalidKey))
 		got := getAccount(ctx, ca)
 		Expect(conditionOf(got, pipesv1.ConditionReady)).To(Equal("True/Connected"))
 		Expect(got.Status.CredentialVersion).To(BeEquivalentTo(1))

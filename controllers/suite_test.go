@@ -24,6 +24,9 @@ import (
 var env *testenv.Env
 
 func TestControllers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("envtest suite: starts etcd and kube-apiserver; run without -short (make test)")
+	}
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "Controllers (envtest)")
 }

@@ -72,7 +72,7 @@ var _ = Describe("ConnectedAccount trust boundary", func() {
 
 		By("removing the label stops further copies but keeps the stored key")
 		update(ctx, plain, func(s *corev1.Secret) { s.Labels = nil; s.Data["api-key"] = []byte(key + "-rotated") })
-		Eventually(func() string { return conditionOf(getAccount(ctx, ca), "Synced") }).Should(Equal("False/" + pipesv1.ReasonSourceNotOptedIn))
+		Eventually(func() string { return conditionOf(getAccount(ctx, ca), pipesv1.ConditionSynced) }).Should(Equal("False/" + pipesv1.ReasonSourceNotOptedIn))
 		Expect(getAccount(ctx, ca).Status.APIKeyLast4).To(Equal("OPTN"))
 	})
 

@@ -7,6 +7,12 @@ type ConditionType = string
 // (a Provider can be used, a ConnectedAccount's credential can be vended).
 const ConditionReady ConditionType = "Ready"
 
+// ConditionSynced (ConnectedAccount) says whether the stored credential matches
+// spec.apiKey's source. It is separate from Ready because a bad new key in the source
+// leaves the last good one in place: the account stays vendable (Ready) while Synced says
+// the rotation failed.
+const ConditionSynced ConditionType = "Synced"
+
 // Reason is the machine-readable reason of a condition or an Event.
 type Reason = string
 
@@ -75,4 +81,24 @@ const (
 	EventCredentialRetained Reason = "CredentialRetained"
 	// EventReauthorizationNeeded: the stored credential stopped working.
 	EventReauthorizationNeeded Reason = "ReauthorizationNeeded"
+)
+
+// EventAction is the action of an Event (events.k8s.io `action`): what the operator did
+// or tried to do when the Event's reason happened.
+type EventAction = string
+
+// Event actions.
+const (
+	// ActionConnect: storing a credential for the first time (or failing to).
+	ActionConnect EventAction = "Connect"
+	// ActionRotate: replacing the stored credential with a new one.
+	ActionRotate EventAction = "Rotate"
+	// ActionDisconnect: removing the stored credential.
+	ActionDisconnect EventAction = "Disconnect"
+	// ActionReencrypt: re-encrypting the credential under the current primary key.
+	ActionReencrypt EventAction = "Reencrypt"
+	// ActionRetain: keeping the credential of an account whose Provider is gone.
+	ActionRetain EventAction = "Retain"
+	// ActionVend: handing out the credential (it stopped working).
+	ActionVend EventAction = "Vend"
 )

@@ -51,11 +51,11 @@ type APIKeySource struct {
 type ConnectedAccountState string
 
 const (
-	// StateConnected: a credential is stored.
+	// StateConnected means a credential is stored.
 	StateConnected ConnectedAccountState = "connected"
-	// StateNeedsReauthorization: the stored credential stopped working; the user must connect again.
+	// StateNeedsReauthorization means the stored credential stopped working; the user must connect again.
 	StateNeedsReauthorization ConnectedAccountState = "needs_reauthorization"
-	// StateDisconnected: no credential is stored.
+	// StateDisconnected means no credential is stored.
 	StateDisconnected ConnectedAccountState = "disconnected"
 )
 
@@ -128,8 +128,4 @@ type ConnectedAccountList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ConnectedAccount `json:"items"`
-}
-
-func init() {
-	SchemeBuilder.Register(&ConnectedAccount{}, &ConnectedAccountList{})
 }

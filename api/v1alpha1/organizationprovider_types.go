@@ -99,7 +99,3 @@ type OrganizationProviderList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []OrganizationProvider `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&OrganizationProvider{}, &OrganizationProviderList{})
-}

@@ -9,9 +9,9 @@ import (
 type AuthMethod string
 
 const (
-	// AuthMethodOAuth: users authorize the application through the provider's OAuth flow.
+	// AuthMethodOAuth means users authorize the application through the provider's OAuth flow.
 	AuthMethodOAuth AuthMethod = "OAuth"
-	// AuthMethodAPIKey: users paste an API key issued by the provider.
+	// AuthMethodAPIKey means users paste an API key issued by the provider.
 	AuthMethodAPIKey AuthMethod = "APIKey"
 )
 
@@ -189,8 +189,4 @@ type ProviderList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []Provider `json:"items"`
-}
-
-func init() {
-	SchemeBuilder.Register(&Provider{}, &ProviderList{})
 }

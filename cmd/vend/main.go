@@ -183,7 +183,7 @@ func probe(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	buf := make([]byte, 512)
 	n, _ := resp.Body.Read(buf)
 	fmt.Fprint(os.Stderr, string(buf[:n]))

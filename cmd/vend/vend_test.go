@@ -53,6 +53,10 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
+	// Every test and benchmark here starts with a fixture, so they all skip here.
+	if testing.Short() {
+		t.Skip("envtest suite: starts etcd and kube-apiserver; run without -short (make test)")
+	}
 	e, err := testenv.Start(testenv.Options{Webhooks: true, API: true, APIRateLimit: 1e6})
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +106,7 @@ type vendProcess struct {
 func freePort(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().String()
 }
 
@@ -126,7 +130,7 @@ func (p *vendProcess) get(path string) (int, string) {
 	if err != nil {
 		return 0, err.Error()
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
@@ -138,7 +142,7 @@ func (p *vendProcess) credential(user string) (wire.CredentialsResponse, error) 
 	if err != nil {
 		return out, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
 		return out, fmt.Errorf("%d %s", resp.StatusCode, b)
@@ -328,7 +332,7 @@ func BenchmarkLocalRead(b *testing.B) {
 	for _, line := range strings.Split(string(status), "\n") {
 		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 			var kb float64
-			fmt.Sscanf(strings.TrimSpace(rest), "%f", &kb)
+			_, _ = fmt.Sscanf(strings.TrimSpace(rest), "%f", &kb) // no number: reports 0
 			b.ReportMetric(kb/1024, "rss-MiB")
 		}
 	}
@@ -354,25 +358,25 @@ func startProxy(t testing.TB, addr, target string) *proxy {
 			}
 			out, err := net.Dial("tcp", target)
 			if err != nil {
-				in.Close()
+				_ = in.Close()
 				continue
 			}
 			p.mu.Lock()
 			p.conns = append(p.conns, in, out)
 			p.mu.Unlock()
-			go func() { _, _ = io.Copy(out, in); out.Close() }()
-			go func() { _, _ = io.Copy(in, out); in.Close() }()
+			go func() { _, _ = io.Copy(out, in); _ = out.Close() }()
+			go func() { _, _ = io.Copy(in, out); _ = in.Close() }()
 		}
 	}()
 	return p
 }
 
 func (p *proxy) close() {
-	p.ln.Close()
+	_ = p.ln.Close()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range p.conns {
-		c.Close()
+		_ = c.Close()
 	}
 }
 
@@ -485,9 +489,10 @@ func TestSidecarFollowsARotatedCAFile(t *testing.T) {
 	var mu sync.Mutex
 	conns := map[net.Conn]bool{}
 	front := &http.Server{
-		Handler:   rp,
-		ErrorLog:  log.New(io.Discard, "", 0), // handshakes the sidecar refuses are expected here
-		TLSConfig: &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return serving.Load(), nil }},
+		Handler:           rp,
+		ErrorLog:          log.New(io.Discard, "", 0), // handshakes the sidecar refuses are expected here
+		TLSConfig:         &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return serving.Load(), nil }},
+		ReadHeaderTimeout: 10 * time.Second,
 		ConnState: func(c net.Conn, s http.ConnState) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -603,7 +608,7 @@ func TestSidecarStopsServingWhatItMayNoLongerRead(t *testing.T) {
 	must(t, err)
 	var body wire.ErrorResponse
 	must(t, json.NewDecoder(resp.Body).Decode(&body))
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusForbidden || body.Code != wire.CodeForbidden || !strings.Contains(body.Message, "may not vend") {
 		t.Fatalf("loopback after the revocation: %d %+v; want 403 forbidden with the backend's reason", resp.StatusCode, body)
 	}

@@ -59,9 +59,10 @@ func TestHTTPClientWithCAFollowsTheFile(t *testing.T) {
 	var cert atomic.Pointer[tls.Certificate]
 	cert.Store(issue1())
 	srv := &http.Server{
-		Handler:   http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }),
-		TLSConfig: &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert.Load(), nil }},
-		ErrorLog:  log.New(io.Discard, "", 0),
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }),
+		TLSConfig:         &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert.Load(), nil }},
+		ErrorLog:          log.New(io.Discard, "", 0),
+		ReadHeaderTimeout: 10 * time.Second,
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -46,7 +46,7 @@ func rawAt(base, method, path, tok, body string) (int, string) {
 	}
 	resp, err := apiHTTP.Do(req)
 	Expect(err).NotTo(HaveOccurred())
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
@@ -155,7 +155,7 @@ var _ = Describe("Backend API", func() {
 			return env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: credential.SecretName(ca)}, &s)
 		}).Should(MatchError(ContainSubstring("not found")))
 		_, err = backend.ConnectedAccount(ctx, "user_a", "openai", "org_9")
-		expectAPIError(err, http.StatusNotFound, wire.CodeNotFound)
+		_ = expectAPIError(err, http.StatusNotFound, wire.CodeNotFound)
 	})
 
 	It("authorizes every route with Kubernetes RBAC, and accepts only pipes.dev tokens when the audience is required", func(ctx SpecContext) {
@@ -379,7 +379,7 @@ var _ = Describe("Backend API", func() {
 				break
 			}
 		}
-		Expect(limited).NotTo(BeNil(), "200 back-to-back requests must exceed 20/s with burst 40")
+		Expect(limited).To(HaveOccurred(), "200 back-to-back requests must exceed 20/s with burst 40")
 		Expect(limited.RetryAfter).To(BeNumerically(">=", 1))
 		other := api(serviceAccountToken(ctx, ns, "calm", "pipes-vendor", ns), "")
 		_, err := other.Credentials(ctx, "openai", wire.CredentialsRequest{UserID: "u"})

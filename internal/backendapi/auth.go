@@ -62,8 +62,8 @@ type ttlEntry[V any] struct {
 	expires time.Time
 }
 
-func newTTLCache[V any](ttl time.Duration, max int) *ttlCache[V] {
-	return &ttlCache[V]{ttl: ttl, max: max, entries: map[string]ttlEntry[V]{}}
+func newTTLCache[V any](ttl time.Duration, maxEntries int) *ttlCache[V] {
+	return &ttlCache[V]{ttl: ttl, max: maxEntries, entries: map[string]ttlEntry[V]{}}
 }
 
 func (c *ttlCache[V]) get(key string) (V, bool) {

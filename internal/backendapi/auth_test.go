@@ -150,7 +150,7 @@ func TestRequireAudience(t *testing.T) {
 func TestTokenReviewsInFlightAreCapped(t *testing.T) {
 	unblock := make(chan struct{})
 	var inFlight atomic.Int64
-	tr := NewTokenReviewer(reviews{create: func(obj client.Object) error {
+	tr := NewTokenReviewer(reviews{create: func(client.Object) error {
 		inFlight.Add(1)
 		<-unblock
 		return nil // not authenticated
@@ -168,7 +168,7 @@ func TestTokenReviewsInFlightAreCapped(t *testing.T) {
 	for i := range 32 {
 		wg.Go(func() {
 			if resp, err := post(fmt.Sprintf("blocked-%d", i)); err == nil {
-				resp.Body.Close()
+				_ = resp.Body.Close()
 			}
 		})
 	}
@@ -190,7 +190,7 @@ func TestTokenReviewsInFlightAreCapped(t *testing.T) {
 		if resp == nil {
 			return
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 			t.Fatalf("status %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 		}

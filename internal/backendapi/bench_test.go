@@ -26,6 +26,9 @@ import (
 // decryption) against the embedded control plane, with 8 concurrent callers.
 // It reports requests per second and latency percentiles.
 func BenchmarkVend(b *testing.B) {
+	if testing.Short() {
+		b.Skip("envtest suite: starts etcd and kube-apiserver; run without -short (make test)")
+	}
 	ctx := context.Background()
 	e, err := testenv.Start(testenv.Options{Webhooks: true, API: true, APIRateLimit: 1e6})
 	if err != nil {
@@ -68,6 +71,9 @@ func BenchmarkVend(b *testing.B) {
 // (20/s, burst 40). many-sources: that limit lifted, as for a flood from countless
 // addresses: only the cap of 32 TokenReviews in flight holds (the rest get 503).
 func BenchmarkUnauthenticatedFlood(b *testing.B) {
+	if testing.Short() {
+		b.Skip("envtest suite: starts etcd and kube-apiserver; run without -short (make test)")
+	}
 	e, err := testenv.Start(testenv.Options{Webhooks: true, API: true})
 	if err != nil {
 		b.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -25,9 +26,14 @@ import (
 const holdFinalizer = "test.pipes.dev/hold"
 
 func release(ctx SpecContext, obj client.Object) {
-	Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)).To(Succeed())
-	obj.SetFinalizers(nil)
-	Expect(env.Client.Update(ctx, obj)).To(Succeed())
+	// The reconcilers may write the object meanwhile (status): retry on a conflict.
+	Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		obj.SetFinalizers(nil)
+		return env.Client.Update(ctx, obj)
+	})).To(Succeed())
 }
 
 // credentialSecrets lists the credential Secrets in ns.

@@ -97,12 +97,12 @@ func (s *Server) watchCredentials(c *call) error {
 			return err
 		}
 		if etag != req.ETag {
-			return c.respond(http.StatusOK, wire.WatchResponse{ETag: etag, Changed: true, Credentials: snapshot})
+			return c.respond(wire.WatchResponse{ETag: etag, Changed: true, Credentials: snapshot})
 		}
 		select {
 		case <-changed:
 		case <-timer.C:
-			return c.respond(http.StatusOK, wire.WatchResponse{ETag: etag, Changed: false})
+			return c.respond(wire.WatchResponse{ETag: etag, Changed: false})
 		case <-c.ctx.Done():
 			return nil
 		}
@@ -137,7 +137,7 @@ func (s *Server) snapshot(c *call, refs []wire.CredentialRef) ([]wire.WatchedCre
 		if resp.Credential != nil {
 			version = resp.Credential.Version
 		}
-		fmt.Fprintf(h, "%s\x00%t\x00%s\x00%s\x00%s\x00", ref, resp.Active, resp.Error, strconv.FormatInt(version, 10), origin)
+		_, _ = fmt.Fprintf(h, "%s\x00%t\x00%s\x00%s\x00%s\x00", ref, resp.Active, resp.Error, strconv.FormatInt(version, 10), origin)
 		out = append(out, wire.WatchedCredential{CredentialRef: ref, CredentialsResponse: resp})
 	}
 	return out, hex.EncodeToString(h.Sum(nil)[:12]), nil

@@ -18,8 +18,8 @@ func RecordStored(rec events.EventRecorder, ca *pipesv1.ConnectedAccount, stored
 		detail += ", ending …" + stored.Last4
 	}
 	if !replaced {
-		rec.Eventf(ca, nil, corev1.EventTypeNormal, pipesv1.EventConnected, "Connect", "API key stored encrypted%s (%s)", via, detail)
+		rec.Eventf(ca, nil, corev1.EventTypeNormal, pipesv1.EventConnected, pipesv1.ActionConnect, "API key stored encrypted%s (%s)", via, detail)
 		return
 	}
-	rec.Eventf(ca, nil, corev1.EventTypeNormal, pipesv1.EventRotated, "Rotate", "API key replaced%s (%s); the previous key is no longer stored", via, detail)
+	rec.Eventf(ca, nil, corev1.EventTypeNormal, pipesv1.EventRotated, pipesv1.ActionRotate, "API key replaced%s (%s); the previous key is no longer stored", via, detail)
 }

@@ -106,7 +106,7 @@ func KeyIDOf(ciphertext []byte) (uint32, error) {
 	if len(ciphertext) < lenSize+prefixSize {
 		return 0, ErrDecrypt
 	}
-	if n := binary.BigEndian.Uint32(ciphertext); n < prefixSize || uint64(n) > uint64(len(ciphertext)-lenSize) {
+	if n := binary.BigEndian.Uint32(ciphertext); n < prefixSize || int64(n) > int64(len(ciphertext)-lenSize) {
 		return 0, ErrDecrypt
 	}
 	if ciphertext[lenSize] != 1 { // Tink's TINK output prefix

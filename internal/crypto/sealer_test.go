@@ -163,7 +163,7 @@ func (l leakyKEK) PrimaryKeyID() uint32 { return l.inner.PrimaryKeyID() }
 
 type leakyAEAD struct{ tink.AEAD }
 
-func (leakyAEAD) Decrypt(ct, ad []byte) ([]byte, error) {
+func (leakyAEAD) Decrypt(ct, _ []byte) ([]byte, error) {
 	return nil, errors.New("decrypt failed for " + leakedSecret + string(ct))
 }
 

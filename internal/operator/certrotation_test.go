@@ -29,6 +29,9 @@ const webhookServiceName = "pipes-webhook-service.pipes-system.svc"
 // webhook configurations, and follow a rotation without a restart; and so must a replica
 // that is not the leader.
 func TestCertRotation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("envtest suite: starts etcd and kube-apiserver; run without -short (make test)")
+	}
 	start := time.Now()
 	env, err := testenv.Start(testenv.Options{Webhooks: true, CertRotation: true, LeaderElection: true})
 	if err != nil {

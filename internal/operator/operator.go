@@ -149,7 +149,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	// With cert-controller, the certificate is created at run time (and written into the
 	// cert dir by certsync): the servers that need it wait for it rather than fail.
 	var certsReady chan struct{}
-	var webhookServer webhook.Server = webhook.NewServer(webhook.Options{Host: o.WebhookHost, Port: o.WebhookPort, CertDir: o.WebhookCertDir})
+	webhookServer := webhook.NewServer(webhook.Options{Host: o.WebhookHost, Port: o.WebhookPort, CertDir: o.WebhookCertDir})
 	if o.CertRotation != nil {
 		certsReady = make(chan struct{})
 		webhookServer = delayedWebhookServer{Server: webhookServer, ready: certsReady}

@@ -27,6 +27,9 @@ import (
 // re-encrypted credentials within seconds, and after `keyset prune` nothing it stored may
 // be lost. The API calls go to that replica.
 func TestKeysetRotationReachesEveryReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("envtest suite: starts etcd and kube-apiserver; run without -short (make test)")
+	}
 	env, err := testenv.Start(testenv.Options{Webhooks: true, API: true, APIRateLimit: 1000, LeaderElection: true})
 	if err != nil {
 		t.Fatal(err)

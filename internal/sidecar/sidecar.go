@@ -92,7 +92,7 @@ func (s *Sidecar) Sync(ctx context.Context, wait bool) error {
 			return err
 		}
 		if !had || versionOf(prev) != versionOf(c.CredentialsResponse) || prev.Error != c.Error {
-			s.log.Info("credential updated", "credential", c.CredentialRef.String(), "active", c.Active, "error", c.Error, "version", versionOf(c.CredentialsResponse))
+			s.log.Info("credential updated", "credential", c.String(), "active", c.Active, "error", c.Error, "version", versionOf(c.CredentialsResponse))
 		}
 	}
 	s.etag, s.synced = resp.ETag, true
@@ -149,11 +149,11 @@ func (s *Sidecar) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		msg := "syncing credentials failed; serving the last good values"
 		if s.Forbidden() {
-			msg = "the backend API refuses this workload's credentials; serving none until it allows them"
+			s.log.Warn("the backend API refuses this workload's credentials; serving none until it allows them", "error", describe(err), "retryIn", backoff.String())
+		} else {
+			s.log.Warn("syncing credentials failed; serving the last good values", "error", describe(err), "retryIn", backoff.String())
 		}
-		s.log.Warn(msg, "error", describe(err), "retryIn", backoff.String())
 		select {
 		case <-ctx.Done():
 			return
@@ -221,9 +221,9 @@ func (s *Sidecar) atomicWrite(path string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.Name()) // no-op after the rename
+	defer func() { _ = os.Remove(f.Name()) }() // no-op after the rename
 	if _, err := f.Write(data); err != nil {
-		f.Close()
+		_ = f.Close() // the write error is the one to report
 		return err
 	}
 	if err := f.Close(); err != nil {
@@ -234,7 +234,7 @@ func (s *Sidecar) atomicWrite(path string, data []byte) error {
 			return err
 		}
 	}
-	if err := os.Chmod(f.Name(), 0o440); err != nil {
+	if err := os.Chmod(f.Name(), 0o440); err != nil { //nolint:gosec // G302: group-readable on purpose, the app container reads the files as FileGID
 		return err
 	}
 	return os.Rename(f.Name(), path)
@@ -333,11 +333,12 @@ func (s *Sidecar) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	fmt.Fprintf(w, "# HELP pipes_vend_backend_up Whether the last call to the backend API succeeded.\n# TYPE pipes_vend_backend_up gauge\npipes_vend_backend_up %d\n", up)
-	fmt.Fprintf(w, "# HELP pipes_vend_ready Whether credentials have been fetched.\n# TYPE pipes_vend_ready gauge\npipes_vend_ready %d\n", ready)
-	fmt.Fprintf(w, "# HELP pipes_vend_last_success_timestamp_seconds When the backend API last answered.\n# TYPE pipes_vend_last_success_timestamp_seconds gauge\npipes_vend_last_success_timestamp_seconds %d\n", s.lastSuccess.Unix())
-	fmt.Fprintf(w, "# HELP pipes_vend_credentials_active Configured credentials that can be vended.\n# TYPE pipes_vend_credentials_active gauge\npipes_vend_credentials_active %d\n", active)
-	fmt.Fprintf(w, "# HELP pipes_vend_syncs_total Snapshots received from the backend API.\n# TYPE pipes_vend_syncs_total counter\npipes_vend_syncs_total %d\n", s.syncs)
+	// A write error means the scraper went away: nobody is left to tell.
+	_, _ = fmt.Fprintf(w, "# HELP pipes_vend_backend_up Whether the last call to the backend API succeeded.\n# TYPE pipes_vend_backend_up gauge\npipes_vend_backend_up %d\n", up)
+	_, _ = fmt.Fprintf(w, "# HELP pipes_vend_ready Whether credentials have been fetched.\n# TYPE pipes_vend_ready gauge\npipes_vend_ready %d\n", ready)
+	_, _ = fmt.Fprintf(w, "# HELP pipes_vend_last_success_timestamp_seconds When the backend API last answered.\n# TYPE pipes_vend_last_success_timestamp_seconds gauge\npipes_vend_last_success_timestamp_seconds %d\n", s.lastSuccess.Unix())
+	_, _ = fmt.Fprintf(w, "# HELP pipes_vend_credentials_active Configured credentials that can be vended.\n# TYPE pipes_vend_credentials_active gauge\npipes_vend_credentials_active %d\n", active)
+	_, _ = fmt.Fprintf(w, "# HELP pipes_vend_syncs_total Snapshots received from the backend API.\n# TYPE pipes_vend_syncs_total counter\npipes_vend_syncs_total %d\n", s.syncs)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

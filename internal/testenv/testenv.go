@@ -7,6 +7,7 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -254,23 +255,26 @@ func (e *Env) APIURL() string { return "https://" + e.Operator.API.Addr() }
 // APICA is the PEM CA bundle the backend API's certificate chains to.
 func (e *Env) APICA() []byte { return e.Env.WebhookInstallOptions.LocalServingCAData }
 
-// Stop stops the manager, then the control plane.
+// Stop stops the manager (and replicas), then the control plane, and returns the first
+// error any of them ended with.
 func (e *Env) Stop() error {
+	var errs []error
 	if e.cancel != nil {
 		e.cancel()
 	}
 	if e.done != nil {
-		<-e.done
+		errs = append(errs, <-e.done)
 	}
 	for _, r := range e.replicas {
 		r.cancel()
-		<-r.done
+		errs = append(errs, <-r.done)
 		_ = os.RemoveAll(r.certDir)
 	}
 	if e.certDir != "" {
 		_ = os.RemoveAll(e.certDir)
 	}
-	return e.Env.Stop()
+	errs = append(errs, e.Env.Stop())
+	return errors.Join(errs...)
 }
 
 // EtcdDataDir is the directory holding etcd's database files.

@@ -254,6 +254,30 @@ func SourceSecretNotReadable(user, namespace, name string) *field.Error {
 		user, name, namespace, name)
 }
 
+// DuplicateOrganizationProvider is the rule of at most one OrganizationProvider per
+// provider and organization; existing is the one that already configures them.
+func DuplicateOrganizationProvider(op *pipesv1.OrganizationProvider, existing string) *field.Error {
+	return problem(field.ErrorTypeDuplicate, specPath.Child("organizationID"), op.Spec.OrganizationID,
+		"spec.organizationID: OrganizationProvider %q already configures Provider %q for organization %q; edit that one instead",
+		existing, op.Spec.ProviderRef.Name, op.Spec.OrganizationID)
+}
+
+// DuplicateConnectedAccount is the rule of one ConnectedAccount per provider, user and
+// organization; existing is the one that already connects them.
+func DuplicateConnectedAccount(ca *pipesv1.ConnectedAccount, existing string) *field.Error {
+	return problem(field.ErrorTypeDuplicate, specPath.Child("userID"), ca.Spec.UserID,
+		"spec.userID: ConnectedAccount %q already connects user %q%s to Provider %q; update that one instead (one account per provider, user and organization)",
+		existing, ca.Spec.UserID, inOrganization(ca.Spec.OrganizationID), ca.Spec.ProviderRef.Name)
+}
+
+// inOrganization is " in organization %q", or nothing without one (as credential.InOrganization).
+func inOrganization(organization string) string {
+	if organization == "" {
+		return ""
+	}
+	return fmt.Sprintf(" in organization %q", organization)
+}
+
 func providerNotFound(namespace, name string) *field.Error {
 	return problem(field.ErrorTypeNotFound, specPath.Child("providerRef", "name"), name,
 		"spec.providerRef.name: Provider %q not found in namespace %q; create the Provider first (kubectl get providers -n %s lists them)", name, namespace, namespace)

@@ -940,6 +940,21 @@ func TestConnectedAccountUpdate(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
+// Uniqueness (the webhooks find the existing object; the rule names it)
+
+func TestDuplicates(t *testing.T) {
+	expectErrors(t, field.ErrorList{validation.DuplicateOrganizationProvider(orgProvider("openai", "org_9"), "first")},
+		want{field.ErrorTypeDuplicate, "spec.organizationID",
+			`spec.organizationID: OrganizationProvider "first" already configures Provider "openai" for organization "org_9"; edit that one instead`})
+	expectErrors(t, field.ErrorList{validation.DuplicateConnectedAccount(account("openai", "user_123", ""), "first")},
+		want{field.ErrorTypeDuplicate, "spec.userID",
+			`spec.userID: ConnectedAccount "first" already connects user "user_123" to Provider "openai"; update that one instead (one account per provider, user and organization)`})
+	expectErrors(t, field.ErrorList{validation.DuplicateConnectedAccount(account("openai", "user_123", "org_9"), "first")},
+		want{field.ErrorTypeDuplicate, "spec.userID",
+			`spec.userID: ConnectedAccount "first" already connects user "user_123" in organization "org_9" to Provider "openai"; update that one instead (one account per provider, user and organization)`})
+}
+
+// ---------------------------------------------------------------------------
 // Identifiers from the backend API
 
 func TestUserIDAndOrganizationID(t *testing.T) {

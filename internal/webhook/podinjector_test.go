@@ -260,11 +260,11 @@ func shippedPodWebhook() admissionv1.MutatingWebhook {
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
 	for {
 		var cfg admissionv1.MutatingWebhookConfiguration
-		if err := dec.Decode(&cfg); errors.Is(err, io.EOF) {
+		err := dec.Decode(&cfg)
+		if errors.Is(err, io.EOF) {
 			break
-		} else {
-			Expect(err).NotTo(HaveOccurred())
 		}
+		Expect(err).NotTo(HaveOccurred())
 		for _, w := range cfg.Webhooks {
 			if cfg.Kind == "MutatingWebhookConfiguration" && w.Name == "mpod.pipes.dev" {
 				return w

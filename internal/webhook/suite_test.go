@@ -19,6 +19,9 @@ var (
 )
 
 func TestWebhooks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("envtest suite: starts etcd and kube-apiserver; run without -short (make test)")
+	}
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "Webhook Suite")
 }

@@ -22,7 +22,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
-	"github.com/pipes-dev/pipes-operator/internal/credential"
 	"github.com/pipes-dev/pipes-operator/internal/index"
 	"github.com/pipes-dev/pipes-operator/internal/validation"
 )
@@ -126,9 +125,7 @@ func (v *OrganizationProviderValidator) ValidateCreate(ctx context.Context, op *
 	}
 	for _, other := range existing.Items {
 		if other.Name != op.Name {
-			errs = append(errs, &field.Error{Type: field.ErrorTypeDuplicate, Field: "spec.organizationID", BadValue: op.Spec.OrganizationID,
-				Detail: fmt.Sprintf("spec.organizationID: OrganizationProvider %q already configures Provider %q for organization %q; edit that one instead",
-					other.Name, op.Spec.ProviderRef.Name, op.Spec.OrganizationID)})
+			errs = append(errs, validation.DuplicateOrganizationProvider(op, other.Name))
 			break
 		}
 	}
@@ -197,9 +194,7 @@ func (v *ConnectedAccountValidator) ValidateCreate(ctx context.Context, ca *pipe
 	}
 	for _, other := range existing.Items {
 		if other.Name != ca.Name {
-			errs = append(errs, &field.Error{Type: field.ErrorTypeDuplicate, Field: "spec.userID", BadValue: ca.Spec.UserID,
-				Detail: fmt.Sprintf("spec.userID: ConnectedAccount %q already connects user %q%s to Provider %q; update that one instead (one account per provider, user and organization)",
-					other.Name, ca.Spec.UserID, credential.InOrganization(ca.Spec.OrganizationID), ca.Spec.ProviderRef.Name)})
+			errs = append(errs, validation.DuplicateConnectedAccount(ca, other.Name))
 			break
 		}
 	}

@@ -745,7 +745,7 @@ var _ = Describe("config/samples", func() {
 		ns := newNamespace(env.Client)
 		var applied []string
 		for _, e := range entries {
-			if e.IsDir() || !(strings.HasSuffix(e.Name(), ".yaml") || strings.HasSuffix(e.Name(), ".yml")) || e.Name() == "kustomization.yaml" {
+			if e.IsDir() || !strings.HasSuffix(e.Name(), ".yaml") && !strings.HasSuffix(e.Name(), ".yml") || e.Name() == "kustomization.yaml" {
 				continue
 			}
 			f, err := os.Open(filepath.Join(dir, e.Name()))
@@ -753,11 +753,11 @@ var _ = Describe("config/samples", func() {
 			dec := utilyaml.NewYAMLOrJSONDecoder(f, 4096)
 			for {
 				var u unstructured.Unstructured
-				if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+				err := dec.Decode(&u.Object)
+				if errors.Is(err, io.EOF) {
 					break
-				} else {
-					Expect(err).NotTo(HaveOccurred(), "decoding %s", e.Name())
 				}
+				Expect(err).NotTo(HaveOccurred(), "decoding %s", e.Name())
 				if len(u.Object) == 0 {
 					continue
 				}

@@ -165,7 +165,7 @@ spec: {providerRef: {name: nope}, userID: u}
 		Eventually(caOf, 10*time.Second).Should(Equal(string(secret.Data["ca.crt"])), "an edited bundle is put back")
 	})
 
-	It("injects only pods labelled pipes.dev/inject, and refuses host-network ones", func(ctx SpecContext) {
+	It("injects only pods labelled pipes.dev/inject, and refuses host-network ones", func(_ SpecContext) {
 		pod := func(labels, hostNetwork string) string {
 			return fmt.Sprintf(`
 apiVersion: v1
@@ -263,7 +263,7 @@ spec:
 		}).Should(Succeed())
 	})
 
-	It("removes the file and answers not_installed after a disconnect", func(ctx SpecContext) {
+	It("removes the file and answers not_installed after a disconnect", func(_ SpecContext) {
 		kubectl("-n", appNS, "delete", "connectedaccount", "--all", "--wait=true", "--timeout=60s")
 		Eventually(func() []string {
 			file, http := readBoth(appPod)
