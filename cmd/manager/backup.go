@@ -10,14 +10,10 @@ import (
 	"os"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/pipes-dev/pipes-operator/internal/backup"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
 	"github.com/pipes-dev/pipes-operator/internal/keyring"
-	"github.com/pipes-dev/pipes-operator/internal/operator"
 )
 
 const backupUsage = `usage: manager backup export|import [--file FILE] [--namespace NS] [--keyset-secret NAME]
@@ -38,16 +34,11 @@ func runBackup(args []string) error {
 	verb := args[0]
 	fs := flag.NewFlagSet("manager backup "+verb, flag.ContinueOnError)
 	file := fs.String("file", "-", "backup file; - for standard output (export) or input (import)")
-	ns := fs.String("namespace", envOr("POD_NAMESPACE", "pipes-system"), "the operator's namespace (holding the keyset)")
-	name := fs.String("keyset-secret", "pipes-keyset", "Secret holding the keyset")
+	keysetFlag := keysetFlags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	cfg, err := ctrl.GetConfig()
-	if err != nil {
-		return err
-	}
-	c, err := client.New(cfg, client.Options{Scheme: operator.Scheme()})
+	c, err := adminClient()
 	if err != nil {
 		return err
 	}
@@ -88,7 +79,7 @@ func runBackup(args []string) error {
 			return fmt.Errorf("reading the backup: %w", err)
 		}
 		var s corev1.Secret
-		key := types.NamespacedName{Namespace: *ns, Name: *name}
+		key := keysetFlag()
 		if err := c.Get(ctx, key, &s); err != nil {
 			return fmt.Errorf("reading keyset Secret %s (restore it from its backup before importing): %w", key, err)
 		}

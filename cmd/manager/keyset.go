@@ -32,21 +32,16 @@ func runKeyset(args []string) error {
 	}
 	verb := args[0]
 	fs := flag.NewFlagSet("manager keyset "+verb, flag.ContinueOnError)
-	ns := fs.String("namespace", envOr("POD_NAMESPACE", "pipes-system"), "the operator's namespace")
-	name := fs.String("keyset-secret", "pipes-keyset", "Secret holding the keyset")
+	keysetFlag := keysetFlags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	cfg, err := ctrl.GetConfig()
-	if err != nil {
-		return err
-	}
-	c, err := client.New(cfg, client.Options{Scheme: operator.Scheme()})
+	c, err := adminClient()
 	if err != nil {
 		return err
 	}
 	ctx := context.Background()
-	key := types.NamespacedName{Namespace: *ns, Name: *name}
+	key := keysetFlag()
 	inUse, err := credential.KeyUsage(ctx, c)
 	if err != nil {
 		return err
@@ -104,4 +99,22 @@ func envOr(name, def string) string {
 // (the API server, never a cache).
 func credentialUsage(c client.Reader) keyring.Usage {
 	return func(ctx context.Context) (map[uint32]int, error) { return credential.KeyUsage(ctx, c) }
+}
+
+// keysetFlags binds the flags naming the keyset Secret; the returned function reads them
+// once parsed.
+func keysetFlags(fs *flag.FlagSet) func() types.NamespacedName {
+	ns := fs.String("namespace", envOr("POD_NAMESPACE", "pipes-system"), "the operator's namespace (holding the keyset)")
+	name := fs.String("keyset-secret", "pipes-keyset", "Secret holding the keyset")
+	return func() types.NamespacedName { return types.NamespacedName{Namespace: *ns, Name: *name} }
+}
+
+// adminClient talks to the API server (never a cache) with the kubeconfig in use, or the
+// in-cluster identity when run in the manager's pod.
+func adminClient() (client.Client, error) {
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(cfg, client.Options{Scheme: operator.Scheme()})
 }
