@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # e2e.sh is `make e2e`: start the single-node cluster (hack/e2e-cluster.sh), build the
-# manager and vend images from this checkout, import them, run the Ginkgo suite in
-# test/e2e against config/e2e, and tear everything down again (also on failure or
-# Ctrl-C; E2E_KEEP=1 keeps the cluster for debugging, `make e2e-down` removes it).
+# manager and vend images from this checkout (tagged e2e, and e2e-next for the Helm
+# upgrade), import them, run the Ginkgo suite in test/e2e against config/e2e and then the
+# Helm chart in config/helm, and tear everything down again (also on failure or Ctrl-C;
+# E2E_KEEP=1 keeps the cluster for debugging, `make e2e-down` removes it).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -38,15 +39,25 @@ mkdir -p "$out"
 export CGO_ENABLED=0
 go build -trimpath -ldflags='-s -w' -o "$out/manager" ./cmd/manager
 go build -trimpath -ldflags='-s -w' -o "$out/vend" ./cmd/vend
-go run ./hack/image --tag pipes.local/manager:e2e --binary "$out/manager=/manager" --entrypoint /manager --out "$out/manager.tar"
-go run ./hack/image --tag pipes.local/vend:e2e --binary "$out/vend=/vend" --entrypoint /vend --out "$out/vend.tar"
-$cluster load-image "$out/manager.tar" "$out/vend.tar"
+# e2e-next: the same binaries under another tag, for the Helm upgrade spec.
+for tag in e2e e2e-next; do
+  go run ./hack/image --tag "pipes.local/manager:$tag" --binary "$out/manager=/manager" --entrypoint /manager --out "$out/manager-$tag.tar"
+  go run ./hack/image --tag "pipes.local/vend:$tag" --binary "$out/vend=/vend" --entrypoint /vend --out "$out/vend-$tag.tar"
+done
+$cluster load-image "$out"/manager-e2e.tar "$out"/vend-e2e.tar "$out"/manager-e2e-next.tar "$out"/vend-e2e-next.tar
 log "images built and imported in $((SECONDS - start))s"
+
+# The helm CLI pinned in config/helm/go.mod (a module of its own: Helm's dependencies
+# never move the operator's), for the Helm install and upgrade specs.
+start=$SECONDS
+go -C config/helm build -o "$out/helm" helm.sh/helm/v4/cmd/helm
+log "helm built in $((SECONDS - start))s"
 
 start=$SECONDS
 suite_log="$out/suite.log"
 E2E_KUBECONFIG="$($cluster kubeconfig)" \
 E2E_KUBECTL="$(hack/envtest-assets.sh)/kubectl" \
+E2E_HELM="$out/helm" \
 E2E_LOG_DIR="$($cluster logs)" \
   go test -tags e2e -count=1 -timeout 30m ./test/e2e/ -v -ginkgo.v 2>&1 | tee "$suite_log"
 log "suite passed in $((SECONDS - start))s"

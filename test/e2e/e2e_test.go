@@ -272,6 +272,9 @@ spec:
 		_, err := inApp(appNS, appPod, "cat", credentialFile)
 		Expect(err).To(HaveOccurred())
 	})
+
+	// Last: these replace the config/e2e deployment every spec above runs against.
+	Context("Helm: moved to the chart and upgraded", Ordered, helmSpecs)
 })
 
 func kubectlApplyErr(yaml string, flags ...string) (string, error) {

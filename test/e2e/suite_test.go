@@ -88,15 +88,20 @@ var _ = BeforeSuite(func() {
 	for _, ns := range []string{appNS, otherNS} {
 		kubectl("create", "namespace", ns)
 	}
-	// Ready pods are not yet reachable: the Service's endpoints reach kube-proxy's rules
-	// a moment later, and until then the API server cannot call the webhooks.
+	waitForWebhooks()
+	GinkgoWriter.Printf("webhooks answer %s after the rollout began\n", time.Since(start).Round(time.Millisecond))
+})
+
+// waitForWebhooks waits until a server-side dry run passes the validating webhook. Ready
+// pods are not yet reachable: the Service's endpoints reach kube-proxy's rules a moment
+// later, and until then the API server cannot call the webhooks.
+func waitForWebhooks() {
 	By("waiting until the API server reaches the webhooks through their Service")
-	Eventually(func() string {
+	EventuallyWithOffset(1, func() string {
 		out, _ := kubectlApplyErr("apiVersion: pipes.dev/v1alpha1\nkind: Provider\nmetadata: {name: reachable, namespace: "+appNS+"}\nspec: {method: APIKey}\n", "--dry-run=server")
 		return out
 	}).Should(ContainSubstring("created (server dry run)"))
-	GinkgoWriter.Printf("webhooks answer %s after the rollout began\n", time.Since(start).Round(time.Millisecond))
-})
+}
 
 var _ = AfterSuite(func() {
 	if CurrentSpecReport().Failed() || os.Getenv("E2E_KEEP") != "" {
