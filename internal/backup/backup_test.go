@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,11 +15,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/apiclient"
 	"github.com/pipes-dev/pipes-operator/internal/backup"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
+	"github.com/pipes-dev/pipes-operator/internal/crypto"
 	"github.com/pipes-dev/pipes-operator/internal/keyring"
 	"github.com/pipes-dev/pipes-operator/internal/testenv"
 	"github.com/pipes-dev/pipes-operator/internal/wire"
@@ -47,10 +52,8 @@ func TestRestoreIntoAFreshCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var keysetSecret corev1.Secret
-	if err := old.Client.Get(ctx, types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: "pipes-keyset"}, &keysetSecret); err != nil {
-		t.Fatal(err)
-	}
+	// The keyset backup, taken with the command the manager logs and the docs give.
+	keysetBackup := runBackupCommand(t, old)
 	exported, err := backup.Export(ctx, old.Client)
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +97,7 @@ func TestRestoreIntoAFreshCluster(t *testing.T) {
 		}
 	})
 
-	fresh, err := testenv.Start(testenv.Options{Webhooks: true, API: true, APIRateLimit: 1000, Keyset: keysetSecret.Data[keyring.SecretKey]})
+	fresh, err := testenv.Start(testenv.Options{Webhooks: true, API: true, APIRateLimit: 1000, Keyset: keysetBackup})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,4 +185,36 @@ func waitFor(t *testing.T, what string, check func() error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// runBackupCommand runs keyring.BackupCommand as a person would, with kubectl and a
+// kubeconfig for e, and returns the file it wrote.
+func runBackupCommand(t *testing.T, e *testenv.Env) []byte {
+	t.Helper()
+	admin, err := e.Env.AddUser(envtest.User{Name: "backup-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig, err := admin.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "kubeconfig"), kubeconfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", "-o", "pipefail", "-c", keyring.BackupCommand(types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: "pipes-keyset"}))
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(dir, "kubeconfig"), "PATH="+e.Env.BinaryAssetsDirectory+":"+os.Getenv("PATH"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", cmd, err, out)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "pipes-keyset.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := crypto.ParseKeyset(data); err != nil {
+		t.Fatalf("the backup is not a keyset: %v", err)
+	}
+	return data
 }

@@ -112,8 +112,8 @@ func EnsureSecret(ctx context.Context, c client.Client, key types.NamespacedName
 		}
 		if len(sealed.Items) > 0 {
 			return nil, fmt.Errorf("keyset Secret %s does not exist, but credentials sealed with a keyset do (for example Secret %s/%s): a new keyset would make all of them unreadable, so none is created. "+
-				"Restore the keyset from your backup (kubectl apply -f pipes-keyset-backup.yaml), or, to discard every stored credential on purpose, delete them (kubectl delete secrets -A -l %s=%s) and start again",
-				key, sealed.Items[0].Namespace, sealed.Items[0].Name, pipesv1.LabelComponent, pipesv1.ComponentCredential)
+				"Restore the keyset from your backup (kubectl create secret generic -n %s %s --from-file=%s=pipes-keyset.json), or, to discard every stored credential on purpose, delete them (kubectl delete secrets -A -l %s=%s) and start again",
+				key, sealed.Items[0].Namespace, sealed.Items[0].Name, key.Namespace, key.Name, SecretKey, pipesv1.LabelComponent, pipesv1.ComponentCredential)
 		}
 		ks, err := crypto.NewKeyset()
 		if err != nil {
@@ -126,7 +126,7 @@ func EnsureSecret(ctx context.Context, c client.Client, key types.NamespacedName
 		switch err := c.Create(ctx, created); {
 		case err == nil:
 			log.Info("created a new key-encryption keyset; back it up now, because every stored credential is unreadable without it",
-				"secret", key.String(), "backup", fmt.Sprintf("kubectl get secret -n %s %s -o yaml > pipes-keyset-backup.yaml", key.Namespace, key.Name))
+				"secret", key.String(), "backup", BackupCommand(key))
 			return ks, nil
 		case apierrors.IsAlreadyExists(err):
 			continue // another replica created it first; read theirs
@@ -212,4 +212,12 @@ func modifySecret(ctx context.Context, c client.Client, key types.NamespacedName
 		return nil, nil, fmt.Errorf("updating keyset Secret %s: %w", key, err)
 	}
 	return next, prev, nil
+}
+
+// BackupCommand is the command that saves the keyset held in the Secret key to
+// pipes-keyset.json, in the form the restore (kubectl create secret generic
+// --from-file=keyset.json=pipes-keyset.json) takes: the key material alone, without the
+// Secret's resourceVersion and UID, which would make a create in a new cluster fail.
+func BackupCommand(key types.NamespacedName) string {
+	return fmt.Sprintf(`kubectl get secret -n %s %s -o jsonpath='{.data.keyset\.json}' | base64 -d > pipes-keyset.json`, key.Namespace, key.Name)
 }
