@@ -5,7 +5,10 @@ SHELL := /usr/bin/env bash -o pipefail
 
 CONTROLLER_GEN := go tool controller-gen
 # golangci-lint has a module of its own, so its dependencies never move the operator's pins.
-GOLANGCI_LINT := go tool -modfile=hack/tools/go.mod golangci-lint
+GOLANGCI_LINT := go tool -modfile=$(CURDIR)/hack/tools/go.mod golangci-lint
+# Go modules of their own (their dependencies must not move the operator's pins): the
+# Helm chart's generator and tests, and the metrics/alerts test.
+NESTED_MODULES := config/helm config/prometheus/test
 ASSETS = $(shell hack/envtest-assets.sh)
 GO_TEST_FLAGS ?=
 
@@ -37,6 +40,7 @@ vet: ## go vet.
 lint: ## golangci-lint (.golangci.yml), also with the dev and e2e build tags.
 	$(GOLANGCI_LINT) run --allow-parallel-runners ./...
 	$(GOLANGCI_LINT) run --allow-parallel-runners --build-tags dev,e2e ./cmd/manager/... ./test/e2e/...
+	@for m in $(NESTED_MODULES); do echo "lint $$m"; (cd $$m && $(GOLANGCI_LINT) run --allow-parallel-runners ./...) || exit 1; done
 
 .PHONY: verify
 verify: generate manifests ## Regenerate and fail if generated files drift; gofmt, vet and lint.
@@ -48,6 +52,7 @@ verify: generate manifests ## Regenerate and fail if generated files drift; gofm
 	go vet ./...
 	go vet -tags dev ./cmd/manager
 	go vet -tags e2e ./test/e2e
+	@for m in $(NESTED_MODULES); do go -C $$m vet ./... || exit 1; done
 	@$(MAKE) --no-print-directory lint
 	@"$$(hack/envtest-assets.sh)/kubectl" kustomize config/default >/dev/null && echo "config/default renders"
 
@@ -94,6 +99,8 @@ undeploy: ## Remove the operator, keeping its CRDs, accounts and the pipes-syste
 test: ## Unit tests and envtest integration suites against source-built etcd and kube-apiserver.
 	@assets=$$(hack/envtest-assets.sh) && \
 	KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) ./...
+	KUBEBUILDER_ASSETS=$$(hack/envtest-assets.sh) go -C config/prometheus/test test $(GO_TEST_FLAGS) ./...
+	go -C config/helm test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-short
 test-short: ## Unit tests only (go test -short): the envtest suites skip, no control plane is started.
@@ -130,3 +137,15 @@ e2e-up: ## Start the single-node e2e cluster (root; builds its binaries once); s
 .PHONY: e2e-down
 e2e-down: ## Stop the e2e cluster and remove every trace of it.
 	hack/e2e-cluster.sh down
+
+# The Helm chart (config/helm/pipes-operator) is generated from config/default; its
+# generator, its tests and the pinned helm CLI form a Go module of their own (config/helm),
+# so that Helm's dependencies never move the operator's pins. See docs/operations.md.
+.PHONY: chart
+chart: ## Regenerate the Helm chart's templates/ and crds/ from config/default (after make manifests).
+	cd config/helm && go run ./gen-chart
+
+.PHONY: chart-verify
+chart-verify: ## Vet config/helm; fail if the chart differs from config/default; helm lint and template tests.
+	go -C config/helm vet ./...
+	go -C config/helm test $(GO_TEST_FLAGS) ./...

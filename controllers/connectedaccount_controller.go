@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -309,7 +310,9 @@ func setStored(ca *pipesv1.ConnectedAccount, stored *credential.Stored) {
 	if stored.RotatedAt.IsZero() {
 		ca.Status.LastRotatedTime = nil
 	} else {
-		t := metav1.NewTime(stored.RotatedAt)
+		// Status times have whole seconds (as the API server stores them); the annotation
+		// has more, which would make every reconcile see a status change.
+		t := metav1.NewTime(stored.RotatedAt.Truncate(time.Second))
 		ca.Status.LastRotatedTime = &t
 	}
 }

@@ -33,7 +33,9 @@ const (
 	AnnotationSourceVersion = "pipes.dev/source-version"
 	// AnnotationAPIKeyLast4 is the displayable last four characters of the API key.
 	AnnotationAPIKeyLast4 = "pipes.dev/api-key-last-4"
-	// AnnotationRotatedAt is when the credential was last set (RFC 3339).
+	// AnnotationRotatedAt is when the credential was last set: RFC 3339 with sub-second
+	// precision (time.RFC3339Nano; Secrets written by earlier versions have whole seconds),
+	// so the vend sidecar can measure how long a rotation takes to reach a workload.
 	AnnotationRotatedAt = "pipes.dev/rotated-at"
 
 	// CredentialSecretType is the type of the Secrets holding encrypted credentials.

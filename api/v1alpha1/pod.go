@@ -11,6 +11,10 @@ const (
 	AnnotationCredentials = "pipes.dev/credentials"
 	// AnnotationInjected records that the sidecar was added (and its image).
 	AnnotationInjected = "pipes.dev/injected"
+	// AnnotationVendMetricsPort, on an injected pod, has the sidecar serve its /metrics
+	// (and nothing else) on this port of the pod's IP, for a PodMonitor to scrape. Without
+	// it the sidecar's metrics are on loopback only, beside the credentials.
+	AnnotationVendMetricsPort = "pipes.dev/vend-metrics-port"
 
 	// CABundleConfigMap is the ConfigMap, in each namespace with injected pods, that
 	// holds the CA bundle the sidecars trust for the backend API. The operator creates

@@ -48,6 +48,7 @@ type usageError struct{ error }
 
 type options struct {
 	apiURL, caFile, caData, tokenFile, credentials, listen, dir string
+	metricsListen                                               string
 	once                                                        bool
 	watchTimeout                                                time.Duration
 	fileGID                                                     int
@@ -70,6 +71,7 @@ func parseFlags(args []string) (*options, error) {
 	flagWithEnv(fs, &o.tokenFile, "token-file", "PIPES_TOKEN_FILE", "/var/run/secrets/pipes.dev/serviceaccount/token", "projected ServiceAccount token, re-read on every request")
 	flagWithEnv(fs, &o.credentials, "credentials", "PIPES_CREDENTIALS", "", "credentials to vend: PROVIDER:USER_ID[@ORGANIZATION_ID], comma-separated")
 	flagWithEnv(fs, &o.listen, "listen", "PIPES_LISTEN", "127.0.0.1:8299", "loopback address to serve on")
+	flagWithEnv(fs, &o.metricsListen, "metrics-listen", "PIPES_METRICS_LISTEN", "", "also serve /metrics, and nothing else, on this address (e.g. :9299) for Prometheus; empty: only on --listen")
 	flagWithEnv(fs, &o.dir, "dir", "PIPES_DIR", "/var/run/pipes", "directory (a memory volume) for credential files; empty writes none")
 	once := os.Getenv("PIPES_ONCE")
 	fs.BoolVar(&o.once, "once", once == "true" || once == "1", "fetch once, write files and exit, for Jobs' init containers (env PIPES_ONCE)")
@@ -99,6 +101,16 @@ func parseFlags(args []string) (*options, error) {
 	host, _, err := net.SplitHostPort(o.listen)
 	if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
 		return nil, usageError{fmt.Errorf("--listen %q: want a loopback address such as 127.0.0.1:8299; credentials are never served beyond the pod", o.listen)}
+	}
+	if o.metricsListen != "" {
+		_, port, err := net.SplitHostPort(o.metricsListen)
+		_, listenPort, _ := net.SplitHostPort(o.listen)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
+			return nil, usageError{fmt.Errorf("--metrics-listen %q: want an address with a port, such as :9299", o.metricsListen)}
+		}
+		if port == listenPort {
+			return nil, usageError{fmt.Errorf("--metrics-listen %q: port %s is --listen's, which serves credentials; choose another", o.metricsListen, port)}
+		}
 	}
 	return o, nil
 }
@@ -142,11 +154,26 @@ func run(args []string) error {
 		return err
 	}
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	servers := []*http.Server{srv}
+	if o.metricsListen != "" {
+		// Reachable from the pod network, so it serves the metrics handler alone.
+		mln, err := net.Listen("tcp", o.metricsListen)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		msrv := &http.Server{Handler: s.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, msrv)
+		go func() { _ = msrv.Serve(mln) }() // ends with Shutdown below
+		log.Info("serving metrics", "listen", mln.Addr().String())
+	}
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(shutdown)
+		for _, srv := range servers {
+			_ = srv.Shutdown(shutdown)
+		}
 	}()
 	go s.Run(ctx)
 	log.Info("serving credentials on loopback", "listen", ln.Addr().String(), "dir", o.dir, "credentials", len(refs))

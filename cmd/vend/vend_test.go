@@ -135,6 +135,17 @@ func (p *vendProcess) get(path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// getURL returns the body of GET http://addr+path ("" on error).
+func getURL(addr, path string) string {
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		return ""
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 func (p *vendProcess) credential(user string) (wire.CredentialsResponse, error) {
 	var out wire.CredentialsResponse
 	body, _ := json.Marshal(wire.CredentialsRequest{UserID: user})
@@ -184,7 +195,8 @@ func TestSidecarAgainstTheBackendAPI(t *testing.T) {
 	_, err := f.backend.UpsertAPIKey(ctx, "openai", wire.UpsertAPIKeyRequest{UserID: "user_a", Secret: key1})
 	must(t, err)
 
-	p := f.start(t, f.token(t, "app", "pipes-vendor", webhook.TokenAudience), "openai:user_a, openai:user_b")
+	metricsAddr := freePort(t)
+	p := f.start(t, f.token(t, "app", "pipes-vendor", webhook.TokenAudience), "openai:user_a, openai:user_b", "--metrics-listen="+metricsAddr)
 	p.waitReady(t)
 
 	resp, err := p.credential("user_a")
@@ -229,6 +241,24 @@ func TestSidecarAgainstTheBackendAPI(t *testing.T) {
 		return string(b) == key2
 	})
 	t.Logf("rotation visible over HTTP and in the file %s after the upsert", time.Since(start).Round(time.Millisecond))
+
+	// The separate metrics listener: the sidecar measured that rotation (stored to served
+	// within the 5 s target), and serves nothing there but /metrics.
+	eventually(t, 5*time.Second, "the rotation is counted", func() bool {
+		return strings.Contains(getURL(metricsAddr, "/metrics"), "pipes_vend_rotation_to_visible_seconds_count 1\n")
+	})
+	if m := getURL(metricsAddr, "/metrics"); !strings.Contains(m, `pipes_vend_rotation_to_visible_seconds_bucket{le="5"} 1`) {
+		t.Fatalf("the rotation took over 5 s to reach the sidecar:\n%s", m)
+	}
+	for _, path := range []string{"/data-integrations/openai/credentials", "/readyz", "/"} {
+		resp, err := http.Post("http://"+metricsAddr+path, "application/json", strings.NewReader(`{"user_id":"user_a"}`))
+		must(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if (resp.StatusCode != http.StatusNotFound && resp.StatusCode != http.StatusMethodNotAllowed) || bytes.Contains(body, []byte(key2)) {
+			t.Fatalf("the metrics listener answered POST %s with %d: it must serve /metrics alone", path, resp.StatusCode)
+		}
+	}
 
 	// Disconnect: not_installed, and the files go.
 	must(t, f.backend.Disconnect(ctx, "user_a", "openai", ""))
@@ -290,12 +320,14 @@ func TestOnceAndFlags(t *testing.T) {
 	}
 
 	for args, want := range map[string]string{
-		"--api-url=http://x --ca-file=/ca --credentials=a:b":                      "--api-url",
-		"--api-url=https://x --credentials=a:b":                                   "--ca-file or --ca-data",
-		"--api-url=https://x --ca-file=/ca --credentials=a":                       "--credentials: entry 1",
-		"--api-url=https://x --ca-file=/ca --credentials=a:b --listen=0.0.0.0:80": "--listen",
-		"--api-url=https://x --ca-file=/ca --credentials=a:b --watch-timeout=2h":  "--watch-timeout",
-		"--api-url=https://x --ca-file=/ca --credentials=a:b --no-such-flag=1":    "no-such-flag",
+		"--api-url=http://x --ca-file=/ca --credentials=a:b":                         "--api-url",
+		"--api-url=https://x --credentials=a:b":                                      "--ca-file or --ca-data",
+		"--api-url=https://x --ca-file=/ca --credentials=a":                          "--credentials: entry 1",
+		"--api-url=https://x --ca-file=/ca --credentials=a:b --listen=0.0.0.0:80":    "--listen",
+		"--api-url=https://x --ca-file=/ca --credentials=a:b --watch-timeout=2h":     "--watch-timeout",
+		"--api-url=https://x --ca-file=/ca --credentials=a:b --no-such-flag=1":       "no-such-flag",
+		"--api-url=https://x --ca-file=/ca --credentials=a:b --metrics-listen=:8299": "--metrics-listen",
+		"--api-url=https://x --ca-file=/ca --credentials=a:b --metrics-listen=9299":  "--metrics-listen",
 	} {
 		cmd := exec.Command(f.bin, strings.Fields(args)...)
 		out, err := cmd.CombinedOutput()

@@ -189,7 +189,8 @@ func accountView(ca *pipesv1.ConnectedAccount, p *pipesv1.Provider, stored *cred
 		}
 		v.APIKeyLast4 = stored.Last4
 		if !stored.RotatedAt.IsZero() {
-			v.UpdatedAt = stored.RotatedAt.UTC()
+			// Whole seconds, as created_at and the hosted API: the annotation has more.
+			v.UpdatedAt = stored.RotatedAt.UTC().Truncate(time.Second)
 		}
 	}
 	return v

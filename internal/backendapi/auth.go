@@ -119,6 +119,11 @@ func tokenKey(token string) string {
 // Known implements Authenticator.
 func (t *TokenReviewer) Known(token string) *Identity {
 	id, _ := t.accepted.get(tokenKey(token))
+	if id != nil {
+		recordAuthCache(reviewToken, true)
+	}
+	// A miss is counted by Authenticate, which follows it (unless the source's pre-auth
+	// limit refuses the request first): each request counts once.
 	return id
 }
 
@@ -127,11 +132,14 @@ func (t *TokenReviewer) Known(token string) *Identity {
 func (t *TokenReviewer) Authenticate(ctx context.Context, token string) (*Identity, error) {
 	key := tokenKey(token)
 	if id, ok := t.accepted.get(key); ok {
+		recordAuthCache(reviewToken, true)
 		return id, nil
 	}
 	if reason, ok := t.rejected.get(key); ok {
+		recordAuthCache(reviewToken, true)
 		return nil, errUnauthenticated{reason}
 	}
+	recordAuthCache(reviewToken, false)
 	select {
 	case t.inFlight <- struct{}{}:
 		defer func() { <-t.inFlight }()
@@ -207,13 +215,15 @@ func (a *AccessReviewer) Authorize(ctx context.Context, id *Identity, verb, reso
 	}
 	sum := sha256.Sum256(spec)
 	key := string(sum[:])
-	if ans, ok := a.cache.get(key); ok {
+	ans, ok := a.cache.get(key)
+	recordAuthCache(reviewAccess, ok)
+	if ok {
 		return ans.allowed, ans.reason, nil
 	}
 	if err := a.Client.Create(ctx, sar); err != nil {
 		return false, "", fmt.Errorf("SubjectAccessReview: %w", err)
 	}
-	ans := accessAnswer{allowed: sar.Status.Allowed, reason: sar.Status.Reason}
+	ans = accessAnswer{allowed: sar.Status.Allowed, reason: sar.Status.Reason}
 	a.cache.put(key, ans)
 	return ans.allowed, ans.reason, nil
 }

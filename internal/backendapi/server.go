@@ -211,9 +211,13 @@ func (s *Server) wrap(action string, fn func(*call) error) http.Handler {
 		if c.id != nil {
 			user = c.id.User.Username
 		}
+		elapsed := time.Since(start)
 		// Audit line: who did what to which account, and the outcome; never a secret.
 		s.Log.Info("audit", "action", action, "user", user, "namespace", c.namespace, "slug", r.PathValue("slug"),
-			"account", c.auditAccount, "result", c.result, "duration", time.Since(start).String())
+			"account", c.auditAccount, "result", c.result, "duration", elapsed.String())
+		// Metrics: the same outcome, without who or which (see metrics.go).
+		requestsTotal.WithLabelValues(action, resultLabel(c.result)).Inc()
+		requestDuration.WithLabelValues(action).Observe(elapsed.Seconds())
 	})
 }
 

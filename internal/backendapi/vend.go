@@ -2,6 +2,7 @@ package backendapi
 
 import (
 	"net/http"
+	"time"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
@@ -43,38 +44,46 @@ func (s *Server) vendCredentials(c *call) error {
 // authorized to vend. origin names the objects the answer comes from (UIDs and the
 // Secret's resourceVersion, never a value), for the watch's ETag.
 func (s *Server) vend(c *call, p *pipesv1.Provider, ca *pipesv1.ConnectedAccount, org string) (resp wire.CredentialsResponse, origin string, err error) {
+	resp, origin, _, err = s.vendStored(c, p, ca, org)
+	return resp, origin, err
+}
+
+// vendStored is vend that also says when the vended credential was stored (zero when
+// none is vended), which the watch passes on to the sidecar.
+func (s *Server) vendStored(c *call, p *pipesv1.Provider, ca *pipesv1.ConnectedAccount, org string) (resp wire.CredentialsResponse, origin string, rotatedAt time.Time, err error) {
 	notInstalled := wire.CredentialsResponse{Active: false, Error: wire.ErrorNotInstalled}
 	if ca == nil {
 		c.result = wire.ErrorNotInstalled
-		return notInstalled, "", nil
+		return notInstalled, "", time.Time{}, nil
 	}
 	origin = string(ca.UID)
 	if p.Spec.Method == pipesv1.AuthMethodOAuth {
-		return notInstalled, origin, errorf(http.StatusNotImplemented, wire.CodeNotImplemented, "OAuth credentials are not supported yet")
+		return notInstalled, origin, time.Time{}, errorf(http.StatusNotImplemented, wire.CodeNotImplemented, "OAuth credentials are not supported yet")
 	}
 	avail, err := credential.CheckAvailability(c.ctx, c.s.Client, c.namespace, p.Name, org)
 	if err != nil {
-		return notInstalled, origin, err
+		return notInstalled, origin, time.Time{}, err
 	}
 	if !avail.Available() {
 		c.result = wire.ErrorNotInstalled + ":" + avail.Reason
-		return notInstalled, origin, nil
+		return notInstalled, origin, time.Time{}, nil
 	}
 	secret, err := s.Store.Get(c.ctx, ca)
 	if err != nil || secret == nil {
 		c.result = wire.ErrorNotInstalled
-		return notInstalled, origin, err
+		return notInstalled, origin, time.Time{}, err
 	}
 	origin += "/" + string(secret.UID) + "/" + secret.ResourceVersion
 	plain, err := s.Store.Open(ca, secret)
 	if err != nil {
 		c.result = wire.ErrorNeedsReauthorization
-		return wire.CredentialsResponse{Active: false, Error: wire.ErrorNeedsReauthorization}, origin, nil
+		return wire.CredentialsResponse{Active: false, Error: wire.ErrorNeedsReauthorization}, origin, time.Time{}, nil
 	}
 	c.result = "ok"
+	stored := credential.Describe(secret)
 	return wire.CredentialsResponse{Active: true, Credential: &wire.Credential{
-		Object: "credential", AuthMethod: wire.AuthMethodAPIKey, Value: string(plain), Version: credential.Describe(secret).Version,
-	}}, origin, nil
+		Object: "credential", AuthMethod: wire.AuthMethodAPIKey, Value: string(plain), Version: stored.Version,
+	}}, origin, stored.RotatedAt, nil
 }
 
 // vendToken is the OAuth access-token route; API-key providers have no token.

@@ -96,12 +96,16 @@ func (s *Server) watchCredentials(c *call) error {
 		if err != nil {
 			return err
 		}
+		// The watch itself succeeded whatever each credential's state (which vend recorded
+		// as the call's result): the audit line and metrics say "ok".
 		if etag != req.ETag {
+			c.result = "ok"
 			return c.respond(wire.WatchResponse{ETag: etag, Changed: true, Credentials: snapshot})
 		}
 		select {
 		case <-changed:
 		case <-timer.C:
+			c.result = "ok"
 			return c.respond(wire.WatchResponse{ETag: etag, Changed: false})
 		case <-c.ctx.Done():
 			return nil
@@ -122,10 +126,11 @@ func (s *Server) snapshot(c *call, refs []wire.CredentialRef) ([]wire.WatchedCre
 			return nil, "", err
 		}
 		resp, origin := wire.CredentialsResponse{Active: false, Error: wire.ErrorNotInstalled}, ""
+		var rotatedAt time.Time
 		p, err := c.provider(ref.Provider)
 		switch {
 		case err == nil:
-			if resp, origin, err = s.vend(c, p, ca, ref.OrganizationID); err != nil {
+			if resp, origin, rotatedAt, err = s.vendStored(c, p, ca, ref.OrganizationID); err != nil {
 				return nil, "", err
 			}
 		case isNotFound(err):
@@ -138,7 +143,8 @@ func (s *Server) snapshot(c *call, refs []wire.CredentialRef) ([]wire.WatchedCre
 			version = resp.Credential.Version
 		}
 		_, _ = fmt.Fprintf(h, "%s\x00%t\x00%s\x00%s\x00%s\x00", ref, resp.Active, resp.Error, strconv.FormatInt(version, 10), origin)
-		out = append(out, wire.WatchedCredential{CredentialRef: ref, CredentialsResponse: resp})
+		// rotated_at stays out of the ETag: it changes only with the version.
+		out = append(out, wire.WatchedCredential{CredentialRef: ref, CredentialsResponse: resp, RotatedAt: rotatedAt.UTC()})
 	}
 	return out, hex.EncodeToString(h.Sum(nil)[:12]), nil
 }

@@ -97,7 +97,8 @@ func Describe(s *corev1.Secret) Stored {
 	a := s.Annotations
 	version, _ := strconv.ParseInt(a[pipesv1.AnnotationCredentialVersion], 10, 64)
 	keyID, _ := strconv.ParseUint(a[pipesv1.AnnotationKeyID], 10, 32)
-	rotated, _ := time.Parse(time.RFC3339, a[pipesv1.AnnotationRotatedAt])
+	// RFC3339Nano parses whole seconds too (annotations written by earlier versions).
+	rotated, _ := time.Parse(time.RFC3339Nano, a[pipesv1.AnnotationRotatedAt])
 	return Stored{
 		Version:       version,
 		KeyID:         uint32(keyID),
@@ -149,7 +150,8 @@ func (s *Store) Put(ctx context.Context, ca *pipesv1.ConnectedAccount, existing 
 	}
 	desc.KeyID = sealed.KeyID
 	if desc.RotatedAt.IsZero() {
-		desc.RotatedAt = time.Now().UTC().Truncate(time.Second)
+		// Sub-second: the sidecar measures rotation-to-visible latency from it.
+		desc.RotatedAt = time.Now().UTC()
 	}
 	secret := &corev1.Secret{}
 	if existing != nil {
@@ -166,7 +168,7 @@ func (s *Store) Put(ctx context.Context, ca *pipesv1.ConnectedAccount, existing 
 	secret.Annotations = map[string]string{
 		pipesv1.AnnotationCredentialVersion: strconv.FormatInt(desc.Version, 10),
 		pipesv1.AnnotationKeyID:             strconv.FormatUint(uint64(desc.KeyID), 10),
-		pipesv1.AnnotationRotatedAt:         desc.RotatedAt.Format(time.RFC3339),
+		pipesv1.AnnotationRotatedAt:         desc.RotatedAt.UTC().Format(time.RFC3339Nano),
 	}
 	if desc.Last4 != "" {
 		secret.Annotations[pipesv1.AnnotationAPIKeyLast4] = desc.Last4

@@ -241,11 +241,8 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	if err := (&controllers.OrganizationProviderReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	if err := metrics.Registry.Register(controllers.NewCredentialCollector(mgr.GetClient(), ring)); err != nil {
-		var already prometheus.AlreadyRegisteredError
-		if !errors.As(err, &already) { // a second manager in one process (tests)
-			return nil, err
-		}
+	if err := registerMetrics(append(backendapi.Collectors(), controllers.NewCredentialCollector(mgr.GetClient(), ring))...); err != nil {
+		return nil, err
 	}
 
 	if err := setupWebhooks(mgr, o, certsReady); err != nil {
@@ -364,6 +361,20 @@ func rotatorControllerName(o Options) string {
 		return "cert-rotator"
 	}
 	return fmt.Sprintf("cert-rotator-%d", rotators.Add(1))
+}
+
+// registerMetrics adds the operator's own metrics to controller-runtime's registry,
+// which the manager serves on --metrics-bind-address beside controller-runtime's.
+func registerMetrics(cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := metrics.Registry.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) { // a second manager in one process (tests)
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func orDefault(s, def string) string {

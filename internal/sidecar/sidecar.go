@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -48,6 +49,10 @@ type Sidecar struct {
 	// served until it allows it again.
 	forbidden *wire.ErrorResponse
 	syncs     int64
+	// lastActive is the version of each credential last served; rotation observes the
+	// time from storing to serving of each new one (see observeRotation).
+	lastActive map[wire.CredentialRef]int64
+	rotation   histogram
 }
 
 // New returns a sidecar that fetches through api.
@@ -55,7 +60,8 @@ func New(cfg Config, api *apiclient.Client, log *slog.Logger) *Sidecar {
 	if cfg.WatchTimeout == 0 {
 		cfg.WatchTimeout = 30 * time.Second
 	}
-	return &Sidecar{cfg: cfg, api: api, log: log, creds: map[wire.CredentialRef]wire.CredentialsResponse{}}
+	return &Sidecar{cfg: cfg, api: api, log: log, creds: map[wire.CredentialRef]wire.CredentialsResponse{},
+		lastActive: map[wire.CredentialRef]int64{}, rotation: newHistogram(rotationBuckets)}
 }
 
 // Sync makes one long-poll call and applies what it returns. With a zero timeout it
@@ -91,6 +97,7 @@ func (s *Sidecar) Sync(ctx context.Context, wait bool) error {
 			s.lastError = "writing credential files: " + err.Error()
 			return err
 		}
+		s.observeRotation(c, had)
 		if !had || versionOf(prev) != versionOf(c.CredentialsResponse) || prev.Error != c.Error {
 			s.log.Info("credential updated", "credential", c.String(), "active", c.Active, "error", c.Error, "version", versionOf(c.CredentialsResponse))
 		}
@@ -98,6 +105,24 @@ func (s *Sidecar) Sync(ctx context.Context, wait bool) error {
 	s.etag, s.synced = resp.ETag, true
 	s.syncs++
 	return nil
+}
+
+// observeRotation records, for a credential that has just become visible (files written,
+// loopback serving it once the lock is released), how long ago it was stored. Only a new
+// version seen while running counts: not the first snapshot after a start or a 403 (had
+// is false), nor the same version served again after its Provider was re-enabled.
+func (s *Sidecar) observeRotation(c wire.WatchedCredential, had bool) {
+	if !c.Active || c.Credential == nil {
+		return
+	}
+	version := c.Credential.Version
+	last, seen := s.lastActive[c.CredentialRef]
+	s.lastActive[c.CredentialRef] = version
+	if !had || (seen && last == version) || c.RotatedAt.IsZero() {
+		return
+	}
+	// The operator's clock against ours: a skew may not make it negative.
+	s.rotation.observe(max(0, time.Since(c.RotatedAt).Seconds()))
 }
 
 // revoke stops serving every credential after a 403. Unlike an outage, a 403 is the
@@ -260,6 +285,14 @@ func (s *Sidecar) Ready() (bool, string) {
 	return false, "waiting for the first answer from the backend API"
 }
 
+// MetricsHandler serves GET /metrics alone, for the listener beyond loopback
+// (--metrics-listen) that Prometheus scrapes: nothing else, never a credential.
+func (s *Sidecar) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /metrics", s.serveMetrics)
+	return mux
+}
+
 // Handler serves the backend API's vend routes for the configured credentials, plus
 // /healthz, /readyz and /metrics.
 func (s *Sidecar) Handler() http.Handler {
@@ -316,6 +349,8 @@ func (s *Sidecar) serveCredential(w http.ResponseWriter, r *http.Request, token 
 	}
 }
 
+// serveMetrics writes the Prometheus text format by hand, keeping the sidecar on the
+// standard library. No metric has a label: nothing about users or providers leaves here.
 func (s *Sidecar) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -332,14 +367,64 @@ func (s *Sidecar) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 			active++
 		}
 	}
+	lastSuccess := 0.0 // never: the convention for a timestamp not yet set
+	if !s.lastSuccess.IsZero() {
+		lastSuccess = float64(s.lastSuccess.UnixMilli()) / 1000
+	}
+	var b strings.Builder
+	gauge := func(name, help string, v float64) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s %s\n", name, help, name, name, formatFloat(v))
+	}
+	gauge("pipes_vend_backend_up", "Whether the last call to the backend API succeeded.", float64(up))
+	gauge("pipes_vend_ready", "Whether credentials have been fetched (0 also while the backend API refuses this workload with 403).", float64(ready))
+	gauge("pipes_vend_last_success_timestamp_seconds", "When the backend API last answered (Unix time; 0 before the first answer): time() minus it is how stale the served values may be.", lastSuccess)
+	gauge("pipes_vend_credentials_active", "Configured credentials that can be vended.", float64(active))
+	fmt.Fprintf(&b, "# HELP pipes_vend_syncs_total Snapshots received from the backend API.\n# TYPE pipes_vend_syncs_total counter\npipes_vend_syncs_total %d\n", s.syncs)
+	s.rotation.write(&b, "pipes_vend_rotation_to_visible_seconds",
+		"Time from a new credential version being stored by the operator to this sidecar serving it (files and loopback); clock skew between the operator and this node adds to it.")
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	// A write error means the scraper went away: nobody is left to tell.
-	_, _ = fmt.Fprintf(w, "# HELP pipes_vend_backend_up Whether the last call to the backend API succeeded.\n# TYPE pipes_vend_backend_up gauge\npipes_vend_backend_up %d\n", up)
-	_, _ = fmt.Fprintf(w, "# HELP pipes_vend_ready Whether credentials have been fetched.\n# TYPE pipes_vend_ready gauge\npipes_vend_ready %d\n", ready)
-	_, _ = fmt.Fprintf(w, "# HELP pipes_vend_last_success_timestamp_seconds When the backend API last answered.\n# TYPE pipes_vend_last_success_timestamp_seconds gauge\npipes_vend_last_success_timestamp_seconds %d\n", s.lastSuccess.Unix())
-	_, _ = fmt.Fprintf(w, "# HELP pipes_vend_credentials_active Configured credentials that can be vended.\n# TYPE pipes_vend_credentials_active gauge\npipes_vend_credentials_active %d\n", active)
-	_, _ = fmt.Fprintf(w, "# HELP pipes_vend_syncs_total Snapshots received from the backend API.\n# TYPE pipes_vend_syncs_total counter\npipes_vend_syncs_total %d\n", s.syncs)
+	_, _ = io.WriteString(w, b.String())
 }
+
+// rotationBuckets span a watch that wakes at once (milliseconds) to a sidecar that was
+// backing off from an outage (up to 30 s between tries) and beyond.
+var rotationBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
+
+// histogram is a Prometheus histogram with fixed buckets, guarded by the Sidecar's mutex.
+type histogram struct {
+	upper  []float64
+	counts []uint64 // per bucket, not cumulative
+	sum    float64
+	count  uint64
+}
+
+func newHistogram(upper []float64) histogram {
+	return histogram{upper: upper, counts: make([]uint64, len(upper))}
+}
+
+func (h *histogram) observe(v float64) {
+	for i, le := range h.upper {
+		if v <= le {
+			h.counts[i]++
+			break
+		}
+	}
+	h.sum += v
+	h.count++
+}
+
+func (h *histogram) write(b *strings.Builder, name, help string) {
+	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name)
+	var cumulative uint64
+	for i, le := range h.upper {
+		cumulative += h.counts[i]
+		fmt.Fprintf(b, "%s_bucket{le=\"%s\"} %d\n", name, formatFloat(le), cumulative)
+	}
+	fmt.Fprintf(b, "%s_bucket{le=\"+Inf\"} %d\n%s_sum %s\n%s_count %d\n", name, h.count, name, formatFloat(h.sum), name, h.count)
+}
+
+func formatFloat(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -44,12 +44,13 @@ type Env struct {
 	Operator *operator.Operator
 	Log      *SyncBuffer // everything the manager logged, at every level
 
-	cancel   context.CancelFunc
-	done     chan error
-	certDir  string
-	opts     operator.Options
-	log      logr.Logger
-	replicas []*replica
+	cancel      context.CancelFunc
+	done        chan error
+	certDir     string
+	metricsAddr string
+	opts        operator.Options
+	log         logr.Logger
+	replicas    []*replica
 }
 
 type replica struct {
@@ -81,6 +82,9 @@ type Options struct {
 	// Keyset, when set, is a keyset (keyset.json) restored into the keyset Secret before
 	// the manager starts, as an administrator restores a backup into a new cluster.
 	Keyset []byte
+	// Metrics serves the manager's /metrics on a free loopback port (see MetricsURL), as
+	// --metrics-bind-address does in a cluster.
+	Metrics bool
 }
 
 // CertSecret is the Secret cert-controller keeps the certificate in with Options.CertRotation.
@@ -136,6 +140,16 @@ func Start(o Options) (*Env, error) {
 	}
 	if o.API {
 		opts.APIAddr, opts.APIRateLimit = "127.0.0.1:0", o.APIRateLimit
+	}
+	if o.Metrics {
+		// controller-runtime does not say which port ":0" got: take a free one first.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		e.metricsAddr = l.Addr().String()
+		_ = l.Close()
+		opts.MetricsAddr = e.metricsAddr
 	}
 	if o.Webhooks {
 		opts.VendImage, opts.VendAPIURL = VendImage, "https://pipes-api.pipes-system.svc"
@@ -220,6 +234,7 @@ func (e *Env) StartAPIReplica() (*operator.Operator, error) {
 
 func (e *Env) startReplica(api bool) (operator.Options, *operator.Operator, error) {
 	opts := e.opts
+	opts.MetricsAddr = "0" // the port is the first manager's
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return opts, nil, err
@@ -244,6 +259,14 @@ func (e *Env) startReplica(api bool) (operator.Options, *operator.Operator, erro
 	go func() { r.done <- op.Manager.Start(ctx) }()
 	e.replicas = append(e.replicas, r)
 	return opts, op, nil
+}
+
+// MetricsURL is the manager's metrics endpoint with Options.Metrics ("" without).
+func (e *Env) MetricsURL() string {
+	if e.metricsAddr == "" {
+		return ""
+	}
+	return "http://" + e.metricsAddr + "/metrics"
 }
 
 // CertDir is the directory the manager writes its certificate into with Options.CertRotation.

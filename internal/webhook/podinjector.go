@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 
@@ -31,6 +32,9 @@ const (
 	CAVolume      = "pipes-ca"
 	CADir         = "/var/run/secrets/pipes.dev/ca"
 	SidecarListen = "127.0.0.1:8299"
+	// SidecarMetricsPortName names the sidecar's metrics port when the pod asks for one
+	// (pipesv1.AnnotationVendMetricsPort); config/prometheus's PodMonitor scrapes it.
+	SidecarMetricsPortName = "vend-metrics"
 	// SidecarUID is the sidecar's user and group; credential files are readable by the
 	// group, which is added to the pod's supplemental groups so app containers can read them.
 	SidecarUID = 65532
@@ -99,6 +103,10 @@ func (p *PodInjector) Default(ctx context.Context, pod *corev1.Pod) error {
 	if _, err := vendspec.Parse(raw); err != nil {
 		return fmt.Errorf("annotation %s: %w", pipesv1.AnnotationCredentials, err)
 	}
+	metricsPort, err := vendMetricsPort(pod)
+	if err != nil {
+		return err
+	}
 	dryRun := false
 	if req, err := admission.RequestFromContext(ctx); err == nil && req.DryRun != nil {
 		dryRun = *req.DryRun
@@ -108,9 +116,31 @@ func (p *PodInjector) Default(ctx context.Context, pod *corev1.Pod) error {
 			return fmt.Errorf("injecting the pipes.dev vend sidecar: %w", err)
 		}
 	}
-	p.inject(pod, raw)
+	p.inject(pod, raw, metricsPort)
 	return nil
 }
+
+// vendMetricsPort reads the pipes.dev/vend-metrics-port annotation: 0 when absent.
+func vendMetricsPort(pod *corev1.Pod) (int32, error) {
+	raw, ok := pod.Annotations[pipesv1.AnnotationVendMetricsPort]
+	if !ok {
+		return 0, nil
+	}
+	port, err := strconv.ParseInt(raw, 10, 32)
+	if err != nil || port < 1 || port > 65535 || strconv.Itoa(int(port)) == sidecarListenPort {
+		return 0, fmt.Errorf("annotation %s=%q: want a port number (1-65535) other than %s, which serves credentials on loopback", pipesv1.AnnotationVendMetricsPort, raw, sidecarListenPort)
+	}
+	for _, c := range append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...) {
+		for _, cp := range c.Ports {
+			if cp.ContainerPort == int32(port) {
+				return 0, fmt.Errorf("annotation %s=%q: container %q already uses port %d; choose a free one for the sidecar's metrics", pipesv1.AnnotationVendMetricsPort, raw, c.Name, port)
+			}
+		}
+	}
+	return int32(port), nil
+}
+
+var _, sidecarListenPort, _ = net.SplitHostPort(SidecarListen)
 
 // ensureCABundle creates the namespace's CA bundle ConfigMap if it does not exist. An
 // existing one is left to CABundleReconciler, unless the operator does not manage it:
@@ -161,7 +191,7 @@ func hasContainer(pod *corev1.Pod, name string) bool {
 	return false
 }
 
-func (p *PodInjector) inject(pod *corev1.Pod, credentials string) {
+func (p *PodInjector) inject(pod *corev1.Pod, credentials string, metricsPort int32) {
 	probe := &corev1.Probe{
 		ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/vend", "probe", "--listen=" + SidecarListen, "--path=/readyz"}}},
 		PeriodSeconds: 2, TimeoutSeconds: 2, FailureThreshold: 3,
@@ -202,6 +232,12 @@ func (p *PodInjector) inject(pod *corev1.Pod, credentials string) {
 			{Name: TokenVolume, MountPath: TokenDir, ReadOnly: true},
 			{Name: CAVolume, MountPath: CADir, ReadOnly: true},
 		},
+	}
+	if metricsPort > 0 {
+		// All interfaces, so Prometheus reaches it on the pod IP; the sidecar serves only
+		// /metrics there (no labels, nothing about users or values).
+		sidecar.Args = append(sidecar.Args, fmt.Sprintf("--metrics-listen=:%d", metricsPort))
+		sidecar.Ports = []corev1.ContainerPort{{Name: SidecarMetricsPortName, ContainerPort: metricsPort, Protocol: corev1.ProtocolTCP}}
 	}
 	pod.Spec.InitContainers = append([]corev1.Container{sidecar}, pod.Spec.InitContainers...)
 	for i := range pod.Spec.Containers {

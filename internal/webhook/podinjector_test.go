@@ -157,6 +157,38 @@ var _ = Describe("Pod injection", func() {
 		))
 	})
 
+	It("serves the sidecar's metrics on the port pipes.dev/vend-metrics-port names, for a PodMonitor", func(ctx SpecContext) {
+		p := pod(ns, "true", "openai:u")
+		p.Annotations["pipes.dev/vend-metrics-port"] = "9299"
+		Expect(create(ctx, p)).To(Succeed())
+		s := p.Spec.InitContainers[0]
+		Expect(s.Args).To(ContainElement("--metrics-listen=:9299"))
+		Expect(s.Args).To(ContainElement("--listen=127.0.0.1:8299"), "credentials stay on loopback")
+		Expect(s.Ports).To(Equal([]corev1.ContainerPort{{Name: "vend-metrics", ContainerPort: 9299, Protocol: corev1.ProtocolTCP}}))
+
+		without := pod(ns, "true", "openai:u")
+		Expect(create(ctx, without)).To(Succeed())
+		Expect(without.Spec.InitContainers[0].Ports).To(BeEmpty(), "no port is opened unless asked for")
+		Expect(without.Spec.InitContainers[0].Args).NotTo(ContainElement(HavePrefix("--metrics-listen")))
+	})
+
+	It("rejects a metrics port that is not a free port number, naming the annotation", func(ctx SpecContext) {
+		for value, want := range map[string]string{
+			"http":  "want a port number",
+			"0":     "want a port number",
+			"70000": "want a port number",
+			"8299":  "other than 8299, which serves credentials",
+			"8080":  `container "app" already uses port 8080`,
+		} {
+			p := pod(ns, "true", "openai:u")
+			p.Annotations["pipes.dev/vend-metrics-port"] = value
+			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 8080}}
+			err := create(ctx, p)
+			Expect(err).To(HaveOccurred(), value)
+			Expect(err.Error()).To(And(ContainSubstring(`annotation pipes.dev/vend-metrics-port="`+value+`"`), ContainSubstring(want)), value)
+		}
+	})
+
 	It("never injects twice", func(ctx SpecContext) {
 		p := pod(ns, "true", "openai:u")
 		Expect(create(ctx, p)).To(Succeed())

@@ -170,6 +170,11 @@ type WatchResponse struct {
 type WatchedCredential struct {
 	CredentialRef
 	CredentialsResponse
+	// RotatedAt is when the active credential was stored (RFC 3339, sub-second; absent
+	// when none is active or the time is unknown). Only the watch carries it, beside the
+	// hosted shape rather than in it: the sidecar measures with it how long a rotation
+	// takes to reach the workload (pipes_vend_rotation_to_visible_seconds).
+	RotatedAt time.Time `json:"rotated_at,omitzero"`
 }
 
 // Last4 is what may be shown of a credential: its last four characters, or nothing for

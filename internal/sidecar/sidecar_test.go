@@ -1,0 +1,158 @@
+package sidecar
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pipes-dev/pipes-operator/internal/apiclient"
+	"github.com/pipes-dev/pipes-operator/internal/wire"
+)
+
+// fakeBackend answers POST /credentials/watch with whatever the test set last.
+type fakeBackend struct {
+	mu   sync.Mutex
+	resp wire.WatchResponse
+}
+
+func (f *fakeBackend) set(etag string, creds ...wire.WatchedCredential) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.resp = wire.WatchResponse{ETag: etag, Changed: true, Credentials: creds}
+}
+
+func (f *fakeBackend) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_ = json.NewEncoder(w).Encode(f.resp)
+}
+
+var ref = wire.CredentialRef{Provider: "openai", UserID: "user_private_42"}
+
+func active(version int64, rotatedAt time.Time) wire.WatchedCredential {
+	return wire.WatchedCredential{CredentialRef: ref, RotatedAt: rotatedAt, CredentialsResponse: wire.CredentialsResponse{
+		Active: true, Credential: &wire.Credential{Object: "credential", AuthMethod: wire.AuthMethodAPIKey, Value: "sk-plaintext-" + strconv.FormatInt(version, 10) + "-abcdefgh", Version: version},
+	}}
+}
+
+// scrape returns the samples of a metrics handler's answer by series ("name{labels}").
+func scrape(t *testing.T, h http.Handler) (map[string]float64, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET /metrics: %d", rec.Code)
+	}
+	samples := map[string]float64{}
+	for line := range strings.Lines(rec.Body.String()) {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("not a sample line: %q", line)
+		}
+		samples[line[:i]] = v
+	}
+	return samples, rec.Body.String()
+}
+
+// The rotation-to-visible histogram counts each new version seen while running, timed
+// from the rotated_at the watch carries; the first snapshot and a version served again
+// (its Provider re-enabled) are not rotations. The separate metrics handler serves
+// /metrics and nothing else, and no metric names a user or carries a value.
+func TestRotationToVisibleAndMetricsHandler(t *testing.T) {
+	backend := &fakeBackend{}
+	srv := httptest.NewServer(backend)
+	defer srv.Close()
+	s := New(Config{Credentials: []wire.CredentialRef{ref}, WatchTimeout: time.Second, FileGID: -1},
+		apiclient.New(srv.URL, apiclient.WithToken("t")), slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	metrics := s.MetricsHandler()
+
+	samples, _ := scrape(t, metrics)
+	if samples["pipes_vend_last_success_timestamp_seconds"] != 0 || samples["pipes_vend_ready"] != 0 {
+		t.Fatalf("before the first answer: %v", samples)
+	}
+
+	backend.set("e1", active(1, time.Now().Add(-time.Hour)))
+	before := time.Now()
+	if err := s.Sync(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	samples, _ = scrape(t, metrics)
+	if got := samples["pipes_vend_last_success_timestamp_seconds"]; got < float64(before.Unix())-1 || got > float64(time.Now().Unix())+1 {
+		t.Fatalf("last success timestamp %v, want about %d", got, before.Unix())
+	}
+	if samples["pipes_vend_ready"] != 1 || samples["pipes_vend_credentials_active"] != 1 {
+		t.Fatalf("after the first snapshot: %v", samples)
+	}
+	if samples["pipes_vend_rotation_to_visible_seconds_count"] != 0 {
+		t.Fatalf("the first snapshot after a start is not a rotation: %v", samples)
+	}
+
+	backend.set("e2", active(2, time.Now().Add(-2*time.Second))) // rotated 2 s ago
+	if err := s.Sync(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	samples, _ = scrape(t, metrics)
+	if samples["pipes_vend_rotation_to_visible_seconds_count"] != 1 ||
+		samples[`pipes_vend_rotation_to_visible_seconds_bucket{le="1"}`] != 0 ||
+		samples[`pipes_vend_rotation_to_visible_seconds_bucket{le="2.5"}`] != 1 ||
+		samples[`pipes_vend_rotation_to_visible_seconds_bucket{le="+Inf"}`] != 1 {
+		t.Fatalf("a rotation 2 s old must land in the 2.5 s bucket: %v", samples)
+	}
+	if sum := samples["pipes_vend_rotation_to_visible_seconds_sum"]; sum < 2 || sum > 3 {
+		t.Fatalf("sum %v, want about 2", sum)
+	}
+
+	// Provider disabled, then enabled again: version 2 again, not a rotation.
+	backend.set("e3", wire.WatchedCredential{CredentialRef: ref, CredentialsResponse: wire.CredentialsResponse{Error: wire.ErrorNotInstalled}})
+	if err := s.Sync(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	backend.set("e4", active(2, time.Now().Add(-time.Hour)))
+	if err := s.Sync(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	// The operator's clock ahead of ours: counted, at zero.
+	backend.set("e5", active(3, time.Now().Add(time.Minute)))
+	if err := s.Sync(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	samples, body := scrape(t, metrics)
+	if samples["pipes_vend_rotation_to_visible_seconds_count"] != 2 || samples[`pipes_vend_rotation_to_visible_seconds_bucket{le="0.01"}`] != 1 {
+		t.Fatalf("re-enabled version 2 is not a rotation, version 3 (clock skew) counts at 0: %v", samples)
+	}
+	if strings.Contains(body, ref.UserID) || strings.Contains(body, "sk-plaintext") {
+		t.Fatalf("metrics name a user or a credential:\n%s", body)
+	}
+	if !strings.Contains(body, "# TYPE pipes_vend_rotation_to_visible_seconds histogram") ||
+		!strings.Contains(body, "# TYPE pipes_vend_last_success_timestamp_seconds gauge") {
+		t.Fatalf("types missing:\n%s", body)
+	}
+
+	for _, req := range []*http.Request{
+		httptest.NewRequest(http.MethodPost, "/data-integrations/openai/credentials", strings.NewReader(`{"user_id":"user_private_42"}`)),
+		httptest.NewRequest(http.MethodGet, "/readyz", nil),
+		httptest.NewRequest(http.MethodGet, "/", nil),
+	} {
+		rec := httptest.NewRecorder()
+		metrics.ServeHTTP(rec, req)
+		if rec.Code != http.StatusNotFound && rec.Code != http.StatusMethodNotAllowed {
+			t.Errorf("the metrics listener answered %s %s with %d: it must serve /metrics alone", req.Method, req.URL.Path, rec.Code)
+		}
+		if strings.Contains(rec.Body.String(), "sk-plaintext") {
+			t.Errorf("the metrics listener served a credential on %s", req.URL.Path)
+		}
+	}
+}
