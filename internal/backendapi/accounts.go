@@ -52,7 +52,7 @@ func (s *Server) upsertAPIKey(c *call) error {
 		return err
 	}
 	if p.Spec.Method != pipesv1.AuthMethodAPIKey {
-		return errorf(http.StatusUnprocessableEntity, wire.CodeAuthMethodMismatch, "data integration %q uses OAuth: its users connect through the OAuth flow, not with an API key", slug)
+		return errorf(http.StatusUnprocessableEntity, wire.CodeAuthMethodMismatch, "%s", validation.APIKeyForOAuthProvider(slug))
 	}
 	ca, err := c.targetAccount(found, slug, req.UserID, req.OrganizationID)
 	if err != nil {

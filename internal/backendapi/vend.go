@@ -6,6 +6,7 @@ import (
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
+	"github.com/pipes-dev/pipes-operator/internal/validation"
 	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
 
@@ -97,7 +98,7 @@ func (s *Server) vendToken(c *call) error {
 	}
 	if p.Spec.Method == pipesv1.AuthMethodAPIKey {
 		return errorf(http.StatusUnprocessableEntity, wire.CodeAuthMethodMismatch,
-			"data integration %q uses API keys, which have no access token: use POST /data-integrations/%s/credentials", p.Name, p.Name)
+			"%s", validation.TokenForAPIKeyProvider(p.Name))
 	}
 	return errorf(http.StatusNotImplemented, wire.CodeNotImplemented, "OAuth access tokens are not supported yet")
 }

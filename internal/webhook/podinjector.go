@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/validation"
 	"github.com/pipes-dev/pipes-operator/internal/vendspec"
 )
 
@@ -76,8 +77,8 @@ func (p *PodInjector) Default(ctx context.Context, pod *corev1.Pod) error {
 	if !ok || inject == "false" {
 		return nil
 	}
-	if inject != "true" {
-		return fmt.Errorf("label %s=%q: want \"true\" or \"false\"", pipesv1.LabelInject, inject)
+	if err := validation.InjectLabel(inject); err != nil {
+		return err
 	}
 	namespace := pod.Namespace
 	if req, err := admission.RequestFromContext(ctx); err == nil && req.Namespace != "" {
@@ -86,19 +87,15 @@ func (p *PodInjector) Default(ctx context.Context, pod *corev1.Pod) error {
 	if slices.Contains(p.SkipNamespaces, namespace) {
 		return nil
 	}
-	if pod.Spec.HostNetwork {
-		// The sidecar serves credentials on loopback: in the node's network namespace that
-		// port would be readable by every host-network pod on the node.
-		return fmt.Errorf("spec.hostNetwork is true: the pipes.dev vend sidecar serves credentials on %s, "+
-			"which in a host-network pod is the node's loopback, readable by every host-network pod on the node; "+
-			"run the pod without hostNetwork, or have it read credentials through the backend API with its own ServiceAccount token", SidecarListen)
+	if err := validation.InjectHostNetwork(pod.Spec.HostNetwork, SidecarListen); err != nil {
+		return err
 	}
 	if hasContainer(pod, SidecarName) {
 		return nil // already injected: admission may run twice
 	}
 	raw, ok := pod.Annotations[pipesv1.AnnotationCredentials]
 	if !ok {
-		return fmt.Errorf("annotation %s is required with label %s=\"true\": list the credentials as PROVIDER:USER_ID[@ORGANIZATION_ID], comma-separated, e.g. \"openai:user_123@org_9\"", pipesv1.AnnotationCredentials, pipesv1.LabelInject)
+		return validation.CredentialsAnnotationRequired()
 	}
 	if _, err := vendspec.Parse(raw); err != nil {
 		return fmt.Errorf("annotation %s: %w", pipesv1.AnnotationCredentials, err)
@@ -126,18 +123,17 @@ func vendMetricsPort(pod *corev1.Pod) (int32, error) {
 	if !ok {
 		return 0, nil
 	}
-	port, err := strconv.ParseInt(raw, 10, 32)
-	if err != nil || port < 1 || port > 65535 || strconv.Itoa(int(port)) == sidecarListenPort {
-		return 0, fmt.Errorf("annotation %s=%q: want a port number (1-65535) other than %s, which serves credentials on loopback", pipesv1.AnnotationVendMetricsPort, raw, sidecarListenPort)
-	}
-	for _, c := range append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...) {
-		for _, cp := range c.Ports {
-			if cp.ContainerPort == int32(port) {
-				return 0, fmt.Errorf("annotation %s=%q: container %q already uses port %d; choose a free one for the sidecar's metrics", pipesv1.AnnotationVendMetricsPort, raw, c.Name, port)
+	reserved, _ := strconv.Atoi(sidecarListenPort)
+	return validation.VendMetricsPort(raw, reserved, func(port int32) string {
+		for _, c := range append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...) {
+			for _, cp := range c.Ports {
+				if cp.ContainerPort == port {
+					return c.Name
+				}
 			}
 		}
-	}
-	return int32(port), nil
+		return ""
+	})
 }
 
 var _, sidecarListenPort, _ = net.SplitHostPort(SidecarListen)
