@@ -13,24 +13,14 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/controllers"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
 	"github.com/pipes-dev/pipes-operator/internal/crypto"
-	"github.com/pipes-dev/pipes-operator/internal/index"
 	"github.com/pipes-dev/pipes-operator/internal/keyring"
-	"github.com/pipes-dev/pipes-operator/internal/operator"
+	"github.com/pipes-dev/pipes-operator/internal/testenv"
 )
-
-// builderIndexer registers the operator's field indexes on a fake client builder.
-type builderIndexer struct{ b *fake.ClientBuilder }
-
-func (i builderIndexer) IndexField(_ context.Context, obj client.Object, field string, fn client.IndexerFunc) error {
-	i.b.WithIndex(obj, field, fn)
-	return nil
-}
 
 // decide runs one reconcile of the account "acct" in namespace "ns" over objs (with a
 // fake client: the reconciler's decisions alone, without a control plane) and returns the
@@ -38,11 +28,7 @@ func (i builderIndexer) IndexField(_ context.Context, obj client.Object, field s
 func decide(t *testing.T, objs ...client.Object) (*pipesv1.ConnectedAccount, bool, []string) {
 	t.Helper()
 	ctx := context.Background()
-	b := fake.NewClientBuilder().WithScheme(operator.Scheme()).WithObjects(objs...).WithStatusSubresource(&pipesv1.ConnectedAccount{})
-	if err := index.Register(ctx, builderIndexer{b}); err != nil {
-		t.Fatal(err)
-	}
-	c := b.Build()
+	c := testenv.FakeClient(objs...).WithStatusSubresource(&pipesv1.ConnectedAccount{}).Build()
 	ks, err := crypto.NewKeyset()
 	if err != nil {
 		t.Fatal(err)

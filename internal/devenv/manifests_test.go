@@ -1,10 +1,6 @@
 package devenv
 
 import (
-	"bytes"
-	"errors"
-	"io"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 )
 
 // TestDefaultKustomizationRenders renders config/default as `kubectl apply -k` would and
@@ -186,24 +181,9 @@ func renderDefault(t *testing.T) map[string]*unstructured.Unstructured {
 	if err != nil {
 		t.Fatal(err)
 	}
-	assets, err := Assets(root)
+	objects, err := Kustomize(root, filepath.Join("config", "default"))
 	if err != nil {
 		t.Fatal(err)
-	}
-	out, err := exec.Command(filepath.Join(assets, "kubectl"), "kustomize", filepath.Join(root, "config", "default")).Output()
-	if err != nil {
-		t.Fatalf("kubectl kustomize config/default: %v", err)
-	}
-	objects := map[string]*unstructured.Unstructured{}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
-	for {
-		var u unstructured.Unstructured
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		objects[u.GetKind()+"/"+u.GetName()] = &u
 	}
 	return objects
 }

@@ -10,22 +10,13 @@ import (
 	authzv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
-	"github.com/pipes-dev/pipes-operator/internal/index"
-	"github.com/pipes-dev/pipes-operator/internal/operator"
+	"github.com/pipes-dev/pipes-operator/internal/testenv"
 	"github.com/pipes-dev/pipes-operator/internal/webhook"
 )
-
-type builderIndexer struct{ b *fake.ClientBuilder }
-
-func (i builderIndexer) IndexField(_ context.Context, obj client.Object, field string, fn client.IndexerFunc) error {
-	i.b.WithIndex(obj, field, fn)
-	return nil
-}
 
 // The ConnectedAccount validator's cross-object decisions, with a fake client (no
 // control plane): what it reads, and the SubjectAccessReview it sends for a source
@@ -46,11 +37,7 @@ func TestConnectedAccountValidatorDecisions(t *testing.T) {
 	provider := &pipesv1.Provider{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "openai"}, Spec: pipesv1.ProviderSpec{Method: pipesv1.AuthMethodAPIKey}}
 	existing := &pipesv1.ConnectedAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "first"},
 		Spec: pipesv1.ConnectedAccountSpec{ProviderRef: pipesv1.LocalObjectReference{Name: "openai"}, UserID: "u"}}
-	b := fake.NewClientBuilder().WithScheme(operator.Scheme()).WithObjects(provider, existing).WithInterceptorFuncs(authorizer)
-	if err := index.Register(context.Background(), builderIndexer{b}); err != nil {
-		t.Fatal(err)
-	}
-	c := b.Build()
+	c := testenv.FakeClient(provider, existing).WithInterceptorFuncs(authorizer).Build()
 	v := &webhook.ConnectedAccountValidator{Reader: c, Reviews: c}
 	ctx := admission.NewContextWithRequest(context.Background(), admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
 		UserInfo: authnv1.UserInfo{Username: "alice", Groups: []string{"devs"}},

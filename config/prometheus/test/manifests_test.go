@@ -1,11 +1,7 @@
 package test
 
 import (
-	"bytes"
-	"errors"
-	"io"
 	"maps"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -15,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8slabels "k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/devenv"
@@ -29,24 +24,9 @@ func render(t *testing.T, dir string) map[string]*unstructured.Unstructured {
 	if err != nil {
 		t.Fatal(err)
 	}
-	assets, err := devenv.Assets(root)
+	objects, err := devenv.Kustomize(root, dir)
 	if err != nil {
 		t.Fatal(err)
-	}
-	out, err := exec.Command(filepath.Join(assets, "kubectl"), "kustomize", filepath.Join(root, dir)).Output()
-	if err != nil {
-		t.Fatalf("kubectl kustomize %s: %v", dir, err)
-	}
-	objects := map[string]*unstructured.Unstructured{}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
-	for {
-		var u unstructured.Unstructured
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		objects[u.GetKind()+"/"+u.GetName()] = &u
 	}
 	return objects
 }
