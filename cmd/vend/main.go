@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,6 +33,12 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "probe" {
 		os.Exit(probe(os.Args[2:]))
+	}
+	if os.Getenv("GOGC") == "" {
+		// The sidecar runs in every workload pod and its live heap is a few hundred KiB:
+		// collecting at 50% growth instead of 100% keeps its resident memory low (under
+		// 15 MiB in BenchmarkLocalRead) for little CPU. GOGC, when set, still decides.
+		debug.SetGCPercent(50)
 	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "vend:", err)
