@@ -15,13 +15,18 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -46,9 +51,15 @@ type ConnectedAccountReconciler struct {
 	SourceMetadata cache.Cache
 	// KeysetRotated receives an event when the keyset's primary key changes.
 	KeysetRotated <-chan event.GenericEvent
-	// MaxConcurrentReconciles defaults to 2.
+	// MaxConcurrentReconciles defaults to DefaultAccountWorkers.
 	MaxConcurrentReconciles int
 }
+
+// DefaultAccountWorkers is how many accounts are reconciled at once. A reconcile mostly
+// waits on the API server (a Secret write, a status patch), so the count is sized to keep
+// the API server busy rather than to the operator's cores: 2 workers held a first sync
+// to a few dozen accounts per second.
+const DefaultAccountWorkers = 32
 
 // +kubebuilder:rbac:groups=pipes.dev,resources=connectedaccounts,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=pipes.dev,resources=connectedaccounts/status,verbs=get;update;patch
@@ -63,6 +74,11 @@ type ConnectedAccountReconciler struct {
 
 // Reconcile implements reconcile.Reconciler.
 func (r *ConnectedAccountReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	res, err := r.reconcile(ctx, req)
+	return requeueOnStaleCache(ctx, res, err)
+}
+
+func (r *ConnectedAccountReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var ca pipesv1.ConnectedAccount
 	if err := r.Client.Get(ctx, req.NamespacedName, &ca); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -132,6 +148,10 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 	case provider == nil:
 		// Nothing new is stored for a Provider that does not exist; Synced stays as it was.
 		notStoredReason, notStoredMsg = avail.Reason, avail.Message
+	case ca.Spec.APIKey != nil && ca.Spec.APIKey.SecretKeyRef != nil && secret != nil && r.sourceUnchanged(ctx, ca, stored):
+		// The source's identity and resourceVersion, from the metadata watch, are those of
+		// the stored copy: nothing to read (a restart or a resync costs no API call).
+		setCondition(ca, pipesv1.ConditionSynced, metav1.ConditionTrue, pipesv1.ReasonReady, "the stored key matches spec.apiKey.secretKeyRef")
 	case ca.Spec.APIKey != nil && ca.Spec.APIKey.SecretKeyRef != nil:
 		key, sourceVersion, reason, msg, err := r.readSource(ctx, ca)
 		if err != nil {
@@ -211,6 +231,20 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 	return nil
 }
 
+// sourceUnchanged reports whether the metadata watch of opted-in sources holds the
+// source Secret at the version the stored credential was copied from.
+func (r *ConnectedAccountReconciler) sourceUnchanged(ctx context.Context, ca *pipesv1.ConnectedAccount, stored credential.Stored) bool {
+	m := secretMetadata()
+	if err := r.SourceMetadata.Get(ctx, types.NamespacedName{Namespace: ca.Namespace, Name: ca.Spec.APIKey.SecretKeyRef.Name}, m); err != nil {
+		return false // not opted in, gone or not yet seen: readSource says which
+	}
+	return stored.SourceVersion == sourceVersionOf(m)
+}
+
+// sourceVersionOf identifies the content of a source Secret: its UID (a deleted and
+// recreated Secret is a new source) and resourceVersion.
+func sourceVersionOf(o metav1.Object) string { return string(o.GetUID()) + "/" + o.GetResourceVersion() }
+
 // readSource reads the API key from spec.apiKey.secretKeyRef. A problem the user must fix
 // comes back as a reason and message (never containing the key); err is transient.
 func (r *ConnectedAccountReconciler) readSource(ctx context.Context, ca *pipesv1.ConnectedAccount) (key []byte, sourceVersion, reason, msg string, err error) {
@@ -237,7 +271,7 @@ func (r *ConnectedAccountReconciler) readSource(ctx context.Context, ca *pipesv1
 	if errs := validation.APIKey(field.NewPath("data").Key(ref.Key), value); len(errs) > 0 {
 		return nil, "", pipesv1.ReasonInvalidKey, fmt.Sprintf("Secret %q: %s", ref.Name, validation.Message(errs)), nil
 	}
-	return value, string(s.UID) + "/" + s.ResourceVersion, "", "", nil
+	return value, sourceVersionOf(&s), "", "", nil
 }
 
 // disconnect removes the stored credential and marks the account disconnected.
@@ -336,13 +370,27 @@ func (r *ConnectedAccountReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
 			return r.requestsFor(ctx, o.Namespace, client.MatchingFields{index.AccountSourceSecret: o.Name})
 		}))
-	rotated := source.Channel(r.KeysetRotated, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
-		return r.requestsFor(ctx, "")
-	}))
+	// Re-encrypting every credential after a keyset rotation is background work: queued
+	// at low priority, so an account a user connects meanwhile goes first.
+	rotated := source.Channel(r.KeysetRotated, handler.TypedFuncs[client.Object, reconcile.Request]{
+		GenericFunc: func(ctx context.Context, _ event.TypedGenericEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			reqs := r.requestsFor(ctx, "")
+			if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
+				pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(handler.LowPriority)}, reqs...)
+				return
+			}
+			for _, req := range reqs {
+				q.Add(req)
+			}
+		},
+	})
 	workers := r.MaxConcurrentReconciles
 	if workers == 0 {
-		workers = 2
+		workers = DefaultAccountWorkers
 	}
+	// Only spec changes of Providers and OrganizationProviders matter to accounts; their
+	// status (the Provider's account count) changes with the accounts themselves.
+	specChanged := builder.WithPredicates(predicate.GenerationChangedPredicate{})
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&pipesv1.ConnectedAccount{}).
 		Owns(&corev1.Secret{}).
@@ -350,10 +398,10 @@ func (r *ConnectedAccountReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&pipesv1.ConnectedAccount{}, accountsOf(index.AccountIdentity, func(o client.Object) string {
 			return index.AccountKeyOf(o.(*pipesv1.ConnectedAccount))
 		})).
-		Watches(&pipesv1.Provider{}, accountsOf(index.AccountProvider, name)).
+		Watches(&pipesv1.Provider{}, accountsOf(index.AccountProvider, name), specChanged).
 		Watches(&pipesv1.OrganizationProvider{}, accountsOf(index.AccountProvider, func(o client.Object) string {
 			return o.(*pipesv1.OrganizationProvider).Spec.ProviderRef.Name
-		})).
+		}), specChanged).
 		WatchesRawSource(sourceSecrets).
 		WatchesRawSource(rotated).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers, RateLimiter: rateLimiter()}).

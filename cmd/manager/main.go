@@ -16,6 +16,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/pipes-dev/pipes-operator/controllers"
 	"github.com/pipes-dev/pipes-operator/internal/logsafe"
 	"github.com/pipes-dev/pipes-operator/internal/operator"
 )
@@ -45,6 +46,8 @@ func managerFlags(fs *flag.FlagSet, o *operator.Options, zo *zap.Options) {
 	fs.StringVar(&o.KeysetSecret, "keyset-secret", "pipes-keyset", "Secret holding the key-encryption keyset; created with a fresh keyset on first start")
 	fs.StringVar(&o.KeysetFile, "keyset-file", "", "load the keyset from this file instead of --keyset-secret (rotation then needs a restart)")
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "metrics endpoint address; 0 disables it")
+	fs.IntVar(&o.AccountWorkers, "account-workers", controllers.DefaultAccountWorkers, "ConnectedAccounts reconciled at once; each mostly waits on the API server, so more than the cores")
+	fs.StringVar(&o.PprofAddr, "pprof-bind-address", "", "serve Go's pprof profiles at this address (e.g. 127.0.0.1:6060); empty disables them")
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "health and readiness probe address")
 	fs.BoolVar(&o.LeaderElection, "leader-elect", false, "use leader election so only one replica reconciles at a time")
 	fs.BoolVar(&o.DisableWebhooks, "disable-webhooks", false, "serve no admission webhooks (CEL validation still applies)")

@@ -60,6 +60,9 @@ type Options struct {
 
 	MetricsAddr      string // "0" disables
 	ProbeAddr        string // "0" disables
+	PprofAddr        string // "" disables; serves net/http/pprof (heap profiles for make bench-scale)
+	// AccountWorkers is how many ConnectedAccounts are reconciled at once (0: controllers.DefaultAccountWorkers).
+	AccountWorkers int
 	LeaderElection   bool
 	LeaderElectionID string
 
@@ -170,6 +173,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 		},
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:  o.ProbeAddr,
+		PprofBindAddress:        o.PprofAddr,
 		LeaderElection:          o.LeaderElection,
 		LeaderElectionID:        orDefault(o.LeaderElectionID, "pipes-operator.pipes.dev"),
 		LeaderElectionNamespace: o.Namespace,
@@ -232,6 +236,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	if err := (&controllers.ConnectedAccountReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Store: store,
 		Recorder: mgr.GetEventRecorder("pipes-operator"), SourceMetadata: sourceMetadata, KeysetRotated: rotated,
+		MaxConcurrentReconciles: o.AccountWorkers,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
