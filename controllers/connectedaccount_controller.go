@@ -256,7 +256,7 @@ func (r *ConnectedAccountReconciler) openSealed(ca *pipesv1.ConnectedAccount, st
 	if sourceVersion == storedSourceVersion {
 		return nil, sourceVersion, "", ""
 	}
-	binding := SealingContext(ca)
+	binding := credential.SealingContext(ca)
 	key, err := r.Opener.Open(value, binding)
 	switch {
 	case errors.Is(err, sealing.ErrOtherAccount):
@@ -270,11 +270,6 @@ func (r *ConnectedAccountReconciler) openSealed(ca *pipesv1.ConnectedAccount, st
 		return nil, "", pipesv1.ReasonInvalidKey, "the key sealed in spec.apiKey.sealed: " + validation.Message(errs)
 	}
 	return key, sourceVersion, "", ""
-}
-
-// SealingContext is what a sealed value for ca is bound to.
-func SealingContext(ca *pipesv1.ConnectedAccount) sealing.Context {
-	return sealing.Context{Namespace: ca.Namespace, Name: ca.Name, Provider: ca.Spec.ProviderRef.Name, User: ca.Spec.UserID, Organization: ca.Spec.OrganizationID}
 }
 
 // readSource reads the API key from spec.apiKey.secretKeyRef. A problem the user must fix
