@@ -112,7 +112,7 @@ var _ = Describe("Sealed API keys (spec.apiKey.sealed)", func() {
 		Expect(env.Client.Create(ctx, apiKeyProvider(other, "openai"))).To(Succeed())
 		deleteAccount(ctx, ca) // the same provider and user in ns would be a duplicate account
 		for _, copied := range []*pipesv1.ConnectedAccount{
-			sealedAccount(other, "openai-alice", "openai", "alice", ""),   // namespace
+			sealedAccount(other, "openai-alice", "openai", "alice", ""),  // namespace
 			sealedAccount(ns, "openai-alice-2", "openai", "alice", ""),   // name
 			sealedAccount(ns, "openai-alice", "github", "alice", ""),     // provider
 			sealedAccount(ns, "openai-alice", "openai", "bob", ""),       // user
@@ -192,15 +192,17 @@ var _ = Describe("Sealed API keys (spec.apiKey.sealed)", func() {
 		Expect(err).NotTo(HaveOccurred())
 		foreignPub, err := foreign.PublicKeysetJSON()
 		Expect(err).NotTo(HaveOccurred())
-		update(ctx, ca, func(a *pipesv1.ConnectedAccount) { a.Spec.APIKey.Sealed = sealFor(foreignPub, ca, "sk-foreign-"+strings.Repeat("X", 20)) })
+		update(ctx, ca, func(a *pipesv1.ConnectedAccount) {
+			a.Spec.APIKey.Sealed = sealFor(foreignPub, ca, "sk-foreign-"+strings.Repeat("X", 20))
+		})
 		Eventually(func() string { return syncedCondition(ctx, ca).Message }).Should(ContainSubstring("sealed with a key this operator does not hold"))
 		Expect(conditionOf(getAccount(ctx, ca), pipesv1.ConditionSynced)).To(Equal("False/" + pipesv1.ReasonSealedValueInvalid))
 
 		By("the webhook refuses values that are not sealed values at all")
 		for bad, msg := range map[string]string{
 			"sk-live-plaintext-key-pasted-by-mistake": `spec.apiKey.sealed is not a sealed value: it must start with "v1:"`,
-			good[:50]:                                 "too short for a sealed API key",
-			good[:len(good)-4] + "!!!!":               `spec.apiKey.sealed is not valid base64 after "v1:"`,
+			good[:50]:                   "too short for a sealed API key",
+			good[:len(good)-4] + "!!!!": `spec.apiKey.sealed is not valid base64 after "v1:"`,
 		} {
 			err := env.Client.Update(ctx, withSealed(getAccount(ctx, ca), bad))
 			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%v", err)

@@ -150,7 +150,7 @@ func FuzzOpen(f *testing.F) {
 	sealed, _ := Seal(pub, []byte("sk-0123456789abcdef"), alice)
 	f.Add(sealed)
 	f.Add("v1:AAAA")
-	f.Fuzz(func(t *testing.T, value string) {
+	f.Fuzz(func(_ *testing.T, value string) {
 		_, _ = ks.Open(value, alice) // must not panic
 	})
 }

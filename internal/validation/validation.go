@@ -209,7 +209,7 @@ const AuthMethodMismatchCode = "auth_method_mismatch"
 
 // APIKeyNeedsOneSource is the rule that spec.apiKey names exactly one source (also the
 // CRD's CEL message).
-const APIKeyNeedsOneSource = "spec.apiKey needs exactly one source: set either spec.apiKey.secretKeyRef or spec.apiKey.sealed (made with kubectl pipes seal), not both; or remove spec.apiKey to set the key through the backend API"
+const APIKeyNeedsOneSource = "spec.apiKey needs exactly one source: set either spec.apiKey.secretKeyRef or spec.apiKey.sealed (made with kubectl pipes seal), not both; or remove spec.apiKey to set the key through the backend API" //nolint:gosec // G101: a rule sentence naming the field, not a credential
 
 // SealedValue checks the structure of a sealed API key: what kubectl pipes seal writes.
 // Whether it opens, and for which account, only the operator can tell (the reconciler
