@@ -79,7 +79,7 @@ func runBackup(args []string) error {
 			return fmt.Errorf("reading the backup: %w", err)
 		}
 		var s corev1.Secret
-		key := keysetFlag()
+		key, _ := keysetFlag()
 		if err := c.Get(ctx, key, &s); err != nil {
 			return fmt.Errorf("reading keyset Secret %s (restore it from its backup before importing): %w", key, err)
 		}
