@@ -20,9 +20,9 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
@@ -305,7 +305,9 @@ func (r *ConnectedAccountReconciler) sourceUnchanged(ctx context.Context, ca *pi
 
 // sourceVersionOf identifies the content of a source Secret: its UID (a deleted and
 // recreated Secret is a new source) and resourceVersion.
-func sourceVersionOf(o metav1.Object) string { return string(o.GetUID()) + "/" + o.GetResourceVersion() }
+func sourceVersionOf(o metav1.Object) string {
+	return string(o.GetUID()) + "/" + o.GetResourceVersion()
+}
 
 // readSource reads the API key from spec.apiKey.secretKeyRef. A problem the user must fix
 // comes back as a reason and message (never containing the key); err is transient.
