@@ -37,6 +37,7 @@ import (
 	"github.com/pipes-dev/pipes-operator/internal/index"
 	"github.com/pipes-dev/pipes-operator/internal/sealing"
 	"github.com/pipes-dev/pipes-operator/internal/validation"
+	"github.com/pipes-dev/pipes-operator/internal/writetrack"
 )
 
 // ConnectedAccountReconciler stores each account's API key encrypted in a Secret it owns,
@@ -58,6 +59,9 @@ type ConnectedAccountReconciler struct {
 	KeysetRotated <-chan event.GenericEvent
 	// MaxConcurrentReconciles defaults to DefaultAccountWorkers.
 	MaxConcurrentReconciles int
+
+	// written tells a cached account older than our own last write of it.
+	written writetrack.Tracker
 }
 
 // DefaultAccountWorkers is how many accounts are reconciled at once. A reconcile mostly
@@ -85,17 +89,24 @@ func (r *ConnectedAccountReconciler) Reconcile(ctx context.Context, req ctrl.Req
 
 func (r *ConnectedAccountReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var ca pipesv1.ConnectedAccount
-	if err := r.Client.Get(ctx, req.NamespacedName, &ca); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+	if err := r.Client.Get(ctx, req.NamespacedName, &ca); apierrors.IsNotFound(err) {
+		r.written.Forget(req.NamespacedName)
+		return ctrl.Result{}, r.removeOrphan(ctx, req.NamespacedName)
+	} else if err != nil {
+		return ctrl.Result{}, err
+	}
+	if r.written.Behind(req.NamespacedName, &ca) {
+		// Our last write of it is not in the cache yet; its watch event reconciles it again.
+		return ctrl.Result{RequeueAfter: staleCacheRetry}, nil
 	}
 	if !ca.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.finalize(ctx, &ca)
 	}
-	if controllerutil.AddFinalizer(&ca, pipesv1.FinalizerCredentialCleanup) {
-		if err := r.Client.Update(ctx, &ca); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
+	// No finalizer: the credential Secret is removed when the account's deletion is seen
+	// (removeOrphan), or by garbage collection through its owner reference if the
+	// operator is down then. Vending stops with the account either way, since nothing
+	// vends a credential without its account. A finalizer would cost every account one
+	// more write (a fifth of a first sync's).
 	before := ca.DeepCopy()
 	syncErr := r.sync(ctx, &ca)
 	setHealth(&ca)
@@ -104,6 +115,7 @@ func (r *ConnectedAccountReconciler) reconcile(ctx context.Context, req ctrl.Req
 		if err := r.Client.Status().Patch(ctx, &ca, client.MergeFrom(before)); err != nil {
 			return ctrl.Result{}, errors.Join(syncErr, err)
 		}
+		r.written.Wrote(&ca)
 	}
 	r.emitTransitions(before, &ca)
 	return ctrl.Result{}, syncErr
@@ -136,7 +148,12 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 		return r.disconnect(ctx, ca, reason, msg)
 	}
 
-	secret, err := r.Store.Get(ctx, ca)
+	secret, err := r.Store.GetCurrent(ctx, ca)
+	if errors.Is(err, credential.ErrNotOwned) {
+		ca.Status.State = pipesv1.StateDisconnected
+		setCondition(ca, pipesv1.ConditionReady, metav1.ConditionFalse, pipesv1.ReasonCredentialSecretNameTaken, err.Error())
+		return err // retried later: that Secret is not in the cache, so its removal is no event
+	}
 	if err != nil {
 		return err
 	}
@@ -354,11 +371,9 @@ func (r *ConnectedAccountReconciler) disconnect(ctx context.Context, ca *pipesv1
 	return nil
 }
 
-// finalize removes the credential before the account goes away.
+// finalize removes the credential of an account being deleted (held by someone's
+// finalizer, or by the one earlier versions of the operator added, which it removes).
 func (r *ConnectedAccountReconciler) finalize(ctx context.Context, ca *pipesv1.ConnectedAccount) error {
-	if !controllerutil.ContainsFinalizer(ca, pipesv1.FinalizerCredentialCleanup) {
-		return nil
-	}
 	existed, err := r.Store.Delete(ctx, ca)
 	if err != nil {
 		return err
@@ -366,8 +381,19 @@ func (r *ConnectedAccountReconciler) finalize(ctx context.Context, ca *pipesv1.C
 	if existed {
 		r.event(ca, corev1.EventTypeNormal, pipesv1.EventDisconnected, pipesv1.ActionDisconnect, "ConnectedAccount deleted; stored credential removed")
 	}
-	controllerutil.RemoveFinalizer(ca, pipesv1.FinalizerCredentialCleanup)
+	if !controllerutil.RemoveFinalizer(ca, pipesv1.FinalizerCredentialCleanup) {
+		return nil
+	}
 	return r.Client.Update(ctx, ca)
+}
+
+// removeOrphan removes the credential Secret of a deleted account.
+func (r *ConnectedAccountReconciler) removeOrphan(ctx context.Context, account types.NamespacedName) error {
+	gone, err := r.Store.DeleteOrphan(ctx, account)
+	if gone != nil {
+		r.event(gone, corev1.EventTypeNormal, pipesv1.EventDisconnected, pipesv1.ActionDisconnect, "ConnectedAccount deleted; stored credential removed")
+	}
+	return err
 }
 
 // emitTransitions records Events for state changes that are not tied to a write.

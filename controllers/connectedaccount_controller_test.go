@@ -59,7 +59,7 @@ var _ = Describe("ConnectedAccount reconciler", func() {
 			g.Expect(got.Status.CredentialSecretRef).To(Equal(&pipesv1.LocalObjectReference{Name: "openai-user-a-credential"}))
 			g.Expect(got.Status.LastRotatedTime).NotTo(BeNil())
 			g.Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
-			g.Expect(got.Finalizers).To(ContainElement(pipesv1.FinalizerCredentialCleanup))
+			g.Expect(got.Finalizers).To(BeEmpty(), "no finalizer: deleting an account never waits on the operator")
 		}).Should(Succeed())
 		s, err := managedSecret(ctx, ca)
 		Expect(err).NotTo(HaveOccurred())
@@ -144,6 +144,51 @@ var _ = Describe("ConnectedAccount reconciler", func() {
 		Eventually(func() bool {
 			return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(ca), &pipesv1.ConnectedAccount{}))
 		}).Should(BeTrue())
+	})
+
+	It("removes a deleted account's credential without a finalizer, and lets the name be reused at once", func(ctx SpecContext) {
+		key1 := "sk-live-" + strings.Repeat("C", 24) + "c1c1"
+		key2 := "sk-live-" + strings.Repeat("D", 24) + "d2d2"
+		Expect(env.Client.Create(ctx, apiKeyProvider(ns, "openai"))).To(Succeed())
+		Expect(env.Client.Create(ctx, sourceSecret(ns, "src", key1))).To(Succeed())
+		connectedWith := func(ca *pipesv1.ConnectedAccount, last4 string) func(Gomega) {
+			return func(g Gomega) {
+				got := getAccount(ctx, ca)
+				g.Expect(got.Status.State).To(Equal(pipesv1.StateConnected))
+				g.Expect(got.Status.APIKeyLast4).To(Equal(last4))
+			}
+		}
+
+		By("deleting an account removes its credential Secret, with a Disconnected event")
+		ca := account(ns, "reused", "openai", "u", "", "src")
+		Expect(env.Client.Create(ctx, ca)).To(Succeed())
+		Eventually(connectedWith(ca, "c1c1")).Should(Succeed())
+		old := getAccount(ctx, ca)
+		Expect(env.Client.Delete(ctx, ca)).To(Succeed())
+		Eventually(func() bool { _, err := managedSecret(ctx, ca); return apierrors.IsNotFound(err) }).Should(BeTrue())
+		Eventually(func() []string { return eventReasons(ctx, old) }).Should(ContainElement(string(pipesv1.EventDisconnected)))
+
+		By("an account created again under the name at once stores its own key, not the old one")
+		Expect(env.Client.Create(ctx, sourceSecret(ns, "src2", key2))).To(Succeed())
+		again := account(ns, "reused", "openai", "u", "", "src2")
+		Expect(env.Client.Create(ctx, again)).To(Succeed())
+		Eventually(connectedWith(again, "d2d2")).Should(Succeed())
+		Expect(decrypt(ctx, again)).To(Equal(key2))
+		s, err := managedSecret(ctx, again)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(metav1.IsControlledBy(s, getAccount(ctx, again))).To(BeTrue())
+
+		By("an account holding the finalizer of earlier versions is cleaned up and released")
+		legacy := account(ns, "legacy", "openai", "u2", "", "src")
+		Expect(env.Client.Create(ctx, legacy)).To(Succeed())
+		Eventually(connectedWith(legacy, "c1c1")).Should(Succeed())
+		update(ctx, legacy, func(ca *pipesv1.ConnectedAccount) { ca.Finalizers = []string{pipesv1.FinalizerCredentialCleanup} })
+		Expect(env.Client.Delete(ctx, legacy)).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(legacy), &pipesv1.ConnectedAccount{}))
+		}).Should(BeTrue(), "the operator removes the old finalizer")
+		_, err = managedSecret(ctx, legacy)
+		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "and the credential with it")
 	})
 
 	It("keeps the last good key and says why when the source has a bad key", func(ctx SpecContext) {

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -10,7 +11,17 @@ import (
 	"golang.org/x/time/rate"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/pipes-dev/pipes-operator/internal/credential"
 )
+
+// staleCacheRetry is when an object whose cached copy was behind our own write is looked
+// at again if its watch event (which normally comes within milliseconds) were lost.
+const staleCacheRetry = 5 * time.Second
+
+// nameTakenRetry is how often an account whose credential Secret's name is taken by
+// someone else's Secret looks again (that Secret is not watched).
+const nameTakenRetry = 30 * time.Second
 
 // rateLimiter retries each object with exponential backoff (50 ms doubling to 5 min) and
 // caps all retries together at 20 per second (bursts of 200), so a failing API server
@@ -28,6 +39,15 @@ func rateLimiter() workqueue.TypedRateLimiter[reconcile.Request] {
 // under load and resolve once the cache catches up, so they are not errors to log with
 // a stack trace.
 func requeueOnStaleCache(ctx context.Context, res ctrl.Result, err error) (ctrl.Result, error) {
+	if errors.Is(err, credential.ErrCacheBehind) {
+		// Known to be behind our own write, whose watch event reconciles again; the
+		// requeue only covers a lost event.
+		return ctrl.Result{RequeueAfter: staleCacheRetry}, nil
+	}
+	if errors.Is(err, credential.ErrNotOwned) {
+		// Reported in status; looked at again in case the Secret in the way was removed.
+		return ctrl.Result{RequeueAfter: nameTakenRetry}, nil
+	}
 	if err != nil && (apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err)) {
 		ctrl.LoggerFrom(ctx).V(1).Info("retrying on a newer copy", "reason", err.Error())
 		return ctrl.Result{Requeue: true}, nil //nolint:staticcheck // Requeue: a rate-limited retry, as an error would give

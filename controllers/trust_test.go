@@ -93,7 +93,7 @@ var _ = Describe("ConnectedAccount trust boundary", func() {
 			Expect(env.Client.Create(ctx, secret)).To(Succeed())
 			DeferCleanup(func(ctx SpecContext) { Expect(env.Client.Delete(ctx, secret)).To(Succeed()) })
 			Expect(env.Client.Create(ctx, ca)).To(Succeed())
-			Eventually(func() []string { return getAccount(ctx, ca).Finalizers }).Should(ContainElement(pipesv1.FinalizerCredentialCleanup))
+			Eventually(func() string { return conditionOf(getAccount(ctx, ca), pipesv1.ConditionReady) }).ShouldNot(BeEmpty(), "reconciled")
 
 			Expect(env.Client.Delete(ctx, ca)).To(Succeed())
 			Eventually(func() bool {

@@ -77,6 +77,9 @@ const (
 	// ReasonDuplicateAccount: an older ConnectedAccount connects the same user (and
 	// organization) to the same Provider; only that one holds a credential.
 	ReasonDuplicateAccount Reason = "DuplicateAccount"
+	// ReasonCredentialSecretNameTaken: a Secret the account does not control has the name
+	// of its credential Secret; the operator neither uses nor deletes it.
+	ReasonCredentialSecretNameTaken Reason = "CredentialSecretNameTaken"
 	// ReasonOAuthNotSupported: OAuth connections are not implemented yet.
 	ReasonOAuthNotSupported Reason = "OAuthNotSupported"
 )

@@ -43,8 +43,8 @@ const (
 	// CredentialCiphertextKey is the data key of a credential Secret holding the ciphertext.
 	CredentialCiphertextKey = "ciphertext"
 
-	// FinalizerCredentialCleanup removes a ConnectedAccount's credential Secret before the
-	// account goes away, so a disconnect takes effect at once and emits its Event
-	// rather than waiting for the garbage collector.
+	// FinalizerCredentialCleanup was added to every ConnectedAccount by earlier versions;
+	// the operator now only removes it (with the credential) from accounts being deleted,
+	// and cleans up after deleted accounts without a finalizer.
 	FinalizerCredentialCleanup = "pipes.dev/credential-cleanup"
 )

@@ -11,11 +11,14 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/index"
 	"github.com/pipes-dev/pipes-operator/internal/vendspec"
 	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
@@ -26,46 +29,138 @@ const (
 	MaxWatchTimeout     = 60 * time.Second
 )
 
-// changes wakes long polls when anything that decides a vend changed (credential
-// Secrets, accounts, providers, organization settings). Waiters take the current channel
-// before computing a snapshot, so no change between snapshot and wait is missed.
+// changes wakes long polls when something that decides one of their vends changes: an
+// account or its credential Secret wakes only the polls watching that account's identity
+// (a rotation storm must not make every sidecar's poll vend all its credentials again), a
+// Provider's or organization's settings wake every poll. A poll registers before it
+// computes its snapshot, so no change between snapshot and wait is missed.
 type changes struct {
-	mu sync.Mutex
-	ch chan struct{}
+	mu    sync.Mutex
+	byKey map[string]map[*waiter]struct{}
+	all   map[*waiter]struct{}
 }
 
-func newChanges() *changes { return &changes{ch: make(chan struct{})} }
-
-func (c *changes) wait() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.ch
+type waiter struct {
+	ch   chan struct{}
+	keys []string
+	once sync.Once
 }
 
-func (c *changes) notify() {
+func (w *waiter) wake() { w.once.Do(func() { close(w.ch) }) }
+
+func newChanges() *changes {
+	return &changes{byKey: map[string]map[*waiter]struct{}{}, all: map[*waiter]struct{}{}}
+}
+
+// watchKey names an account identity in a namespace.
+func watchKey(namespace, accountKey string) string { return namespace + "\x00" + accountKey }
+
+// wait registers a waiter for keys; its channel closes on the next change of any of
+// them (or of everything). done must be called when the waiter is no longer needed.
+func (c *changes) wait(keys []string) (changed <-chan struct{}, done func()) {
+	w := &waiter{ch: make(chan struct{}), keys: keys}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	close(c.ch)
-	c.ch = make(chan struct{})
+	c.all[w] = struct{}{}
+	for _, k := range keys {
+		if c.byKey[k] == nil {
+			c.byKey[k] = map[*waiter]struct{}{}
+		}
+		c.byKey[k][w] = struct{}{}
+	}
+	return w.ch, func() { c.remove(w) }
+}
+
+func (c *changes) remove(w *waiter) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.all, w)
+	for _, k := range w.keys {
+		delete(c.byKey[k], w)
+		if len(c.byKey[k]) == 0 {
+			delete(c.byKey, k)
+		}
+	}
+}
+
+// notify wakes the waiters of key.
+func (c *changes) notify(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for w := range c.byKey[key] {
+		w.wake()
+	}
+}
+
+// notifyAll wakes every waiter.
+func (c *changes) notifyAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for w := range c.all {
+		w.wake()
+	}
 }
 
 // watchInformers subscribes to the cache's informers for everything a vend depends on.
 func (s *Server) watchInformers(ctx context.Context, informers cache.Informers) error {
-	handler := toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { s.changes.notify() },
-		UpdateFunc: func(any, any) { s.changes.notify() },
-		DeleteFunc: func(any) { s.changes.notify() },
+	account := func(obj any) {
+		if ca, ok := unwrapDeleted(obj).(*pipesv1.ConnectedAccount); ok {
+			s.changes.notify(watchKey(ca.Namespace, index.AccountKeyOf(ca)))
+		}
 	}
-	for _, obj := range []client.Object{&corev1.Secret{}, &pipesv1.ConnectedAccount{}, &pipesv1.Provider{}, &pipesv1.OrganizationProvider{}} {
-		inf, err := informers.GetInformer(ctx, obj)
+	secret := func(obj any) {
+		sec, ok := unwrapDeleted(obj).(*corev1.Secret)
+		if !ok {
+			return
+		}
+		owner := metav1.GetControllerOf(sec)
+		if owner == nil || owner.Kind != "ConnectedAccount" {
+			return
+		}
+		var ca pipesv1.ConnectedAccount
+		if err := s.Client.Get(ctx, types.NamespacedName{Namespace: sec.Namespace, Name: owner.Name}, &ca); err != nil {
+			return // the account's own deletion event wakes its waiters
+		}
+		s.changes.notify(watchKey(ca.Namespace, index.AccountKeyOf(&ca)))
+	}
+	// Settings: only a spec change (or creation, deletion) can change a vend; the
+	// Provider's status (its account count) changes with every connection.
+	settings := toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { s.changes.notifyAll() },
+		UpdateFunc: func(old, cur any) {
+			if o, ok := old.(client.Object); !ok || o.GetGeneration() != cur.(client.Object).GetGeneration() {
+				s.changes.notifyAll()
+			}
+		},
+		DeleteFunc: func(any) { s.changes.notifyAll() },
+	}
+	handlers := []struct {
+		obj     client.Object
+		handler toolscache.ResourceEventHandler
+	}{
+		{&corev1.Secret{}, toolscache.ResourceEventHandlerFuncs{AddFunc: secret, UpdateFunc: func(_, o any) { secret(o) }, DeleteFunc: secret}},
+		{&pipesv1.ConnectedAccount{}, toolscache.ResourceEventHandlerFuncs{AddFunc: account, UpdateFunc: func(_, o any) { account(o) }, DeleteFunc: account}},
+		{&pipesv1.Provider{}, settings},
+		{&pipesv1.OrganizationProvider{}, settings},
+	}
+	for _, h := range handlers {
+		inf, err := informers.GetInformer(ctx, h.obj)
 		if err != nil {
 			return err
 		}
-		if _, err := inf.AddEventHandler(handler); err != nil {
+		if _, err := inf.AddEventHandler(h.handler); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// unwrapDeleted returns the object of a delete event whose final state was unknown.
+func unwrapDeleted(obj any) any {
+	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		return d.Obj
+	}
+	return obj
 }
 
 // watchCredentials is the vend sidecar's long poll: it answers at once when the
@@ -90,26 +185,41 @@ func (s *Server) watchCredentials(c *call) error {
 	}
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	keys := make([]string, len(req.Credentials))
+	for i, ref := range req.Credentials {
+		keys[i] = watchKey(c.namespace, index.AccountKey(ref.Provider, ref.UserID, ref.OrganizationID))
+	}
 	for {
-		changed := s.changes.wait()
-		snapshot, etag, err := s.snapshot(c, req.Credentials)
-		if err != nil {
+		answered, err := s.watchOnce(c, req, keys, timer.C)
+		if answered || err != nil {
 			return err
 		}
-		// The watch itself succeeded whatever each credential's state (which vend recorded
-		// as the call's result): the audit line and metrics say "ok".
-		if etag != req.ETag {
-			c.result = "ok"
-			return c.respond(wire.WatchResponse{ETag: etag, Changed: true, Credentials: snapshot})
-		}
-		select {
-		case <-changed:
-		case <-timer.C:
-			c.result = "ok"
-			return c.respond(wire.WatchResponse{ETag: etag, Changed: false})
-		case <-c.ctx.Done():
-			return nil
-		}
+	}
+}
+
+// watchOnce answers when the snapshot differs from the caller's or the timer fires, and
+// otherwise waits for a change of the watched credentials (answered false).
+func (s *Server) watchOnce(c *call, req wire.WatchRequest, keys []string, timeout <-chan time.Time) (answered bool, err error) {
+	changed, done := s.changes.wait(keys)
+	defer done()
+	snapshot, etag, err := s.snapshot(c, req.Credentials)
+	if err != nil {
+		return true, err
+	}
+	// The watch itself succeeded whatever each credential's state (which vend recorded
+	// as the call's result): the audit line and metrics say "ok".
+	if etag != req.ETag {
+		c.result = "ok"
+		return true, c.respond(wire.WatchResponse{ETag: etag, Changed: true, Credentials: snapshot})
+	}
+	select {
+	case <-changed:
+		return false, nil
+	case <-timeout:
+		c.result = "ok"
+		return true, c.respond(wire.WatchResponse{ETag: etag, Changed: false})
+	case <-c.ctx.Done():
+		return true, nil
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/crypto"
+	"github.com/pipes-dev/pipes-operator/internal/writetrack"
 )
 
 // ComponentCredential is the LabelComponent value of credential Secrets.
@@ -37,7 +38,15 @@ type Sealers interface {
 type Store struct {
 	client client.Client
 	keys   Sealers
+	// written lets Get tell a cached Secret older than our own last write of it.
+	written writetrack.Tracker
 }
+
+// ErrCacheBehind means the cache has not yet seen this process's last write of the
+// credential Secret: acting on its copy would write again (or see a credential older
+// than the account's status, i.e. a rollback that is not one). Its watch event is on its
+// way and reconciles the account again.
+var ErrCacheBehind = errors.New("the cache has not yet seen the last write of the credential Secret")
 
 // NewStore returns a Store writing through c (reads come from c too, which in the manager
 // is the cache of managed Secrets).
@@ -55,13 +64,15 @@ type Stored struct {
 }
 
 // SecretName is the name of a ConnectedAccount's credential Secret.
-func SecretName(ca *pipesv1.ConnectedAccount) string {
+func SecretName(ca *pipesv1.ConnectedAccount) string { return secretNameFor(ca.Name) }
+
+func secretNameFor(account string) string {
 	const suffix = "-credential"
-	if len(ca.Name)+len(suffix) <= 253 {
-		return ca.Name + suffix
+	if len(account)+len(suffix) <= 253 {
+		return account + suffix
 	}
-	sum := sha256.Sum256([]byte(ca.Name))
-	return ca.Name[:253-len(suffix)-11] + "-" + hex.EncodeToString(sum[:5]) + suffix
+	sum := sha256.Sum256([]byte(account))
+	return account[:253-len(suffix)-11] + "-" + hex.EncodeToString(sum[:5]) + suffix
 }
 
 // Binding ties a ciphertext to its account and version: namespace, name and UID, so a
@@ -108,20 +119,47 @@ func Describe(s *corev1.Secret) Stored {
 	}
 }
 
-// Get returns the account's credential Secret, or nil when none is stored.
+// Get returns the account's credential Secret, or nil when none is stored, as the
+// cache holds it (possibly a moment behind a write).
 func (s *Store) Get(ctx context.Context, ca *pipesv1.ConnectedAccount) (*corev1.Secret, error) {
-	var secret corev1.Secret
-	err := s.client.Get(ctx, types.NamespacedName{Namespace: ca.Namespace, Name: SecretName(ca)}, &secret)
+	secret, _, err := s.get(ctx, ca)
+	return secret, err
+}
+
+// GetCurrent is Get for a writer: ErrCacheBehind when the cache has not yet seen this
+// process's last write of the Secret, so the caller does not act on an old copy.
+func (s *Store) GetCurrent(ctx context.Context, ca *pipesv1.ConnectedAccount) (*corev1.Secret, error) {
+	secret, behind, err := s.get(ctx, ca)
+	if err == nil && behind {
+		return nil, ErrCacheBehind
+	}
+	return secret, err
+}
+
+func (s *Store) get(ctx context.Context, ca *pipesv1.ConnectedAccount) (secret *corev1.Secret, behind bool, err error) {
+	secret = &corev1.Secret{}
+	key := types.NamespacedName{Namespace: ca.Namespace, Name: SecretName(ca)}
+	err = s.client.Get(ctx, key, secret)
 	switch {
 	case apierrors.IsNotFound(err):
-		return nil, nil
+		return nil, s.written.Behind(key, nil), nil
 	case err != nil:
-		return nil, err
+		return nil, false, err
 	}
-	if !Owns(ca, &secret) {
-		return nil, fmt.Errorf("%w: Secret %s/%s is not ConnectedAccount %s's credential Secret (not controlled by it); delete or rename that Secret", ErrNotOwned, secret.Namespace, secret.Name, ca.Name)
+	behind = s.written.Behind(key, secret)
+	if owner := previousAccount(secret, ca.Name); owner != nil && owner.UID != ca.UID {
+		// The credential of an earlier account of the same name, deleted (names are
+		// unique) before its Secret was: never this account's. Removed, so the new
+		// account stores its own.
+		if _, err := s.deleteSecret(ctx, secret); err != nil {
+			return nil, false, err
+		}
+		return nil, false, nil
 	}
-	return &secret, nil
+	if !Owns(ca, secret) {
+		return nil, behind, fmt.Errorf("%w: Secret %s/%s is not ConnectedAccount %s's credential Secret (not controlled by it); delete or rename that Secret", ErrNotOwned, secret.Namespace, secret.Name, ca.Name)
+	}
+	return secret, behind, nil
 }
 
 // PrimaryKeyID is the key new credentials are wrapped with; a credential stored under
@@ -186,6 +224,7 @@ func (s *Store) Put(ctx context.Context, ca *pipesv1.ConnectedAccount, existing 
 	if err != nil {
 		return Stored{}, err
 	}
+	s.written.Wrote(secret)
 	return desc, nil
 }
 
@@ -204,7 +243,51 @@ func (s *Store) Delete(ctx context.Context, ca *pipesv1.ConnectedAccount) (bool,
 	if !Owns(ca, &secret) {
 		return false, nil
 	}
-	err = s.client.Delete(ctx, &secret, client.Preconditions{UID: &secret.UID})
+	return s.deleteSecret(ctx, &secret)
+}
+
+// DeleteOrphan removes the credential Secret of the deleted ConnectedAccount at account
+// (its owner reference is garbage collection's job too, but an orphan lingering until
+// then would block an account created again under the name). It returns the account
+// the Secret belonged to, nil when there was none.
+func (s *Store) DeleteOrphan(ctx context.Context, account types.NamespacedName) (*pipesv1.ConnectedAccount, error) {
+	var secret corev1.Secret
+	err := s.client.Get(ctx, types.NamespacedName{Namespace: account.Namespace, Name: secretNameFor(account.Name)}, &secret)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	owner := previousAccount(&secret, account.Name)
+	if owner == nil {
+		return nil, nil
+	}
+	if deleted, err := s.deleteSecret(ctx, &secret); !deleted || err != nil {
+		return nil, err
+	}
+	gone := &pipesv1.ConnectedAccount{}
+	gone.Namespace, gone.Name, gone.UID = account.Namespace, owner.Name, owner.UID
+	return gone, nil
+}
+
+// previousAccount is the controller of a managed credential Secret when that is a
+// ConnectedAccount named account, nil otherwise.
+func previousAccount(secret *corev1.Secret, account string) *metav1.OwnerReference {
+	if secret.Labels[pipesv1.LabelManagedBy] != pipesv1.ManagedByValue || secret.Labels[pipesv1.LabelComponent] != ComponentCredential {
+		return nil
+	}
+	owner := metav1.GetControllerOf(secret)
+	if owner == nil || owner.Kind != "ConnectedAccount" || owner.APIVersion != pipesv1.GroupVersion.String() || owner.Name != account {
+		return nil
+	}
+	return owner
+}
+
+// deleteSecret deletes secret if it is still the same object; it reports whether it did.
+func (s *Store) deleteSecret(ctx context.Context, secret *corev1.Secret) (bool, error) {
+	err := s.client.Delete(ctx, secret, client.Preconditions{UID: &secret.UID})
+	s.written.Forget(client.ObjectKeyFromObject(secret))
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) { // gone, or replaced by another object
 		return false, nil
 	}

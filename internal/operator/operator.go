@@ -62,11 +62,11 @@ type Options struct {
 	// agent's output) instead of KeysetSecret; rotating it then needs a restart.
 	KeysetFile string
 
-	MetricsAddr      string // "0" disables
-	ProbeAddr        string // "0" disables
-	PprofAddr        string // "" disables; serves net/http/pprof (heap profiles for make bench-scale)
+	MetricsAddr string // "0" disables
+	ProbeAddr   string // "0" disables
+	PprofAddr   string // "" disables; serves net/http/pprof (heap profiles for make bench-scale)
 	// AccountWorkers is how many ConnectedAccounts are reconciled at once (0: controllers.DefaultAccountWorkers).
-	AccountWorkers int
+	AccountWorkers   int
 	LeaderElection   bool
 	LeaderElectionID string
 

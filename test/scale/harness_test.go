@@ -44,18 +44,18 @@ const (
 
 // harness is the control plane, the manager process and the suite's clients.
 type harness struct {
-	t       *testing.T
-	env     *testenv.Env
-	c       client.WithWatch
+	t   *testing.T
+	env *testenv.Env
+	c   client.WithWatch
 	// accounts is an informer on the benchmark's ConnectedAccounts: it records when
 	// each one reaches a state, and re-establishes its watch as needed.
 	accounts cache.Informer
-	cs      *kubernetes.Clientset
-	n       int
-	dir     string
-	binary  string
-	kubecfg string
-	salt    string
+	cs       *kubernetes.Clientset
+	n        int
+	dir      string
+	binary   string
+	kubecfg  string
+	salt     string
 
 	mgr      *exec.Cmd
 	mgrDone  chan struct{}
@@ -234,6 +234,36 @@ type writeCounts struct {
 
 func (w writeCounts) sub(o writeCounts) writeCounts {
 	return writeCounts{w.Secrets - o.Secrets, w.Accounts - o.Accounts, w.AccountStatus - o.AccountStatus, w.Events - o.Events, w.Leases - o.Leases}
+}
+
+// apiRequests counts every request the API server has served, by verb, resource and
+// subresource ("POST secrets", "PATCH connectedaccounts/status", ...).
+func (h *harness) apiRequests(ctx context.Context) map[string]float64 {
+	raw, err := h.cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		h.t.Fatalf("reading the API server's metrics: %v", err)
+	}
+	out := map[string]float64{}
+	for _, s := range samples(raw, "apiserver_request_total") {
+		r := s.labels["resource"]
+		if sub := s.labels["subresource"]; sub != "" {
+			r += "/" + sub
+		}
+		out[s.labels["verb"]+" "+r] += s.value
+	}
+	return out
+}
+
+// perAccount is the requests of each kind made per account between two apiRequests,
+// leaving out kinds of fewer than 0.05 per account.
+func perAccount(after, before map[string]float64, n int) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range after {
+		if d := (v - before[k]) / float64(n); d >= 0.05 {
+			out[k] = float64(int(d*100+0.5)) / 100
+		}
+	}
+	return out
 }
 
 func (h *harness) apiWrites(ctx context.Context) writeCounts {
@@ -443,4 +473,68 @@ func machine() string {
 		}
 	}
 	return fmt.Sprintf("%s, %d cores (%s)", cpu, numCPU(), host)
+}
+
+// cpuSeconds is the CPU time so far of the control plane, the manager and this suite
+// (the load on the machine's cores, which the first sync shares).
+func (h *harness) cpuSeconds() map[string]float64 {
+	out := map[string]float64{"suite": procCPU(os.Getpid())}
+	if h.mgr != nil {
+		out["manager"] = procCPU(h.mgr.Process.Pid)
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		name := strings.TrimSpace(string(comm))
+		if (name == "etcd" || name == "kube-apiserver") && parentPid(pid) == os.Getpid() {
+			out[name] = procCPU(pid)
+		}
+	}
+	return out
+}
+
+func cpuDelta(after, before map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range after {
+		out[k] = v - before[k]
+	}
+	return out
+}
+
+// procCPU is a process's user and system CPU time, in seconds.
+func procCPU(pid int) float64 {
+	f := statFields(pid)
+	if len(f) < 15 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[13], 64)
+	st, _ := strconv.ParseFloat(f[14], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+func parentPid(pid int) int {
+	f := statFields(pid)
+	if len(f) < 4 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[3])
+	return ppid
+}
+
+// statFields splits /proc/PID/stat, whose second field (comm) may hold spaces.
+func statFields(pid int) []string {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	s := string(raw)
+	end := strings.LastIndex(s, ")")
+	if end < 0 {
+		return nil
+	}
+	return append([]string{s[:strings.Index(s, " ")], s[strings.Index(s, "(")+1 : end]}, strings.Fields(s[end+1:])...)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -134,12 +135,15 @@ func connected(ca *pipesv1.ConnectedAccount) bool {
 
 // timeout for a phase that should take seconds: generous, so a slow machine reports a
 // slow figure rather than a failure.
-func (h *harness) timeout() time.Duration { return 2*time.Minute + time.Duration(h.n)*50*time.Millisecond }
+func (h *harness) timeout() time.Duration {
+	return 2*time.Minute + time.Duration(h.n)*50*time.Millisecond
+}
 
 // firstSync creates N accounts at once and waits until every one is connected.
 func (h *harness) firstSync(ctx context.Context, t *testing.T, limit WriteLimit) FirstSync {
 	aw := h.watchAccounts(ctx, h.n, connected)
-	before := h.apiWrites(ctx)
+	before, cpuBefore, requestsBefore := h.apiWrites(ctx), h.cpuSeconds(), h.apiRequests(ctx)
+	profiled := h.cpuProfile(ctx, "manager-cpu-first-sync.pprof", 5)
 	created := make([]time.Time, h.n)
 	start := time.Now()
 	must(t, parallel(h.n, workers, func(i int) error {
@@ -149,7 +153,9 @@ func (h *harness) firstSync(ctx context.Context, t *testing.T, limit WriteLimit)
 	createdIn := time.Since(start)
 	aw.wait(ctx, t, h.timeout(), "first sync")
 	d := aw.last().Sub(start)
-	writes := h.apiWrites(ctx).sub(before)
+	writes, cpu := h.apiWrites(ctx).sub(before), cpuDelta(h.cpuSeconds(), cpuBefore)
+	requests := perAccount(h.apiRequests(ctx), requestsBefore, h.n)
+	<-profiled
 	lat := make([]time.Duration, h.n)
 	for i := range h.n {
 		lat[i] = aw.seen[accountName(i)].Sub(created[i])
@@ -160,8 +166,9 @@ func (h *harness) firstSync(ctx context.Context, t *testing.T, limit WriteLimit)
 	return FirstSync{
 		Accounts: h.n, Seconds: d.Seconds(), CreateSeconds: createdIn.Seconds(), PerSecond: float64(h.n) / d.Seconds(),
 		LatencyP50Ms: ms(percentile(lat, 50)), LatencyP99Ms: ms(percentile(lat, 99)),
-		ShareOfCeiling: float64(h.n) / d.Seconds() / limit.AccountCeilingPerSecond,
-		WritesPerAccount: writesPer(writes, h.n), RSSMiB: cur, PeakRSSMiB: peak,
+		ShareOfCeiling:   float64(h.n) / d.Seconds() / limit.AccountCeilingPerSecond,
+		WritesPerAccount: writesPer(writes, h.n), RSSMiB: cur, PeakRSSMiB: peak, CPUSeconds: cpu,
+		RequestsPerAccount: requests,
 	}
 }
 
@@ -204,15 +211,12 @@ func (h *harness) rotationStorm(ctx context.Context, t *testing.T) Rotation {
 	aw := h.watchAccounts(ctx, h.n, func(ca *pipesv1.ConnectedAccount) bool {
 		return ca.Status.CredentialVersion >= 2 && connected(ca)
 	})
-	before := h.apiWrites(ctx)
+	before, cpuBefore, requestsBefore := h.apiWrites(ctx), h.cpuSeconds(), h.apiRequests(ctx)
+	profiled := h.cpuProfile(ctx, "manager-cpu-rotation.pprof", 5)
 	start := time.Now()
 	must(t, parallel(h.n, workers, func(i int) error {
-		var s corev1.Secret
-		if err := h.env.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: sourceName(i)}, &s); err != nil {
-			return err
-		}
-		s.Data = h.source(i, 2).Data
-		return h.env.Client.Update(ctx, &s)
+		patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"data":{"api-key":%q}}`, base64.StdEncoding.EncodeToString([]byte(key(i, 2, h.salt)))))
+		return h.env.Client.Patch(ctx, h.source(i, 2), patch)
 	}))
 	aw.wait(ctx, t, h.timeout(), "rotation storm")
 	d := aw.last().Sub(start)
@@ -223,11 +227,14 @@ func (h *harness) rotationStorm(ctx context.Context, t *testing.T) Rotation {
 	case <-time.After(h.timeout()):
 		t.Fatalf("the watchers did not see every rotation")
 	}
-	writes := h.apiWrites(ctx).sub(before)
+	writes, cpu := h.apiWrites(ctx).sub(before), cpuDelta(h.cpuSeconds(), cpuBefore)
+	requests := perAccount(h.apiRequests(ctx), requestsBefore, h.n)
+	<-profiled
 	h.checkStored(ctx, t, 2)
 	h.checkVends(ctx, t, token, min(h.n, 200), 2)
 	return Rotation{Accounts: h.n, Seconds: d.Seconds(), PerSecond: float64(h.n) / d.Seconds(),
-		WatchedAccounts: watched, WatchersSawAllSeconds: watchersDone.Seconds(), WritesPerAccount: writesPer(writes, h.n)}
+		WatchedAccounts: watched, WatchersSawAllSeconds: watchersDone.Seconds(), WritesPerAccount: writesPer(writes, h.n),
+		CPUSeconds: cpu, RequestsPerAccount: requests}
 }
 
 // callerToken makes a ServiceAccount in the benchmark namespace allowed to vend, and a
@@ -369,25 +376,41 @@ func (h *harness) memory(ctx context.Context, t *testing.T, bigSecrets, namespac
 	return m
 }
 
+// cpuProfile records the manager's CPU profile for the next seconds, in the background,
+// next to the report (or in the temp dir); the channel closes when it is written.
+func (h *harness) cpuProfile(ctx context.Context, name string, seconds int) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.saveProfile(ctx, fmt.Sprintf("profile?seconds=%d", seconds), name)
+	}()
+	return done
+}
+
 // heapProfile saves the manager's heap profile next to the report (or in the temp dir).
-func (h *harness) heapProfile(ctx context.Context, t *testing.T, name string) string {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.ports.pprof+"/debug/pprof/heap?gc=1", nil)
+func (h *harness) heapProfile(ctx context.Context, _ *testing.T, name string) string {
+	return h.saveProfile(ctx, "heap?gc=1", name)
+}
+
+// saveProfile saves /debug/pprof/<what> of the manager as name; it returns the path, or
+// "" (and logs why) when there is none.
+func (h *harness) saveProfile(ctx context.Context, what, name string) string {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.ports.pprof+"/debug/pprof/"+what, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Logf("heap profile: %v", err)
+		h.t.Logf("profile %s: %v", what, err)
 		return ""
 	}
 	defer func() { _ = resp.Body.Close() }()
-	dir := h.dir
-	if *flagReport != "" {
-		dir = filepath.Dir(*flagReport)
-	}
-	path := filepath.Join(dir, name)
+	path := filepath.Join(h.dir, name)
 	f, err := os.Create(path)
-	must(t, err)
+	if err != nil {
+		h.t.Logf("profile %s: %v", what, err)
+		return ""
+	}
 	defer func() { _ = f.Close() }()
 	if _, err := io.Copy(f, resp.Body); err != nil {
-		t.Logf("heap profile: %v", err)
+		h.t.Logf("profile %s: %v", what, err)
 		return ""
 	}
 	return path

@@ -41,6 +41,11 @@ type FirstSync struct {
 	WritesPerAccount map[string]float64
 	RSSMiB           float64
 	PeakRSSMiB       float64
+	// CPUSeconds by process during the first sync: where the machine's cores went.
+	CPUSeconds map[string]float64
+	// RequestsPerAccount: every API server request of the first sync, by verb and
+	// resource, per account (the suite's own creates included).
+	RequestsPerAccount map[string]float64
 }
 
 type Rotation struct {
@@ -50,6 +55,8 @@ type Rotation struct {
 	WatchedAccounts       int
 	WatchersSawAllSeconds float64
 	WritesPerAccount      map[string]float64
+	CPUSeconds            map[string]float64
+	RequestsPerAccount    map[string]float64
 }
 
 type KeysetRotation struct {
@@ -111,8 +118,12 @@ func (r *Report) Summary() string {
 	p("  first sync                          %8.1f s  %6.0f accounts/s  p50 %.0f ms  p99 %.0f ms  %.0f%% of ceiling  RSS %.0f MiB (peak %.0f)",
 		f.Seconds, f.PerSecond, f.LatencyP50Ms, f.LatencyP99Ms, 100*f.ShareOfCeiling, f.RSSMiB, f.PeakRSSMiB)
 	p("    writes per account                %v", f.WritesPerAccount)
+	p("    CPU seconds by process            %v", f.CPUSeconds)
+	p("    API requests per account          %v", f.RequestsPerAccount)
 	p("  rotation storm                      %8.1f s  %6.0f accounts/s  watchers (%d accounts) saw all in %.1f s",
 		r.Rotation.Seconds, r.Rotation.PerSecond, r.Rotation.WatchedAccounts, r.Rotation.WatchersSawAllSeconds)
+	p("    CPU seconds by process            %v", r.Rotation.CPUSeconds)
+	p("    API requests per account          %v", r.Rotation.RequestsPerAccount)
 	p("  keyset re-encryption                %8.1f s  %6.0f accounts/s  new account during it: %.2f s",
 		r.KeysetRotation.Seconds, r.KeysetRotation.PerSecond, r.KeysetRotation.NewAccountDuringItSeconds)
 	m := r.Memory
