@@ -5,25 +5,21 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/pipes-dev/pipes-operator/internal/credential"
-	"github.com/pipes-dev/pipes-operator/internal/keyring"
+	"github.com/pipes-dev/pipes-operator/internal/keysetcmd"
 	"github.com/pipes-dev/pipes-operator/internal/operator"
 )
 
-const keysetUsage = `usage: manager keyset rotate|prune|status [--namespace NS] [--keyset-secret NAME]
+const keysetUsage = `usage: manager keyset status|rotate|prune|backup [--namespace NS] [--keyset-secret NAME] [--file FILE]
+(kubectl pipes keyset does the same from your machine: docs/kubectl-plugin.md)
 
-  rotate   add a new AES-256-GCM key and make it primary; running managers re-encrypt
-           every stored credential under it in the background (watch
-           pipes_credentials_on_old_keys or 'keyset status' reach 0)
-  prune    remove old keys that no stored credential uses any more
-  status   show the keys and how many credentials each one wraps`
+` + keysetcmd.Usage
 
 // runKeyset manages the key-encryption keyset Secret through the API server.
 func runKeyset(args []string) error {
@@ -33,6 +29,7 @@ func runKeyset(args []string) error {
 	verb := args[0]
 	fs := flag.NewFlagSet("manager keyset "+verb, flag.ContinueOnError)
 	keysetFlag := keysetFlags(fs)
+	file := fs.String("file", "pipes-keyset.json", "backup: file to write the keyset to; - for standard output")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -42,46 +39,28 @@ func runKeyset(args []string) error {
 	}
 	ctx := context.Background()
 	key := keysetFlag()
-	inUse, err := credential.KeyUsage(ctx, c)
-	if err != nil {
-		return err
-	}
 	switch verb {
 	case "status":
-		var secret corev1.Secret
-		if err := c.Get(ctx, key, &secret); err != nil {
-			return fmt.Errorf("reading keyset Secret %s: %w", key, err)
-		}
-		ks, err := keyring.FromSecret(&secret)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("keyset %s: primary key %d\n", key, ks.PrimaryKeyID())
-		for _, id := range ks.KeyIDs() {
-			role := "old"
-			if id == ks.PrimaryKeyID() {
-				role = "primary"
-			}
-			fmt.Printf("  key %-12d %-8s wraps %d credential(s)\n", id, role, inUse[id])
-		}
-		stored, stale := inUse.Stale(ks.PrimaryKeyID())
-		fmt.Printf("%d credential(s) stored, %d still on old keys\n", stored, stale)
+		return keysetcmd.Status(ctx, c, key, os.Stdout)
 	case "rotate":
-		oldID, newID, err := keyring.RotateSecret(ctx, c, key)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("new primary key %d (was %d); the manager re-encrypts stored credentials in the background\n", newID, oldID)
+		return keysetcmd.Rotate(ctx, c, key, os.Stdout)
 	case "prune":
-		removed, err := keyring.PruneSecret(ctx, c, key, credentialUsage(c))
+		return keysetcmd.Prune(ctx, c, key, os.Stdout)
+	case "backup":
+		out, save := io.Writer(os.Stdout), func() error { return nil }
+		if *file != "-" {
+			f, err := os.OpenFile(*file, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = f.Close() }()
+			out, save = f, f.Close
+		}
+		b, err := keysetcmd.WriteBackup(ctx, c, key, out, save)
 		if err != nil {
 			return err
 		}
-		if len(removed) == 0 {
-			fmt.Println("nothing to prune: every old key still wraps credentials; wait for re-encryption to finish ('keyset status')")
-			return nil
-		}
-		fmt.Printf("removed key(s) %v\n", removed)
+		fmt.Fprintf(os.Stderr, "keyset %s (keys %v) saved to %s: keep it offline, apart from cluster backups\n", key, b.KeyIDs, *file)
 	default:
 		return errors.New(keysetUsage)
 	}
@@ -93,12 +72,6 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
-}
-
-// credentialUsage counts stored credentials per key id, from their ciphertexts, through c
-// (the API server, never a cache).
-func credentialUsage(c client.Reader) keyring.Usage {
-	return func(ctx context.Context) (map[uint32]int, error) { return credential.KeyUsage(ctx, c) }
 }
 
 // keysetFlags binds the flags naming the keyset Secret; the returned function reads them
