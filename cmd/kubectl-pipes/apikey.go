@@ -11,10 +11,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"golang.org/x/term"
+
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
 	"github.com/pipes-dev/pipes-operator/internal/wire"
-	"golang.org/x/term"
 )
 
 // maxKeyBytes bounds what is read as a key (the API refuses longer ones anyway).
@@ -62,7 +63,7 @@ kubeconfig's bearer token or a short-lived token for --as-serviceaccount.`,
 			if ca.APIKeyLast4 != "" {
 				last4 = " (••••" + ca.APIKeyLast4 + ")"
 			}
-			fmt.Fprintf(a.out, "connectedaccount/%s key stored%s: %s\n", credential.AccountName(args[0], user, org), last4, ca.State)
+			_, _ = fmt.Fprintf(a.out, "connectedaccount/%s key stored%s: %s\n", credential.AccountName(args[0], user, org), last4, ca.State)
 			return nil
 		},
 	}
@@ -117,7 +118,7 @@ the provider with --user (and --organization).`,
 			if err := api.Disconnect(cmd.Context(), user, provider, org); err != nil {
 				return apiError(err, &b)
 			}
-			fmt.Fprintf(a.out, "connectedaccount/%s disconnected\n", name)
+			_, _ = fmt.Fprintf(a.out, "connectedaccount/%s disconnected\n", name)
 			return nil
 		},
 	}
@@ -130,10 +131,10 @@ the provider with --user (and --organization).`,
 // readKey reads a key from standard input: with a prompt and no echo on a terminal,
 // else everything piped in, less the trailing newline.
 func (a *app) readKey(prompt string) ([]byte, error) {
-	if f, ok := a.in.(*os.File); ok && term.IsTerminal(int(f.Fd())) { //nolint:gosec // G115: a file descriptor fits an int
-		fmt.Fprint(a.errOut, prompt)
-		key, err := term.ReadPassword(int(f.Fd())) //nolint:gosec // G115: a file descriptor fits an int
-		fmt.Fprintln(a.errOut)
+	if f, ok := a.in.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		_, _ = fmt.Fprint(a.errOut, prompt)
+		key, err := term.ReadPassword(int(f.Fd()))
+		_, _ = fmt.Fprintln(a.errOut)
 		if err != nil {
 			return nil, fmt.Errorf("reading the key: %w", err)
 		}

@@ -84,7 +84,7 @@ Checks that need rights you lack say so (WARN) rather than fail.`,
 			findings := d.run(cmd.Context())
 			failed, warned := 0, 0
 			for _, x := range findings {
-				fmt.Fprintln(a.out, x)
+				_, _ = fmt.Fprintln(a.out, x)
 				switch x.status {
 				case statusFail:
 					failed++
@@ -333,7 +333,7 @@ func (d *doctor) rbac(ctx context.Context) []finding {
 	out := []finding{}
 	for _, set := range []struct {
 		check, status, fix string
-		perms             []permission
+		perms              []permission
 	}{
 		{"rbac", statusFail, fmt.Sprintf("ask an administrator to bind ClusterRole pipes-backend to %s in %s, or a Role with these verbs", who, d.ns), accounts},
 		{"rbac-admin", statusWarn, fmt.Sprintf("the keyset commands need these rights in %s; run them as an administrator of the operator", d.opNS), admin},

@@ -84,9 +84,9 @@ func (a *app) getCommand() *cobra.Command {
 			}
 			if len(items) == 0 && (output == "" || output == "wide") {
 				if allNamespaces {
-					fmt.Fprintln(a.errOut, "No resources found")
+					_, _ = fmt.Fprintln(a.errOut, "No resources found")
 				} else {
-					fmt.Fprintf(a.errOut, "No resources found in %s namespace.\n", ns)
+					_, _ = fmt.Fprintf(a.errOut, "No resources found in %s namespace.\n", ns)
 				}
 				return nil
 			}
@@ -125,7 +125,7 @@ func printAccounts(w io.Writer, items []pipesv1.ConnectedAccount, output string,
 		return err
 	case "name":
 		for _, ca := range items {
-			fmt.Fprintf(w, "connectedaccount.pipes.dev/%s\n", ca.Name)
+			_, _ = fmt.Fprintf(w, "connectedaccount.pipes.dev/%s\n", ca.Name)
 		}
 		return nil
 	}
@@ -137,7 +137,7 @@ func printAccounts(w io.Writer, items []pipesv1.ConnectedAccount, output string,
 	if output == "wide" {
 		header += "\tREADY\tREASON\tKEY-ID\tLAST-ROTATED\tMESSAGE"
 	}
-	fmt.Fprintln(tw, header)
+	_, _ = fmt.Fprintln(tw, header)
 	for _, ca := range items {
 		row := ""
 		if allNamespaces {
@@ -168,7 +168,7 @@ func printAccounts(w io.Writer, items []pipesv1.ConnectedAccount, output string,
 			}
 			row += fmt.Sprintf("\t%s\t%s\t%s\t%s\t%s", ready, reason, keyID, rotated, message)
 		}
-		fmt.Fprintln(tw, row)
+		_, _ = fmt.Fprintln(tw, row)
 	}
 	return tw.Flush()
 }

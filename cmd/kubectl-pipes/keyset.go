@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -77,7 +76,7 @@ credential Secrets can read every key.`,
 		Example: "  kubectl pipes keyset backup --file pipes-keyset.json",
 		Args:    cobra.NoArgs,
 		RunE: run(func(c client.Client, key types.NamespacedName, cmd *cobra.Command) error {
-			out, save := io.Writer(a.out), func() error { return nil }
+			out, save := a.out, func() error { return nil }
 			if file != "-" {
 				f, err := os.OpenFile(file, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 				if err != nil {
@@ -95,7 +94,7 @@ credential Secrets can read every key.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.errOut, "keyset %s (keys %v) saved to %s: keep it offline, apart from cluster backups\n", key, b.KeyIDs, file)
+			_, _ = fmt.Fprintf(a.errOut, "keyset %s (keys %v) saved to %s: keep it offline, apart from cluster backups\n", key, b.KeyIDs, file)
 			return nil
 		}),
 	}

@@ -23,7 +23,7 @@ import (
 
 func main() {
 	if err := newRoot(os.Stdin, os.Stdout, os.Stderr).Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "error: "+oneLine(err))
+		_, _ = fmt.Fprintln(os.Stderr, "error: "+oneLine(err))
 		os.Exit(1)
 	}
 }

@@ -7,10 +7,10 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"go.yaml.in/yaml/v3"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
@@ -106,7 +106,7 @@ namespace, name, provider, user and organization are taken from the file.`,
 			if err := os.WriteFile(patch, buf.Bytes(), 0o644); err != nil { //nolint:gosec // G306: a manifest to commit, sealed
 				return err
 			}
-			fmt.Fprintf(a.errOut, "%s: spec.apiKey.sealed set for connectedaccount %s/%s\n", patch, sc.Namespace, sc.Name)
+			_, _ = fmt.Fprintf(a.errOut, "%s: spec.apiKey.sealed set for connectedaccount %s/%s\n", patch, sc.Namespace, sc.Name)
 			return nil
 		},
 	}

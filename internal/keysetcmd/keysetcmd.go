@@ -55,24 +55,25 @@ func Status(ctx context.Context, c client.Reader, key types.NamespacedName, w io
 	if err != nil {
 		return fmt.Errorf("counting stored credentials: %w", err)
 	}
-	fmt.Fprintf(w, "keyset %s: primary key %d\n", key, ks.PrimaryKeyID())
+	p := &printer{w: w}
+	p.printf("keyset %s: primary key %d\n", key, ks.PrimaryKeyID())
 	for _, id := range ks.KeyIDs() {
 		role := "old"
 		if id == ks.PrimaryKeyID() {
 			role = "primary"
 		}
-		fmt.Fprintf(w, "  key %-12d %-8s wraps %d credential(s)\n", id, role, inUse[id])
+		p.printf("  key %-12d %-8s wraps %d credential(s)\n", id, role, inUse[id])
 	}
 	stored, stale := inUse.Stale(ks.PrimaryKeyID())
-	fmt.Fprintf(w, "%d credential(s) stored, %d still on old keys\n", stored, stale)
+	p.printf("%d credential(s) stored, %d still on old keys\n", stored, stale)
 	b := LastBackup(s)
 	switch {
 	case b.At.IsZero():
-		fmt.Fprintf(w, "never backed up: run kubectl pipes keyset backup --file pipes-keyset.json\n")
+		p.printf("never backed up: run kubectl pipes keyset backup --file pipes-keyset.json\n")
 	case !b.Covers(ks.PrimaryKeyID()):
-		fmt.Fprintf(w, "last backup %s does not hold primary key %d: back up again\n", b.At.Format(time.RFC3339), ks.PrimaryKeyID())
+		p.printf("last backup %s does not hold primary key %d: back up again\n", b.At.Format(time.RFC3339), ks.PrimaryKeyID())
 	default:
-		fmt.Fprintf(w, "last backup %s (keys %s)\n", b.At.Format(time.RFC3339), joinIDs(b.KeyIDs))
+		p.printf("last backup %s (keys %s)\n", b.At.Format(time.RFC3339), joinIDs(b.KeyIDs))
 	}
 	return nil
 }
@@ -83,8 +84,9 @@ func Rotate(ctx context.Context, c client.Client, key types.NamespacedName, w io
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "new primary key %d (was %d); the manager re-encrypts stored credentials in the background; back the keyset up again now\n", newID, oldID)
-	return nil
+	p := &printer{w: w}
+	p.printf("new primary key %d (was %d); the manager re-encrypts stored credentials in the background; back the keyset up again now\n", newID, oldID)
+	return p.err
 }
 
 // Prune removes the old keys no stored credential uses and says which on w.
@@ -95,12 +97,13 @@ func Prune(ctx context.Context, c client.Client, key types.NamespacedName, w io.
 	if err != nil {
 		return err
 	}
+	p := &printer{w: w}
 	if len(removed) == 0 {
-		fmt.Fprintln(w, "nothing to prune: every old key still wraps credentials; wait for re-encryption to finish ('keyset status')")
-		return nil
+		p.printf("nothing to prune: every old key still wraps credentials; wait for re-encryption to finish ('keyset status')\n")
+	} else {
+		p.printf("removed key(s) %v\n", removed)
 	}
-	fmt.Fprintf(w, "removed key(s) %v\n", removed)
-	return nil
+	return p.err
 }
 
 // Backup is what the keyset Secret's annotations say about its last backup.
@@ -167,4 +170,16 @@ func joinIDs(ids []uint32) string {
 		s[i] = strconv.FormatUint(uint64(id), 10)
 	}
 	return strings.Join(s, ",")
+}
+
+// printer writes until the first error, which it keeps.
+type printer struct {
+	w   io.Writer
+	err error
+}
+
+func (p *printer) printf(format string, args ...any) {
+	if p.err == nil {
+		_, p.err = fmt.Fprintf(p.w, format, args...)
+	}
 }
