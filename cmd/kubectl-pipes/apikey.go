@@ -25,7 +25,7 @@ func (a *app) setKeyCommand() *cobra.Command {
 	var b backendFlags
 	var user, org string
 	c := &cobra.Command{
-		Use:   "set-key PROVIDER --user USER_ID [--organization ORG_ID]",
+		Use:   "set-key PROVIDER --user-id USER_ID [--organization-id ORG_ID]",
 		Short: "Store a user's API key through the backend API (key from standard input or a prompt, never an argument)",
 		Long: `Store (or rotate) a user's API key through the backend API, which encrypts it before
 anything is stored: the same call as PUT /data-integrations/{provider}/api-key. The key
@@ -36,9 +36,9 @@ The API is reached through a port-forward to a ready manager pod (or --api-url),
 certificate verified against ConfigMap pipes-api-ca (or --api-ca), and called with the
 kubeconfig's bearer token or a short-lived token for --as-serviceaccount.`,
 		Example: `  # from a password manager, as the backend's ServiceAccount
-  op read op://vault/openai/key | kubectl pipes set-key openai --user user-123 -n apps --as-serviceaccount apps/backend
+  op read op://vault/openai/key | kubectl pipes set-key openai --user-id user-123 -n apps --as-serviceaccount apps/backend
   # prompted, without echo
-  kubectl pipes set-key openai --user user-123 --organization org-9`,
+  kubectl pipes set-key openai --user-id user-123 --organization-id org-9`,
 		Args: exactArgs(1, "PROVIDER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ns, err := a.namespace()
@@ -67,9 +67,9 @@ kubeconfig's bearer token or a short-lived token for --as-serviceaccount.`,
 			return nil
 		},
 	}
-	c.Flags().StringVar(&user, "user", "", "the application's user ID (required)")
-	c.Flags().StringVar(&org, "organization", "", "the user's organization ID, for an organization-scoped account")
-	_ = c.MarkFlagRequired("user")
+	c.Flags().StringVar(&user, "user-id", "", "the application's user ID (required)")
+	c.Flags().StringVar(&org, "organization-id", "", "the user's organization ID, for an organization-scoped account")
+	_ = c.MarkFlagRequired("user-id")
 	b.add(c)
 	return c
 }
@@ -78,14 +78,14 @@ func (a *app) disconnectCommand() *cobra.Command {
 	var b backendFlags
 	var user, org string
 	c := &cobra.Command{
-		Use:   "disconnect (NAME | PROVIDER --user USER_ID [--organization ORG_ID])",
+		Use:   "disconnect (NAME | PROVIDER --user-id USER_ID [--organization-id ORG_ID])",
 		Short: "Remove a user's connected account and its stored key through the backend API",
 		Long: `Disconnect a user from a provider through the backend API (DELETE
 /user_management/users/{user}/connected_accounts/{provider}): the account and its
 encrypted key are deleted. Name the account (kubectl pipes get lists them), or give
-the provider with --user (and --organization).`,
+the provider with --user-id (and --organization-id).`,
 		Example: `  kubectl pipes disconnect openai-1a2b3c4d5e6f -n apps --as-serviceaccount apps/backend
-  kubectl pipes disconnect openai --user user-123 -n apps`,
+  kubectl pipes disconnect openai --user-id user-123 -n apps`,
 		Args:              exactArgs(1, "NAME or PROVIDER"),
 		ValidArgsFunction: a.completeAccounts,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -102,7 +102,7 @@ the provider with --user (and --organization).`,
 				var ca pipesv1.ConnectedAccount
 				if err := c.Get(cmd.Context(), client.ObjectKey{Namespace: ns, Name: args[0]}, &ca); err != nil {
 					if apierrors.IsNotFound(err) {
-						return fmt.Errorf("connectedaccount %q not found in namespace %q (to name a provider instead, add --user)", args[0], ns)
+						return fmt.Errorf("connectedaccount %q not found in namespace %q (to name a provider instead, add --user-id)", args[0], ns)
 					}
 					return err
 				}
@@ -122,8 +122,8 @@ the provider with --user (and --organization).`,
 			return nil
 		},
 	}
-	c.Flags().StringVar(&user, "user", "", "the user ID (then the argument is the provider)")
-	c.Flags().StringVar(&org, "organization", "", "the organization ID, with --user")
+	c.Flags().StringVar(&user, "user-id", "", "the user ID (then the argument is the provider)")
+	c.Flags().StringVar(&org, "organization-id", "", "the organization ID, with --user")
 	b.add(c)
 	return c
 }

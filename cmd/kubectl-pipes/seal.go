@@ -36,7 +36,7 @@ func (a *app) sealCommand() *cobra.Command {
 	var publicKeyset, patch string
 	var sc sealContext
 	c := &cobra.Command{
-		Use:   "seal --provider PROVIDER --user USER_ID [--organization ORG_ID] [--name NAME] [--patch FILE]",
+		Use:   "seal --provider PROVIDER --user-id USER_ID [--organization-id ORG_ID] [--name NAME] [--patch FILE]",
 		Short: "Encrypt an API key for a ConnectedAccount manifest (spec.apiKey.sealed), for GitOps",
 		Long: `Encrypt a user's API key to the operator's public sealing keyset, so that the
 ConnectedAccount manifest holding it can be committed: only the operator can open it,
@@ -52,7 +52,7 @@ Without --patch, a ConnectedAccount manifest is printed. With --patch FILE, the
 ConnectedAccount in FILE gets spec.apiKey.sealed (replacing any other key source); its
 namespace, name, provider, user and organization are taken from the file.`,
 		Example: `  # print a manifest (the name defaults to the one the backend API would give)
-  op read op://vault/openai/key | kubectl pipes seal -n apps --provider openai --user user-123 > account.yaml
+  op read op://vault/openai/key | kubectl pipes seal -n apps --provider openai --user-id user-123 > account.yaml
   # update a committed manifest, offline
   kubectl pipes seal --public-keyset public-keyset.json --patch apps/user-123-openai.yaml < key.txt`,
 		Args: cobra.NoArgs,
@@ -75,7 +75,7 @@ namespace, name, provider, user and organization are taken from the file.`,
 				sc.Namespace = ns
 			}
 			if sc.Provider == "" || sc.User == "" {
-				return errors.New("seal needs --provider and --user (or --patch FILE naming them)")
+				return errors.New("seal needs --provider and --user-id (or --patch FILE naming them)")
 			}
 			if sc.Name == "" {
 				sc.Name = credential.AccountName(sc.Provider, sc.User, sc.Organization)
@@ -112,8 +112,8 @@ namespace, name, provider, user and organization are taken from the file.`,
 	}
 	f := c.Flags()
 	f.StringVar(&sc.Provider, "provider", "", "the Provider's name")
-	f.StringVar(&sc.User, "user", "", "the application's user ID")
-	f.StringVar(&sc.Organization, "organization", "", "the organization ID, for an organization-scoped account")
+	f.StringVar(&sc.User, "user-id", "", "the application's user ID")
+	f.StringVar(&sc.Organization, "organization-id", "", "the organization ID, for an organization-scoped account")
 	f.StringVar(&sc.Name, "name", "", "the ConnectedAccount's name (default: the name the backend API gives it)")
 	f.StringVar(&publicKeyset, "public-keyset", "", "the operator's public sealing keyset (JSON), instead of reading ConfigMap "+sealingPublicKeysetConfigMap)
 	f.StringVar(&patch, "patch", "", "set spec.apiKey.sealed in the ConnectedAccount manifest in this file, in place")
@@ -203,7 +203,7 @@ func readAccountManifest(file string, sc *sealContext) (*yaml.Node, error) {
 	for _, f := range []struct {
 		flag       string
 		given, has *string
-	}{{"--name", &sc.Name, &fromFile.Name}, {"--provider", &sc.Provider, &fromFile.Provider}, {"--user", &sc.User, &fromFile.User}, {"--organization", &sc.Organization, &fromFile.Organization}} {
+	}{{"--name", &sc.Name, &fromFile.Name}, {"--provider", &sc.Provider, &fromFile.Provider}, {"--user-id", &sc.User, &fromFile.User}, {"--organization-id", &sc.Organization, &fromFile.Organization}} {
 		if *f.given != "" && *f.given != *f.has {
 			return nil, fmt.Errorf("%s %q disagrees with %s, which says %q: the key is bound to the account in the file; drop the flag", f.flag, *f.given, file, *f.has)
 		}
