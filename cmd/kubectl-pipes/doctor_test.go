@@ -173,7 +173,7 @@ func TestDoctor(t *testing.T) {
 			break_: func(t *testing.T) { setAvailable(t, 0) },
 			fix:    func(t *testing.T) { setAvailable(t, 2) },
 			code:   1,
-			lines: []string{"FAIL  operator      Deployment pipes-system/pipes-controller-manager has 0 of 2 replicas available: webhooks and the backend API are down; fix: kubectl describe -n pipes-system deployment/pipes-controller-manager; kubectl logs -n pipes-system deployment/pipes-controller-manager"},
+			lines:  []string{"FAIL  operator      Deployment pipes-system/pipes-controller-manager has 0 of 2 replicas available: webhooks and the backend API are down; fix: kubectl describe -n pipes-system deployment/pipes-controller-manager; kubectl logs -n pipes-system deployment/pipes-controller-manager"},
 		},
 		{
 			name:   "operator partly ready",
@@ -182,10 +182,12 @@ func TestDoctor(t *testing.T) {
 			lines:  []string{"WARN  operator      Deployment pipes-system/pipes-controller-manager has 1 of 2 replicas available; fix: kubectl describe -n pipes-system deployment/pipes-controller-manager"},
 		},
 		{
-			name:   "webhook configuration without caBundle",
-			break_: func(t *testing.T) { editWebhooks(t, func(w *admissionv1.ValidatingWebhook) { w.ClientConfig.CABundle = nil }) },
-			fix:    restoreWebhooks,
-			code:   1,
+			name: "webhook configuration without caBundle",
+			break_: func(t *testing.T) {
+				editWebhooks(t, func(w *admissionv1.ValidatingWebhook) { w.ClientConfig.CABundle = nil })
+			},
+			fix:  restoreWebhooks,
+			code: 1,
 			lines: []string{
 				"FAIL  webhooks      the API server cannot call the webhooks, so pipes.dev objects cannot be created or changed: …",
 				"FAIL  webhook-ca    no caBundle for webhook(s) vconnectedaccount.pipes.dev, vorganizationprovider.pipes.dev, vprovider.pipes.dev: the API server cannot verify the operator's certificate; fix: the manager's cert-controller writes it once running (kubectl logs -n pipes-system deployment/pipes-controller-manager); with cert-manager, annotate the configurations with cert-manager.io/inject-ca-from",
@@ -228,15 +230,17 @@ func TestDoctor(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			code: 1,
+			code:  1,
 			lines: []string{"FAIL  certificate   Secret pipes-system/pipes-webhook-cert not found: the webhooks and backend API have no certificate to serve; fix: kubectl apply --server-side -k config/default recreates it and the manager fills it; with cert-manager, name its Secret with --cert-secret"},
 		},
 		{
-			name:   "certificate expired",
-			break_: func(t *testing.T) { setCert(t, selfSigned(t, time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour))) },
-			fix:    func(t *testing.T) { setCert(t, tlsCrt) },
-			code:   1,
-			lines:  []string{"FAIL  certificate   the serving certificate in Secret pipes-system/pipes-webhook-cert expired at …"},
+			name: "certificate expired",
+			break_: func(t *testing.T) {
+				setCert(t, selfSigned(t, time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour)))
+			},
+			fix:   func(t *testing.T) { setCert(t, tlsCrt) },
+			code:  1,
+			lines: []string{"FAIL  certificate   the serving certificate in Secret pipes-system/pipes-webhook-cert expired at …"},
 		},
 		{
 			name:   "certificate not signed by the caBundle",
@@ -251,11 +255,13 @@ func TestDoctor(t *testing.T) {
 			lines: []string{"WARN  certificate   the serving certificate in Secret pipes-system/pipes-webhook-cert expires at …"},
 		},
 		{
-			name:   "keyset never backed up",
-			break_: func(t *testing.T) { editKeysetAnnotations(t, func(a map[string]string) { backedUp = maps.Clone(a); clear(a) }) },
-			fix:    func(t *testing.T) { editKeysetAnnotations(t, func(a map[string]string) { maps.Copy(a, backedUp) }) },
-			code:   1,
-			lines:  []string{"FAIL  keyset-backup Secret pipes-system/pipes-keyset was never backed up: if it is lost, every stored credential is; fix: kubectl pipes keyset backup --file pipes-keyset.json, and keep the file offline"},
+			name: "keyset never backed up",
+			break_: func(t *testing.T) {
+				editKeysetAnnotations(t, func(a map[string]string) { backedUp = maps.Clone(a); clear(a) })
+			},
+			fix:   func(t *testing.T) { editKeysetAnnotations(t, func(a map[string]string) { maps.Copy(a, backedUp) }) },
+			code:  1,
+			lines: []string{"FAIL  keyset-backup Secret pipes-system/pipes-keyset was never backed up: if it is lost, every stored credential is; fix: kubectl pipes keyset backup --file pipes-keyset.json, and keep the file offline"},
 		},
 		{
 			name: "keyset rotated since the backup",
@@ -276,7 +282,7 @@ func TestDoctor(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			code: 1,
+			code:  1,
 			lines: []string{"FAIL  keyset        Secret pipes-system/pipes-keyset not found: no stored credential can be read; fix: restore it from your backup: kubectl create secret generic -n pipes-system pipes-keyset --from-file=keyset.json=pipes-keyset.json"},
 		},
 		{
