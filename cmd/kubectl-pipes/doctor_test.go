@@ -152,38 +152,38 @@ func TestDoctor(t *testing.T) {
 	allOK := []string{"OK    operator …", "OK    webhooks …", "OK    webhook-ca …", "OK    certificate …", "OK    keyset …", "OK    keyset-backup …", "OK    rbac …", "OK    rbac-admin …"}
 
 	cases := []struct {
-		name   string
-		kube   string
-		break_ func(t *testing.T)
-		fix    func(t *testing.T)
-		code   int
-		lines  []string // whole lines doctor must print (prefixes where they end in "…")
+		name    string
+		kube    string
+		breakIt func(t *testing.T)
+		fix     func(t *testing.T)
+		code    int
+		lines   []string // whole lines doctor must print (prefixes where they end in "…")
 	}{
 		{name: "healthy", lines: allOK},
 		{
-			name:   "operator Deployment missing",
-			break_: func(t *testing.T) { deleteObject(t, deployment.DeepCopy()) },
-			fix:    func(*testing.T) { createDeployment(2) },
-			code:   1,
+			name:    "operator Deployment missing",
+			breakIt: func(t *testing.T) { deleteObject(t, deployment.DeepCopy()) },
+			fix:     func(*testing.T) { createDeployment(2) },
+			code:    1,
 			lines: []string{"FAIL  operator      Deployment pipes-system/pipes-controller-manager not found; fix: install the operator (kubectl apply --server-side -k config/default, or helm install), or name its namespace with --operator-namespace",
 				"OK    webhooks…"},
 		},
 		{
-			name:   "operator not ready",
-			break_: func(t *testing.T) { setAvailable(t, 0) },
-			fix:    func(t *testing.T) { setAvailable(t, 2) },
-			code:   1,
-			lines:  []string{"FAIL  operator      Deployment pipes-system/pipes-controller-manager has 0 of 2 replicas available: webhooks and the backend API are down; fix: kubectl describe -n pipes-system deployment/pipes-controller-manager; kubectl logs -n pipes-system deployment/pipes-controller-manager"},
+			name:    "operator not ready",
+			breakIt: func(t *testing.T) { setAvailable(t, 0) },
+			fix:     func(t *testing.T) { setAvailable(t, 2) },
+			code:    1,
+			lines:   []string{"FAIL  operator      Deployment pipes-system/pipes-controller-manager has 0 of 2 replicas available: webhooks and the backend API are down; fix: kubectl describe -n pipes-system deployment/pipes-controller-manager; kubectl logs -n pipes-system deployment/pipes-controller-manager"},
 		},
 		{
-			name:   "operator partly ready",
-			break_: func(t *testing.T) { setAvailable(t, 1) },
-			fix:    func(t *testing.T) { setAvailable(t, 2) },
-			lines:  []string{"WARN  operator      Deployment pipes-system/pipes-controller-manager has 1 of 2 replicas available; fix: kubectl describe -n pipes-system deployment/pipes-controller-manager"},
+			name:    "operator partly ready",
+			breakIt: func(t *testing.T) { setAvailable(t, 1) },
+			fix:     func(t *testing.T) { setAvailable(t, 2) },
+			lines:   []string{"WARN  operator      Deployment pipes-system/pipes-controller-manager has 1 of 2 replicas available; fix: kubectl describe -n pipes-system deployment/pipes-controller-manager"},
 		},
 		{
 			name: "webhook configuration without caBundle",
-			break_: func(t *testing.T) {
+			breakIt: func(t *testing.T) {
 				editWebhooks(t, func(w *admissionv1.ValidatingWebhook) { w.ClientConfig.CABundle = nil })
 			},
 			fix:  restoreWebhooks,
@@ -195,7 +195,7 @@ func TestDoctor(t *testing.T) {
 		},
 		{
 			name: "webhook server unreachable",
-			break_: func(t *testing.T) {
+			breakIt: func(t *testing.T) {
 				editWebhooks(t, func(w *admissionv1.ValidatingWebhook) {
 					u, err := url.Parse(*w.ClientConfig.URL)
 					if err != nil {
@@ -211,18 +211,18 @@ func TestDoctor(t *testing.T) {
 				"OK    webhook-ca…"},
 		},
 		{
-			name:   "webhook configuration missing",
-			break_: func(t *testing.T) { deleteObject(t, original.DeepCopy()) },
-			fix:    restoreWebhooks,
-			code:   1,
+			name:    "webhook configuration missing",
+			breakIt: func(t *testing.T) { deleteObject(t, original.DeepCopy()) },
+			fix:     restoreWebhooks,
+			code:    1,
 			lines: []string{
 				"FAIL  webhooks      a dry-run ConnectedAccount naming a missing Provider was accepted in plugin-doctor: the validating webhook did not run; fix: check ValidatingWebhookConfiguration validating-webhook-configuration (kubectl apply --server-side -k config/default restores it)",
 				"FAIL  webhook-ca    ValidatingWebhookConfiguration validating-webhook-configuration not found; fix: reinstall it (kubectl apply --server-side -k config/default), or name it with --webhook-config / --mutating-webhook-config",
 			},
 		},
 		{
-			name:   "certificate Secret missing",
-			break_: func(t *testing.T) { deleteObject(t, certSecret.DeepCopy()) },
+			name:    "certificate Secret missing",
+			breakIt: func(t *testing.T) { deleteObject(t, certSecret.DeepCopy()) },
 			fix: func(t *testing.T) {
 				s := certSecret.DeepCopy()
 				s.ResourceVersion = ""
@@ -235,7 +235,7 @@ func TestDoctor(t *testing.T) {
 		},
 		{
 			name: "certificate expired",
-			break_: func(t *testing.T) {
+			breakIt: func(t *testing.T) {
 				setCert(t, selfSigned(t, time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour)))
 			},
 			fix:   func(t *testing.T) { setCert(t, tlsCrt) },
@@ -243,11 +243,11 @@ func TestDoctor(t *testing.T) {
 			lines: []string{"FAIL  certificate   the serving certificate in Secret pipes-system/pipes-webhook-cert expired at …"},
 		},
 		{
-			name:   "certificate not signed by the caBundle",
-			break_: func(t *testing.T) { setCert(t, selfSigned(t, time.Now().Add(-time.Hour), time.Now().Add(2*time.Hour))) },
-			fix:    func(t *testing.T) { setCert(t, tlsCrt) },
-			code:   1,
-			lines:  []string{"FAIL  certificate   the caBundle of validating-webhook-configuration does not verify the serving certificate in Secret pipes-system/pipes-webhook-cert (x509: certificate signed by unknown authority…"},
+			name:    "certificate not signed by the caBundle",
+			breakIt: func(t *testing.T) { setCert(t, selfSigned(t, time.Now().Add(-time.Hour), time.Now().Add(2*time.Hour))) },
+			fix:     func(t *testing.T) { setCert(t, tlsCrt) },
+			code:    1,
+			lines:   []string{"FAIL  certificate   the caBundle of validating-webhook-configuration does not verify the serving certificate in Secret pipes-system/pipes-webhook-cert (x509: certificate signed by unknown authority…"},
 		},
 		{
 			name:  "certificate expiring within --expiry-warning",
@@ -256,7 +256,7 @@ func TestDoctor(t *testing.T) {
 		},
 		{
 			name: "keyset never backed up",
-			break_: func(t *testing.T) {
+			breakIt: func(t *testing.T) {
 				editKeysetAnnotations(t, func(a map[string]string) { backedUp = maps.Clone(a); clear(a) })
 			},
 			fix:   func(t *testing.T) { editKeysetAnnotations(t, func(a map[string]string) { maps.Copy(a, backedUp) }) },
@@ -265,15 +265,15 @@ func TestDoctor(t *testing.T) {
 		},
 		{
 			name: "keyset rotated since the backup",
-			break_: func(t *testing.T) {
+			breakIt: func(t *testing.T) {
 				editKeysetAnnotations(t, func(a map[string]string) { backedUp = maps.Clone(a); a[pipesv1.AnnotationKeysetBackedUpKeyIDs] = "1" })
 			},
 			fix:   func(t *testing.T) { editKeysetAnnotations(t, func(a map[string]string) { maps.Copy(a, backedUp) }) },
 			lines: []string{"WARN  keyset-backup the last backup (…"},
 		},
 		{
-			name:   "keyset Secret missing",
-			break_: func(t *testing.T) { deleteObject(t, keyset.DeepCopy()) },
+			name:    "keyset Secret missing",
+			breakIt: func(t *testing.T) { deleteObject(t, keyset.DeepCopy()) },
 			fix: func(t *testing.T) {
 				var s corev1.Secret
 				s.ObjectMeta = metav1.ObjectMeta{Namespace: opNS, Name: keysetKey.Name, Labels: keyset.Labels, Annotations: keyset.Annotations}
@@ -299,7 +299,7 @@ func TestDoctor(t *testing.T) {
 		{
 			name: "user with the backend role but not the right to create Providers",
 			kube: "alice",
-			break_: func(t *testing.T) {
+			breakIt: func(t *testing.T) {
 				if err := c.Create(ctx, &rbacv1.RoleBinding{
 					ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "alice-backend"},
 					RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "pipes-backend"},
@@ -315,8 +315,8 @@ func TestDoctor(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.break_ != nil {
-				tc.break_(t)
+			if tc.breakIt != nil {
+				tc.breakIt(t)
 			}
 			if tc.fix != nil {
 				defer tc.fix(t)

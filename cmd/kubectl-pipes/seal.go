@@ -93,14 +93,19 @@ namespace, name, provider, user and organization are taken from the file.`,
 			if err != nil {
 				return fmt.Errorf("sealing: %w", err)
 			}
-			if doc == nil {
-				return yaml.NewEncoder(a.out).Encode(accountManifest(sc, sealed))
+			var v any = accountManifest(sc, sealed)
+			if doc != nil {
+				setSealed(doc, sc.Namespace, sealed)
+				v = doc
 			}
-			setSealed(doc, sc.Namespace, sealed)
 			var buf bytes.Buffer
 			enc := yaml.NewEncoder(&buf)
 			enc.SetIndent(2)
-			if err := enc.Encode(doc); err != nil {
+			if err := enc.Encode(v); err != nil {
+				return err
+			}
+			if doc == nil {
+				_, err := a.out.Write(buf.Bytes())
 				return err
 			}
 			if err := os.WriteFile(patch, buf.Bytes(), 0o644); err != nil { //nolint:gosec // G306: a manifest to commit, sealed
@@ -150,22 +155,33 @@ func (a *app) publicKeyset(cmd *cobra.Command, file string) ([]byte, error) {
 	return []byte(cm.Data[sealingPublicKeysetKey]), nil
 }
 
+// sealedAccount is the ConnectedAccount manifest seal prints, fields in kubectl's order.
+type sealedAccount struct {
+	APIVersion string `yaml:"apiVersion"`
+	Kind       string `yaml:"kind"`
+	Metadata   struct {
+		Name      string `yaml:"name"`
+		Namespace string `yaml:"namespace"`
+	} `yaml:"metadata"`
+	Spec struct {
+		ProviderRef struct {
+			Name string `yaml:"name"`
+		} `yaml:"providerRef"`
+		UserID         string `yaml:"userID"`
+		OrganizationID string `yaml:"organizationID,omitempty"`
+		APIKey         struct {
+			Sealed string `yaml:"sealed"`
+		} `yaml:"apiKey"`
+	} `yaml:"spec"`
+}
+
 // accountManifest is the ConnectedAccount holding the sealed key.
-func accountManifest(sc sealContext, sealed string) map[string]any {
-	spec := map[string]any{
-		"providerRef": map[string]any{"name": sc.Provider},
-		"userID":      sc.User,
-		"apiKey":      map[string]any{"sealed": sealed},
-	}
-	if sc.Organization != "" {
-		spec["organizationID"] = sc.Organization
-	}
-	return map[string]any{
-		"apiVersion": pipesv1.GroupVersion.String(),
-		"kind":       "ConnectedAccount",
-		"metadata":   map[string]any{"name": sc.Name, "namespace": sc.Namespace},
-		"spec":       spec,
-	}
+func accountManifest(sc sealContext, sealed string) *sealedAccount {
+	m := &sealedAccount{APIVersion: pipesv1.GroupVersion.String(), Kind: "ConnectedAccount"}
+	m.Metadata.Name, m.Metadata.Namespace = sc.Name, sc.Namespace
+	m.Spec.ProviderRef.Name, m.Spec.UserID, m.Spec.OrganizationID = sc.Provider, sc.User, sc.Organization
+	m.Spec.APIKey.Sealed = sealed
+	return m
 }
 
 // readAccountManifest parses the ConnectedAccount in file (comments and order kept) and
