@@ -30,7 +30,13 @@ func main() {
 
 // oneLine is err's message on a single line: kubectl's errors are one line.
 func oneLine(err error) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+	var parts []string
+	for l := range strings.Lines(err.Error()) {
+		if l = strings.Join(strings.Fields(l), " "); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // app holds what every command shares: kubectl's flags, the operator's namespace and
