@@ -109,6 +109,10 @@ func TestCommands(t *testing.T) {
 			}},
 		{name: "set-key without --api-url needs a ready manager pod", args: []string{"set-key", "openai", "--user-id", "user-1", "-n", ns, "--as-serviceaccount", ns + "/backend"},
 			stdin: key1, code: 1, stderr: "error: no ready manager pod (control-plane=controller-manager) in namespace pipes-system to reach the backend API through: check kubectl pipes doctor, or pass --api-url\n"},
+		{name: "set-key port-forwards to a ready manager pod", args: []string{"set-key", "openai", "--user-id", "user-1", "-n", ns, "--as-serviceaccount", ns + "/backend"},
+			stdin: key1, code: 1, before: func(t *testing.T) { readyManagerPod(t) },
+			// envtest has no kubelet: the API server cannot open the tunnel, and says why.
+			stderr: "error: port-forwarding to pod pipes-system/pipes-controller-manager-test (you need create on pods/portforward there, or pass --api-url): "},
 		{name: "get", args: []string{"get", "-n", ns}, retry: true,
 			stdout: []string{`re:(?m)^NAME +PROVIDER +USER +ORG +STATE +KEY +VERSION +AGE$`,
 				`re:(?m)^` + u1 + ` +openai +user-1 +<none> +connected +••••1234 +3 +\d+s$`,
@@ -221,6 +225,24 @@ func TestCommands(t *testing.T) {
 	if err := env.Client.List(ctx, &list, inNamespace(ns)); err != nil || len(list.Items) != 0 {
 		t.Fatalf("accounts left after disconnect: %v %v", err, list.Items)
 	}
+}
+
+// readyManagerPod creates a manager pod reported running and ready, as a kubelet would.
+func readyManagerPod(t *testing.T) {
+	ctx := context.Background()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: testenv.OperatorNamespace, Name: "pipes-controller-manager-test", Labels: map[string]string{"control-plane": "controller-manager"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "manager", Image: "pipes-operator/manager:test",
+			Ports: []corev1.ContainerPort{{Name: "api", ContainerPort: 8443}}}}},
+	}
+	if err := env.Client.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	if err := env.Client.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), pod) })
 }
 
 func envtestUser(name string) envtest.User { return envtest.User{Name: name} }
