@@ -76,7 +76,7 @@ func TestCommands(t *testing.T) {
 		{name: "unknown command", args: []string{"bogus"}, code: 1, stderr: `error: unknown command "bogus" for "kubectl pipes"`},
 		{name: "unknown flag", args: []string{"get", "--bogus"}, code: 1, stderr: "error: unknown flag: --bogus (see 'kubectl pipes get --help')\n"},
 		{name: "no accounts yet", args: []string{"get", "-n", ns}, stderr: "No resources found in plugin-cmds namespace.\n"},
-		{name: "set-key needs --user", args: with(asBackend, "set-key", "openai"), stdin: key1, code: 1, stderr: `error: required flag(s) "user-id" not set`},
+		{name: "set-key needs --user-id", args: with(asBackend, "set-key", "openai"), stdin: key1, code: 1, stderr: `error: required flag(s) "user-id" not set`},
 		{name: "set-key never takes the key as an argument", args: with(asBackend, "set-key", "openai", key1, "--user-id", "user-1"), code: 1,
 			stderr: "error: kubectl pipes set-key takes 1 argument (PROVIDER), got 2"},
 		{name: "set-key with nothing on stdin", args: with(asBackend, "set-key", "openai", "--user-id", "user-1"), code: 1, stderr: "error: no key on standard input: pipe it in"},
@@ -171,6 +171,7 @@ func TestCommands(t *testing.T) {
 		}
 		check := func() error {
 			r := kubectlPipes(t, kube, c.stdin, c.args...)
+			t.Logf("%s: exit %d %s", c.name, r.code, strings.TrimSpace(r.stderr))
 			for _, k := range []string{key1, key2} {
 				if strings.Contains(r.stdout+r.stderr, k) {
 					return fmt.Errorf("%s: printed the key", c.name)
