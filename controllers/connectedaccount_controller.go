@@ -3,6 +3,8 @@ package controllers
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -15,19 +17,25 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
 	"github.com/pipes-dev/pipes-operator/internal/index"
+	"github.com/pipes-dev/pipes-operator/internal/sealing"
 	"github.com/pipes-dev/pipes-operator/internal/validation"
 )
 
@@ -40,15 +48,23 @@ type ConnectedAccountReconciler struct {
 	// APIReader reads users' source Secrets straight from the API server, so they are never cached.
 	APIReader client.Reader
 	Store     *credential.Store
-	Recorder  events.EventRecorder
+	// Opener opens spec.apiKey.sealed values with the sealing keyset.
+	Opener   *sealing.Opener
+	Recorder events.EventRecorder
 	// SourceMetadata is a metadata-only cache of Secrets, used to notice changes to
 	// source Secrets without holding their data.
 	SourceMetadata cache.Cache
 	// KeysetRotated receives an event when the keyset's primary key changes.
 	KeysetRotated <-chan event.GenericEvent
-	// MaxConcurrentReconciles defaults to 2.
+	// MaxConcurrentReconciles defaults to DefaultAccountWorkers.
 	MaxConcurrentReconciles int
 }
+
+// DefaultAccountWorkers is how many accounts are reconciled at once. A reconcile mostly
+// waits on the API server (a Secret write, a status patch), so the count is sized to keep
+// the API server busy rather than to the operator's cores: 2 workers held a first sync
+// to a few dozen accounts per second.
+const DefaultAccountWorkers = 32
 
 // +kubebuilder:rbac:groups=pipes.dev,resources=connectedaccounts,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=pipes.dev,resources=connectedaccounts/status,verbs=get;update;patch
@@ -63,6 +79,11 @@ type ConnectedAccountReconciler struct {
 
 // Reconcile implements reconcile.Reconciler.
 func (r *ConnectedAccountReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	res, err := r.reconcile(ctx, req)
+	return requeueOnStaleCache(ctx, res, err)
+}
+
+func (r *ConnectedAccountReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var ca pipesv1.ConnectedAccount
 	if err := r.Client.Get(ctx, req.NamespacedName, &ca); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -77,6 +98,7 @@ func (r *ConnectedAccountReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	}
 	before := ca.DeepCopy()
 	syncErr := r.sync(ctx, &ca)
+	setHealth(&ca)
 	ca.Status.ObservedGeneration = ca.Generation
 	if !equality.Semantic.DeepEqual(before.Status, ca.Status) {
 		if err := r.Client.Status().Patch(ctx, &ca, client.MergeFrom(before)); err != nil {
@@ -126,29 +148,34 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 		stored = credential.Describe(secret)
 	}
 	notStoredReason, notStoredMsg := pipesv1.ReasonAwaitingCredential,
-		fmt.Sprintf("no API key stored yet; set one with PUT /data-integrations/%s/api-key or spec.apiKey.secretKeyRef", ca.Spec.ProviderRef.Name)
+		fmt.Sprintf("no API key stored yet; set one with PUT /data-integrations/%s/api-key, spec.apiKey.secretKeyRef or spec.apiKey.sealed", ca.Spec.ProviderRef.Name)
 
 	switch {
 	case provider == nil:
 		// Nothing new is stored for a Provider that does not exist; Synced stays as it was.
 		notStoredReason, notStoredMsg = avail.Reason, avail.Message
-	case ca.Spec.APIKey != nil && ca.Spec.APIKey.SecretKeyRef != nil:
-		key, sourceVersion, reason, msg, err := r.readSource(ctx, ca)
+	case hasSource(ca):
+		storedSourceVersion := ""
+		if hasStored {
+			storedSourceVersion = stored.SourceVersion
+		}
+		key, sourceVersion, reason, msg, err := r.readAPIKey(ctx, ca, storedSourceVersion)
 		if err != nil {
 			return err
 		}
 		defer clear(key)
+		inSync := "the stored key matches " + sourceField(ca)
 		switch {
 		case reason != "":
 			setCondition(ca, pipesv1.ConditionSynced, metav1.ConditionFalse, reason, msg)
 			notStoredReason, notStoredMsg = reason, msg
 		case secret != nil && stored.SourceVersion == sourceVersion:
-			setCondition(ca, pipesv1.ConditionSynced, metav1.ConditionTrue, pipesv1.ReasonReady, "the stored key matches spec.apiKey.secretKeyRef")
+			setCondition(ca, pipesv1.ConditionSynced, metav1.ConditionTrue, pipesv1.ReasonReady, inSync)
 		default:
 			next := credential.Stored{Version: credential.NextVersion(ca, nil), Last4: validation.Last4(key), SourceVersion: sourceVersion}
 			if secret != nil {
 				if plaintext, err = r.Store.Open(ca, secret); err == nil && bytes.Equal(plaintext, key) {
-					// Same key (the Secret changed elsewhere): record the version, keep the rotation time.
+					// Same key (the source changed elsewhere): record the version, keep the rotation time.
 					next = stored
 					next.SourceVersion = sourceVersion
 				} else {
@@ -164,7 +191,7 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 				credential.RecordStored(r.Recorder, ca, stored, secret != nil, "")
 			}
 			hasStored = true
-			setCondition(ca, pipesv1.ConditionSynced, metav1.ConditionTrue, pipesv1.ReasonReady, "the stored key matches spec.apiKey.secretKeyRef")
+			setCondition(ca, pipesv1.ConditionSynced, metav1.ConditionTrue, pipesv1.ReasonReady, inSync)
 		}
 	default:
 		apimeta.RemoveStatusCondition(&ca.Status.Conditions, pipesv1.ConditionSynced)
@@ -211,6 +238,77 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 	return nil
 }
 
+// hasSource reports whether ca names a source of its API key in spec.apiKey.
+func hasSource(ca *pipesv1.ConnectedAccount) bool {
+	return ca.Spec.APIKey != nil && (ca.Spec.APIKey.SecretKeyRef != nil || ca.Spec.APIKey.Sealed != "")
+}
+
+// sourceField names the field ca's API key comes from.
+func sourceField(ca *pipesv1.ConnectedAccount) string {
+	if ca.Spec.APIKey.Sealed != "" {
+		return "spec.apiKey.sealed"
+	}
+	return "spec.apiKey.secretKeyRef"
+}
+
+// readAPIKey reads the API key from ca's source. sourceVersion identifies what was read,
+// so an unchanged source is not stored again; a source whose version matches
+// storedSourceVersion is not read or opened again (key is nil then). A problem the user must
+// fix comes back as a reason and message (never containing the key); err is transient.
+func (r *ConnectedAccountReconciler) readAPIKey(ctx context.Context, ca *pipesv1.ConnectedAccount, storedSourceVersion string) (key []byte, sourceVersion, reason, msg string, err error) {
+	if ca.Spec.APIKey.SecretKeyRef != nil {
+		if storedSourceVersion != "" && r.sourceUnchanged(ctx, ca, storedSourceVersion) {
+			// The source's identity and resourceVersion, from the metadata watch, are those
+			// of the stored copy: nothing to read (a restart or a resync costs no API call).
+			return nil, storedSourceVersion, "", "", nil
+		}
+		return r.readSource(ctx, ca)
+	}
+	key, sourceVersion, reason, msg = r.openSealed(ca, storedSourceVersion)
+	return key, sourceVersion, reason, msg, nil
+}
+
+// openSealed opens spec.apiKey.sealed. Its version is a hash of the value: changing the
+// value in Git rotates the key, re-applying the same value does not.
+func (r *ConnectedAccountReconciler) openSealed(ca *pipesv1.ConnectedAccount, storedSourceVersion string) (key []byte, sourceVersion, reason, msg string) {
+	value := ca.Spec.APIKey.Sealed
+	sum := sha256.Sum256([]byte(value))
+	sourceVersion = "sealed/" + hex.EncodeToString(sum[:])
+	if sourceVersion == storedSourceVersion {
+		return nil, sourceVersion, "", ""
+	}
+	binding := credential.SealingContext(ca)
+	key, err := r.Opener.Open(value, binding)
+	switch {
+	case errors.Is(err, sealing.ErrOtherAccount):
+		return nil, "", pipesv1.ReasonSealedForAnotherAccount, fmt.Sprintf(
+			"spec.apiKey.sealed was sealed for another account, and a sealed value opens only for the account it was sealed for (%s): reseal the key for this one with kubectl pipes seal", binding)
+	case err != nil:
+		return nil, "", pipesv1.ReasonSealedValueInvalid, fmt.Sprintf("spec.apiKey.sealed: %v; reseal the key for this account (%s) with kubectl pipes seal", err, binding)
+	}
+	if errs := validation.APIKey(field.NewPath("spec", "apiKey", "sealed"), key); len(errs) > 0 {
+		clear(key)
+		return nil, "", pipesv1.ReasonInvalidKey, "the key sealed in spec.apiKey.sealed: " + validation.Message(errs)
+	}
+	return key, sourceVersion, "", ""
+}
+
+// sourceUnchanged reports whether the metadata watch of opted-in sources holds the
+// source Secret at the version the stored credential was copied from.
+func (r *ConnectedAccountReconciler) sourceUnchanged(ctx context.Context, ca *pipesv1.ConnectedAccount, storedSourceVersion string) bool {
+	m := secretMetadata()
+	if err := r.SourceMetadata.Get(ctx, types.NamespacedName{Namespace: ca.Namespace, Name: ca.Spec.APIKey.SecretKeyRef.Name}, m); err != nil {
+		return false // not opted in, gone or not yet seen: readSource says which
+	}
+	return storedSourceVersion == sourceVersionOf(m)
+}
+
+// sourceVersionOf identifies the content of a source Secret: its UID (a deleted and
+// recreated Secret is a new source) and resourceVersion.
+func sourceVersionOf(o metav1.Object) string {
+	return string(o.GetUID()) + "/" + o.GetResourceVersion()
+}
+
 // readSource reads the API key from spec.apiKey.secretKeyRef. A problem the user must fix
 // comes back as a reason and message (never containing the key); err is transient.
 func (r *ConnectedAccountReconciler) readSource(ctx context.Context, ca *pipesv1.ConnectedAccount) (key []byte, sourceVersion, reason, msg string, err error) {
@@ -237,7 +335,7 @@ func (r *ConnectedAccountReconciler) readSource(ctx context.Context, ca *pipesv1
 	if errs := validation.APIKey(field.NewPath("data").Key(ref.Key), value); len(errs) > 0 {
 		return nil, "", pipesv1.ReasonInvalidKey, fmt.Sprintf("Secret %q: %s", ref.Name, validation.Message(errs)), nil
 	}
-	return value, string(s.UID) + "/" + s.ResourceVersion, "", "", nil
+	return value, sourceVersionOf(&s), "", "", nil
 }
 
 // disconnect removes the stored credential and marks the account disconnected.
@@ -317,6 +415,32 @@ func setStored(ca *pipesv1.ConnectedAccount, stored *credential.Stored) {
 	}
 }
 
+// setHealth sets kstatus's abnormal-true conditions from Ready and Synced, for GitOps
+// tools' health checks: Stalled (Failed) while a person must fix something — a source
+// that does not sync, or a credential that cannot be vended — Reconciling (InProgress)
+// while the account waits for a key; neither once it is connected and in sync (Current).
+func setHealth(ca *pipesv1.ConnectedAccount) {
+	ready := apimeta.FindStatusCondition(ca.Status.Conditions, pipesv1.ConditionReady)
+	synced := apimeta.FindStatusCondition(ca.Status.Conditions, pipesv1.ConditionSynced)
+	var want, reason, msg string
+	switch {
+	case synced != nil && synced.Status == metav1.ConditionFalse:
+		want, reason, msg = pipesv1.ConditionStalled, synced.Reason, synced.Message
+	case ready == nil || ready.Status == metav1.ConditionTrue:
+	case ready.Reason == pipesv1.ReasonAwaitingCredential:
+		want, reason, msg = pipesv1.ConditionReconciling, ready.Reason, ready.Message
+	default:
+		want, reason, msg = pipesv1.ConditionStalled, ready.Reason, ready.Message
+	}
+	for _, t := range []string{pipesv1.ConditionStalled, pipesv1.ConditionReconciling} {
+		if t == want {
+			setCondition(ca, t, metav1.ConditionTrue, reason, msg)
+		} else {
+			apimeta.RemoveStatusCondition(&ca.Status.Conditions, t)
+		}
+	}
+}
+
 func setCondition(ca *pipesv1.ConnectedAccount, condType pipesv1.ConditionType, status metav1.ConditionStatus, reason, msg string) {
 	apimeta.SetStatusCondition(&ca.Status.Conditions, metav1.Condition{
 		Type: condType, Status: status, Reason: reason, Message: msg, ObservedGeneration: ca.Generation,
@@ -336,13 +460,27 @@ func (r *ConnectedAccountReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
 			return r.requestsFor(ctx, o.Namespace, client.MatchingFields{index.AccountSourceSecret: o.Name})
 		}))
-	rotated := source.Channel(r.KeysetRotated, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
-		return r.requestsFor(ctx, "")
-	}))
+	// Re-encrypting every credential after a keyset rotation is background work: queued
+	// at low priority, so an account a user connects meanwhile goes first.
+	rotated := source.Channel(r.KeysetRotated, handler.TypedFuncs[client.Object, reconcile.Request]{
+		GenericFunc: func(ctx context.Context, _ event.TypedGenericEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			reqs := r.requestsFor(ctx, "")
+			if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
+				pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(handler.LowPriority)}, reqs...)
+				return
+			}
+			for _, req := range reqs {
+				q.Add(req)
+			}
+		},
+	})
 	workers := r.MaxConcurrentReconciles
 	if workers == 0 {
-		workers = 2
+		workers = DefaultAccountWorkers
 	}
+	// Only spec changes of Providers and OrganizationProviders matter to accounts; their
+	// status (the Provider's account count) changes with the accounts themselves.
+	specChanged := builder.WithPredicates(predicate.GenerationChangedPredicate{})
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&pipesv1.ConnectedAccount{}).
 		Owns(&corev1.Secret{}).
@@ -350,10 +488,10 @@ func (r *ConnectedAccountReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&pipesv1.ConnectedAccount{}, accountsOf(index.AccountIdentity, func(o client.Object) string {
 			return index.AccountKeyOf(o.(*pipesv1.ConnectedAccount))
 		})).
-		Watches(&pipesv1.Provider{}, accountsOf(index.AccountProvider, name)).
+		Watches(&pipesv1.Provider{}, accountsOf(index.AccountProvider, name), specChanged).
 		Watches(&pipesv1.OrganizationProvider{}, accountsOf(index.AccountProvider, func(o client.Object) string {
 			return o.(*pipesv1.OrganizationProvider).Spec.ProviderRef.Name
-		})).
+		}), specChanged).
 		WatchesRawSource(sourceSecrets).
 		WatchesRawSource(rotated).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers, RateLimiter: rateLimiter()}).

@@ -13,6 +13,16 @@ const ConditionReady ConditionType = "Ready"
 // the rotation failed.
 const ConditionSynced ConditionType = "Synced"
 
+// ConditionStalled and ConditionReconciling (ConnectedAccount) are kstatus's
+// abnormal-true conditions, which Flux's and Argo CD's health checks read: Stalled=True
+// (kstatus Failed) while the account needs someone to fix something, Reconciling=True
+// (kstatus InProgress) while it waits for a key; neither is present once the account
+// is connected and in sync with its source (kstatus Current).
+const (
+	ConditionStalled     ConditionType = "Stalled"
+	ConditionReconciling ConditionType = "Reconciling"
+)
+
 // Reason is the machine-readable reason of a condition or an Event.
 type Reason = string
 
@@ -34,6 +44,13 @@ const (
 	// ReasonSourceNotOptedIn: the Secret named by spec.apiKey.secretKeyRef lacks the
 	// LabelCredentialSource label, so the operator does not read it.
 	ReasonSourceNotOptedIn Reason = "SourceNotOptedIn"
+	// ReasonSealedValueInvalid: spec.apiKey.sealed does not open: not a sealed value,
+	// corrupted, or sealed with a key this operator does not hold (another cluster's, or
+	// pruned). Reseal with kubectl pipes seal.
+	ReasonSealedValueInvalid Reason = "SealedValueInvalid"
+	// ReasonSealedForAnotherAccount: spec.apiKey.sealed was sealed for another account
+	// (namespace, name, provider, user or organization). Reseal it for this one.
+	ReasonSealedForAnotherAccount Reason = "SealedForAnotherAccount"
 	// ReasonInvalidKey: the supplied key is empty, padded with whitespace or too long.
 	ReasonInvalidKey Reason = "InvalidKey"
 	// ReasonProviderNotFound: spec.providerRef names no Provider (it was deleted). A stored

@@ -33,10 +33,9 @@ type ConnectedAccountSpec struct {
 	APIKey *APIKeySource `json:"apiKey,omitempty"`
 }
 
-// APIKeySource is where a user's API key comes from. Exactly one source is set; more
-// kinds of source may be added later.
+// APIKeySource is where a user's API key comes from. Exactly one source is set.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.secretKeyRef)",message="spec.apiKey needs a source: set spec.apiKey.secretKeyRef, or remove spec.apiKey to set the key through the backend API"
+// +kubebuilder:validation:XValidation:rule="has(self.secretKeyRef) != has(self.sealed)",message="spec.apiKey needs exactly one source: set either spec.apiKey.secretKeyRef or spec.apiKey.sealed (made with kubectl pipes seal), not both; or remove spec.apiKey to set the key through the backend API"
 type APIKeySource struct {
 	// secretKeyRef selects a key of a Secret, in the same namespace, that holds the
 	// API key (a GitOps tool can produce it from a sealed or external secret). The
@@ -44,6 +43,16 @@ type APIKeySource struct {
 	// whenever this Secret changes.
 	// +optional
 	SecretKeyRef *SecretKeyReference `json:"secretKeyRef,omitempty"`
+
+	// sealed is the API key sealed for this account with the operator's public sealing
+	// keyset (`kubectl pipes seal`; see docs/gitops.md): safe to commit to Git, since
+	// only the operator can open it, and only for this account's namespace, name,
+	// provider, user and organization. The operator stores the key encrypted in a
+	// Secret it owns; changing this value rotates it.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=16384
+	Sealed string `json:"sealed,omitempty"`
 }
 
 // ConnectedAccountState is the lifecycle state of a connection, as the hosted product names it.
@@ -61,8 +70,10 @@ const (
 
 // ConnectedAccountStatus is the observed state of a ConnectedAccount. It never holds a credential.
 type ConnectedAccountStatus struct {
-	// observedGeneration is the spec generation the status reflects.
+	// observedGeneration is the spec generation the status reflects; -1 until the
+	// operator first reconciles the account.
 	// +optional
+	// +kubebuilder:default=-1
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// state is connected, needs_reauthorization or disconnected.
@@ -117,7 +128,10 @@ type ConnectedAccount struct {
 
 	// +required
 	Spec ConnectedAccountSpec `json:"spec"`
+	// status is defaulted to observedGeneration -1 until the operator first reconciles
+	// the account, so that kstatus (Flux, Argo CD) reports it in progress, not current.
 	// +optional
+	// +kubebuilder:default={}
 	Status ConnectedAccountStatus `json:"status,omitempty"`
 }
 

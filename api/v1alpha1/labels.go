@@ -38,10 +38,11 @@ const (
 	// so the vend sidecar can measure how long a rotation takes to reach a workload.
 	AnnotationRotatedAt = "pipes.dev/rotated-at"
 
-	// AnnotationKeysetBackedUpAt, on the keyset Secret, is when its key material was last
-	// saved by `kubectl pipes keyset backup` (or `manager keyset backup`), RFC 3339.
+	// AnnotationKeysetBackedUpAt, on a keyset Secret (key-encryption, or sealing with
+	// --sealing), is when its key material was last saved by `kubectl pipes keyset backup`
+	// (or `manager keyset backup`), RFC 3339.
 	AnnotationKeysetBackedUpAt = "pipes.dev/keyset-backed-up-at"
-	// AnnotationKeysetBackedUpKeyIDs, on the keyset Secret, lists the key ids that backup
+	// AnnotationKeysetBackedUpKeyIDs, on a keyset Secret, lists the key ids that backup
 	// held (comma-separated): a primary key not among them was added after the backup.
 	AnnotationKeysetBackedUpKeyIDs = "pipes.dev/keyset-backed-up-key-ids"
 

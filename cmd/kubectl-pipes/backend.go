@@ -29,7 +29,7 @@ import (
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/apiclient"
-	"github.com/pipes-dev/pipes-operator/internal/backendapi"
+	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
 
 // backendFlags say how to reach and authenticate to the backend API.
@@ -100,7 +100,7 @@ func (a *app) bearerToken(ctx context.Context, cs kubernetes.Interface, cfg *res
 			return "", fmt.Errorf("--as-serviceaccount %q: want NAMESPACE/NAME", b.serviceAccount)
 		}
 		tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{
-			Audiences: []string{backendapi.Audience}, ExpirationSeconds: ptr.To[int64](600),
+			Audiences: []string{wire.Audience}, ExpirationSeconds: ptr.To[int64](600),
 		}}, metav1.CreateOptions{})
 		switch {
 		case apierrors.IsForbidden(err):

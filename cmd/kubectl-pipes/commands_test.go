@@ -16,10 +16,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
-	"github.com/pipes-dev/pipes-operator/internal/backendapi"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
 	"github.com/pipes-dev/pipes-operator/internal/keyring"
 	"github.com/pipes-dev/pipes-operator/internal/testenv"
+	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
 
 // TestCommands runs every command as a user would, in order (later cases see what
@@ -43,7 +43,7 @@ func TestCommands(t *testing.T) {
 	if _, err := env.ServiceAccountToken(ctx, ns, "nobody", "", ""); err != nil {
 		t.Fatal(err)
 	}
-	backendToken, err := env.Token(ctx, ns, "backend", backendapi.Audience)
+	backendToken, err := env.Token(ctx, ns, "backend", wire.Audience)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,6 +58,7 @@ func TestCommands(t *testing.T) {
 	u1 := credential.AccountName("openai", "user-1", "")
 	u2 := credential.AccountName("openai", "user-2", "org-9")
 	backup := filepath.Join(t.TempDir(), "pipes-keyset.json")
+	sealingBackup := filepath.Join(t.TempDir(), "pipes-sealing-keyset.json")
 	with := func(base []string, more ...string) []string { return append(append([]string{}, more...), base...) }
 
 	cases := []struct {
@@ -145,6 +146,15 @@ func TestCommands(t *testing.T) {
 		{name: "rotate-keyset", args: []string{"rotate-keyset"}, stdout: []string{"new primary key", "back the keyset up again now"}},
 		{name: "keyset status after a rotation", args: []string{"keyset", "status"}, stdout: []string{"does not hold primary key"}},
 		{name: "prune", args: []string{"prune"}, retry: true, stdout: []string{"removed key(s)"}},
+		{name: "keyset status --sealing", args: []string{"keyset", "status", "--sealing"},
+			stdout: []string{"sealing keyset pipes-system/pipes-sealing-keyset: primary key", "primary", "sealed value(s) stored"}},
+		{name: "keyset backup --sealing", args: []string{"keyset", "backup", "--sealing", "--file", sealingBackup},
+			stderr: "sealing keyset pipes-system/pipes-sealing-keyset (keys ", stdout: []string{}},
+		{name: "keyset status --sealing after the backup", args: []string{"keyset", "status", "--sealing"}, stdout: []string{"last backup"}},
+		{name: "rotate-keyset --sealing", args: []string{"rotate-keyset", "--sealing"}, stdout: []string{"new primary sealing key", "back the sealing keyset up again now"}},
+		{name: "keyset status --sealing after a rotation", args: []string{"keyset", "status", "--sealing"}, stdout: []string{"does not hold primary key", "keyset backup --sealing"}},
+		{name: "prune --sealing", args: []string{"keyset", "prune", "--sealing"}, stdout: []string{"removed key(s)"}},
+		{name: "keyset public", args: []string{"keyset", "public"}, retry: true, stdout: []string{`"primaryKeyId"`}},
 		{name: "keyset of a missing Secret", args: []string{"keyset", "status", "--keyset-secret", "nope"}, code: 1,
 			stderr: `error: reading keyset Secret pipes-system/nope: secrets "nope" not found` + "\n"},
 		{name: "keyset as a user without rights", kubeconfig: "alice", args: []string{"keyset", "rotate"}, code: 1,
@@ -221,6 +231,16 @@ func TestCommands(t *testing.T) {
 	}
 	if s.Annotations[pipesv1.AnnotationKeysetBackedUpAt] == "" {
 		t.Fatal("the backup was not recorded on the Secret")
+	}
+	saved, _ = os.ReadFile(sealingBackup)
+	if _, err := keyring.Sealing.FromSecret(&corev1.Secret{Data: map[string][]byte{keyring.SecretKey: saved}}); err != nil {
+		t.Fatalf("the sealing backup does not parse as a sealing keyset: %v", err)
+	}
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: pipesv1.SealingKeysetSecret}, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Annotations[pipesv1.AnnotationKeysetBackedUpAt] == "" {
+		t.Fatal("the sealing backup was not recorded on the Secret")
 	}
 	var list pipesv1.ConnectedAccountList
 	if err := env.Client.List(ctx, &list, inNamespace(ns)); err != nil || len(list.Items) != 0 {

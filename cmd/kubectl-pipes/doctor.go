@@ -20,8 +20,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/keyadmin"
 	"github.com/pipes-dev/pipes-operator/internal/keyring"
-	"github.com/pipes-dev/pipes-operator/internal/keysetcmd"
+	"github.com/pipes-dev/pipes-operator/internal/sealing"
 )
 
 // Check outcomes, as doctor prints them.
@@ -46,8 +47,8 @@ func (f finding) String() string {
 
 // doctorFlags name what doctor looks at (the names config/default gives them).
 type doctorFlags struct {
-	deployment, validating, mutating, certSecret, keysetSecret string
-	expiryWarning                                              time.Duration
+	deployment, validating, mutating, certSecret, keysetSecret, sealingKeysetSecret string
+	expiryWarning                                                                   time.Duration
 }
 
 func (a *app) doctorCommand() *cobra.Command {
@@ -64,6 +65,10 @@ problem with its fix. It exits 1 if any check fails.
   certificate   the serving certificate is valid, not expiring soon, and signed by that caBundle
   keyset        the keyset Secret exists and parses
   keyset-backup the keyset was backed up (kubectl pipes keyset backup) since its last rotation
+  seal-keyset   the sealing keyset Secret exists and parses (spec.apiKey.sealed opens with it)
+  seal-public   the public sealing keyset is published, and seals with the primary sealing key
+  seal-backup   the sealing keyset was backed up (keyset backup --sealing) since its last
+                rotation (WARN only)
   rbac          you may use the accounts commands in the namespace (get, set-key, disconnect)
   rbac-admin    you may use the keyset commands (Secrets in the operator's namespace)
 
@@ -103,7 +108,8 @@ Checks that need rights you lack say so (WARN) rather than fail.`,
 	fl.StringVar(&f.validating, "webhook-config", "pipes-validating-webhook-configuration", "the operator's ValidatingWebhookConfiguration")
 	fl.StringVar(&f.mutating, "mutating-webhook-config", "pipes-mutating-webhook-configuration", "the operator's MutatingWebhookConfiguration")
 	fl.StringVar(&f.certSecret, "cert-secret", "pipes-webhook-cert", "Secret holding the webhook and API serving certificate (cert-controller's, or cert-manager's)")
-	fl.StringVar(&f.keysetSecret, "keyset-secret", "pipes-keyset", "Secret holding the keyset, in --operator-namespace")
+	fl.StringVar(&f.keysetSecret, "keyset-secret", keyadmin.KeysetSecret, "Secret holding the key-encryption keyset, in --operator-namespace")
+	fl.StringVar(&f.sealingKeysetSecret, "sealing-keyset-secret", pipesv1.SealingKeysetSecret, "Secret holding the sealing keyset, in --operator-namespace")
 	fl.DurationVar(&f.expiryWarning, "expiry-warning", 7*24*time.Hour, "warn when the serving certificate expires within this")
 	return c
 }
@@ -120,6 +126,7 @@ func (d *doctor) run(ctx context.Context) []finding {
 	var out []finding
 	out = append(out, d.operator(ctx), d.webhooks(ctx), d.webhookCA(ctx), d.certificate(ctx))
 	out = append(out, d.keyset(ctx)...)
+	out = append(out, d.sealingKeyset(ctx)...)
 	out = append(out, d.rbac(ctx)...)
 	return out
 }
@@ -269,7 +276,7 @@ func (d *doctor) keyset(ctx context.Context) []finding {
 	var s corev1.Secret
 	if err := d.c.Get(ctx, key, &s); apierrors.IsNotFound(err) {
 		return []finding{{statusFail, "keyset", fmt.Sprintf("Secret %s not found: no stored credential can be read", key),
-			fmt.Sprintf("restore it from your backup: kubectl create secret generic -n %s %s --from-file=%s=pipes-keyset.json", key.Namespace, key.Name, keyring.SecretKey)}}
+			fmt.Sprintf("restore it from your backup: kubectl create secret generic -n %s %s --from-file=%s=%s", key.Namespace, key.Name, keyring.SecretKey, keyring.KEK.BackupFile)}}
 	} else if err != nil {
 		return []finding{cannot("keyset", "get Secret "+key.String(), err)}
 	}
@@ -278,17 +285,64 @@ func (d *doctor) keyset(ctx context.Context) []finding {
 		return []finding{{statusFail, "keyset", err.Error(), "restore the Secret from your backup (kubectl pipes keyset backup wrote it)"}}
 	}
 	out := []finding{{statusOK, "keyset", fmt.Sprintf("Secret %s: primary key %d, %d key(s)", key, ks.PrimaryKeyID(), len(ks.KeyIDs())), ""}}
-	backup := "kubectl pipes keyset backup --file pipes-keyset.json, and keep the file offline"
-	b := keysetcmd.LastBackup(&s)
+	return append(out, backupFinding("keyset-backup", statusFail, &s, ks.PrimaryKeyID(), "every stored credential is",
+		"credentials re-encrypted under it are not covered", "kubectl pipes keyset backup --file "+keyring.KEK.BackupFile+", and keep the file offline"))
+}
+
+// sealingKeyset checks the sealing keyset Secret, the public keyset published from it
+// and its backup (a WARN at worst: it matters once sealed values are in Git).
+func (d *doctor) sealingKeyset(ctx context.Context) []finding {
+	key := types.NamespacedName{Namespace: d.opNS, Name: d.f.sealingKeysetSecret}
+	var s corev1.Secret
+	if err := d.c.Get(ctx, key, &s); apierrors.IsNotFound(err) {
+		return []finding{{statusFail, "seal-keyset", fmt.Sprintf("Secret %s not found: no spec.apiKey.sealed value opens, and the manager will not start while accounts use them", key),
+			fmt.Sprintf("restore it from your backup: kubectl create secret generic -n %s %s --from-file=%s=%s (with no sealed values yet, restarting the manager creates a new one)", key.Namespace, key.Name, keyring.SecretKey, keyring.Sealing.BackupFile)}}
+	} else if err != nil {
+		return []finding{cannot("seal-keyset", "get Secret "+key.String(), err)}
+	}
+	ks, err := keyring.Sealing.FromSecret(&s)
+	if err != nil {
+		return []finding{{statusFail, "seal-keyset", err.Error(), "restore the Secret from your backup (kubectl pipes keyset backup --sealing wrote it)"}}
+	}
+	out := []finding{{statusOK, "seal-keyset", fmt.Sprintf("Secret %s: primary key %d, %d key(s)", key, ks.PrimaryKeyID(), len(ks.KeyIDs())), ""}}
+	out = append(out, d.publicKeyset(ctx, ks.PrimaryKeyID()))
+	return append(out, backupFinding("seal-backup", statusWarn, &s, ks.PrimaryKeyID(), "no sealed API key in Git opens",
+		"values sealed with it since are not covered", "kubectl pipes keyset backup --sealing --file "+keyring.Sealing.BackupFile+", and keep the file offline"))
+}
+
+// publicKeyset checks the published public sealing keyset seals with primary.
+func (d *doctor) publicKeyset(ctx context.Context, primary uint32) finding {
+	const check = "seal-public"
+	key := types.NamespacedName{Namespace: d.opNS, Name: pipesv1.SealingPublicKeysetConfigMap}
+	restart := fmt.Sprintf("kubectl rollout restart -n %s deployment/%s (the manager publishes it at start) and check its log", d.opNS, d.f.deployment)
+	var cm corev1.ConfigMap
+	if err := d.c.Get(ctx, key, &cm); apierrors.IsNotFound(err) {
+		return finding{statusFail, check, fmt.Sprintf("ConfigMap %s not found: kubectl pipes seal has no public keyset to seal with", key), restart}
+	} else if err != nil {
+		return cannot(check, "get ConfigMap "+key.String(), err)
+	}
+	h, err := sealing.ParsePublicKeyset([]byte(cm.Data[pipesv1.SealingPublicKeysetKey]))
+	if err != nil {
+		return finding{statusFail, check, fmt.Sprintf("ConfigMap %s: %v", key, err), restart}
+	}
+	if published := h.KeysetInfo().GetPrimaryKeyId(); published != primary {
+		return finding{statusFail, check, fmt.Sprintf("ConfigMap %s seals with key %d, but the primary sealing key is %d: values sealed now open only while key %d stays", key, published, primary, published), restart}
+	}
+	return finding{statusOK, check, fmt.Sprintf("ConfigMap %s publishes primary key %d", key, primary), ""}
+}
+
+// backupFinding is check's line about the last backup recorded on keyset Secret s:
+// status never (FAIL, or WARN) when never backed up (if the Secret is lost, lost), WARN
+// when it predates key primary (uncovered says what that leaves out).
+func backupFinding(check, never string, s *corev1.Secret, primary uint32, lost, uncovered, fix string) finding {
+	b := keyadmin.LastBackup(s)
 	switch {
 	case b.At.IsZero():
-		out = append(out, finding{statusFail, "keyset-backup", fmt.Sprintf("Secret %s was never backed up: if it is lost, every stored credential is", key), backup})
-	case !b.Covers(ks.PrimaryKeyID()):
-		out = append(out, finding{statusWarn, "keyset-backup", fmt.Sprintf("the last backup (%s) predates primary key %d: credentials re-encrypted under it are not covered", b.At.Format(time.RFC3339), ks.PrimaryKeyID()), backup})
-	default:
-		out = append(out, finding{statusOK, "keyset-backup", fmt.Sprintf("backed up %s, with primary key %d", b.At.Format(time.RFC3339), ks.PrimaryKeyID()), ""})
+		return finding{never, check, fmt.Sprintf("Secret %s/%s was never backed up: if it is lost, %s", s.Namespace, s.Name, lost), fix}
+	case !b.Covers(primary):
+		return finding{statusWarn, check, fmt.Sprintf("the last backup (%s) of Secret %s/%s predates primary key %d: %s", b.At.Format(time.RFC3339), s.Namespace, s.Name, primary, uncovered), fix}
 	}
-	return out
+	return finding{statusOK, check, fmt.Sprintf("backed up %s, with primary key %d", b.At.Format(time.RFC3339), primary), ""}
 }
 
 // permission is one thing a command needs.
@@ -323,6 +377,7 @@ func (d *doctor) rbac(ctx context.Context) []finding {
 		{"update", "", "secrets", "", d.opNS, "keyset rotate, prune"},
 		{"patch", "", "secrets", "", d.opNS, "keyset backup"},
 		{"list", "", "secrets", "", "", "keyset status, prune: counting credentials"},
+		{"list", g, "connectedaccounts", "", "", "keyset status, prune --sealing: counting sealed values"},
 		{"get", "apps", "deployments", "", d.opNS, "doctor"},
 	}
 	who := "you"

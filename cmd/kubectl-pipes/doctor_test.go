@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/sealing"
 	"github.com/pipes-dev/pipes-operator/internal/testenv"
 )
 
@@ -75,6 +76,9 @@ func TestDoctor(t *testing.T) {
 		t.Fatal(err)
 	}
 	if r := kubectlPipes(t, adminKube, "", "keyset", "backup", "--file", filepath.Join(t.TempDir(), "k.json")); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	if r := kubectlPipes(t, adminKube, "", "keyset", "backup", "--sealing", "--file", filepath.Join(t.TempDir(), "s.json")); r.code != 0 {
 		t.Fatal(r.stderr)
 	}
 	var vwc admissionv1.ValidatingWebhookConfiguration
@@ -138,6 +142,46 @@ func TestDoctor(t *testing.T) {
 		}
 	}
 	var backedUp map[string]string
+	sealingKey := types.NamespacedName{Namespace: opNS, Name: pipesv1.SealingKeysetSecret}
+	var sealingKeyset corev1.Secret
+	if err := c.Get(ctx, sealingKey, &sealingKeyset); err != nil {
+		t.Fatal(err)
+	}
+	editSealingAnnotations := func(t *testing.T, edit func(map[string]string)) {
+		var s corev1.Secret
+		if err := c.Get(ctx, sealingKey, &s); err != nil {
+			t.Fatal(err)
+		}
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		edit(s.Annotations)
+		if err := c.Update(ctx, &s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publicKey := types.NamespacedName{Namespace: opNS, Name: pipesv1.SealingPublicKeysetConfigMap}
+	var public corev1.ConfigMap
+	if err := c.Get(ctx, publicKey, &public); err != nil {
+		t.Fatal(err)
+	}
+	setPublic := func(t *testing.T, data map[string]string) {
+		var cm corev1.ConfigMap
+		err := c.Get(ctx, publicKey, &cm)
+		if client.IgnoreNotFound(err) != nil {
+			t.Fatal(err)
+		}
+		if err != nil {
+			cm = corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: opNS, Name: publicKey.Name, Labels: public.Labels}, Data: data}
+			err = c.Create(ctx, &cm)
+		} else {
+			cm.Data = data
+			err = c.Update(ctx, &cm)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	alice, err := env.Env.AddUser(envtestUser("doctor-alice"), nil)
 	if err != nil {
@@ -149,7 +193,8 @@ func TestDoctor(t *testing.T) {
 	}
 	// envtest's certificate lives a week; doctor's default warning is at a week.
 	args := []string{"doctor", "-n", ns, "--webhook-config", "validating-webhook-configuration", "--mutating-webhook-config", "mutating-webhook-configuration", "--expiry-warning", "24h"}
-	allOK := []string{"OK    operator …", "OK    webhooks …", "OK    webhook-ca …", "OK    certificate …", "OK    keyset …", "OK    keyset-backup …", "OK    rbac …", "OK    rbac-admin …"}
+	allOK := []string{"OK    operator …", "OK    webhooks …", "OK    webhook-ca …", "OK    certificate …", "OK    keyset …", "OK    keyset-backup …",
+		"OK    seal-keyset …", "OK    seal-public …", "OK    seal-backup …", "OK    rbac …", "OK    rbac-admin …"}
 
 	cases := []struct {
 		name    string
@@ -286,6 +331,62 @@ func TestDoctor(t *testing.T) {
 			lines: []string{"FAIL  keyset        Secret pipes-system/pipes-keyset not found: no stored credential can be read; fix: restore it from your backup: kubectl create secret generic -n pipes-system pipes-keyset --from-file=keyset.json=pipes-keyset.json"},
 		},
 		{
+			name: "sealing keyset never backed up",
+			breakIt: func(t *testing.T) {
+				editSealingAnnotations(t, func(a map[string]string) { backedUp = maps.Clone(a); clear(a) })
+			},
+			fix: func(t *testing.T) { editSealingAnnotations(t, func(a map[string]string) { maps.Copy(a, backedUp) }) },
+			lines: []string{"WARN  seal-backup   Secret pipes-system/pipes-sealing-keyset was never backed up: if it is lost, no sealed API key in Git opens; fix: kubectl pipes keyset backup --sealing --file pipes-sealing-keyset.json, and keep the file offline",
+				"OK    seal-public …"},
+		},
+		{
+			name: "sealing keyset rotated since the backup",
+			breakIt: func(t *testing.T) {
+				editSealingAnnotations(t, func(a map[string]string) { backedUp = maps.Clone(a); a[pipesv1.AnnotationKeysetBackedUpKeyIDs] = "1" })
+			},
+			fix:   func(t *testing.T) { editSealingAnnotations(t, func(a map[string]string) { maps.Copy(a, backedUp) }) },
+			lines: []string{"WARN  seal-backup   the last backup (…"},
+		},
+		{
+			name:    "public sealing keyset missing",
+			breakIt: func(t *testing.T) { deleteObject(t, public.DeepCopy()) },
+			fix:     func(t *testing.T) { setPublic(t, public.Data) },
+			code:    1,
+			lines: []string{"FAIL  seal-public   ConfigMap pipes-system/pipes-sealing-public-keyset not found: kubectl pipes seal has no public keyset to seal with; fix: kubectl rollout restart -n pipes-system deployment/pipes-controller-manager (the manager publishes it at start) and check its log",
+				"OK    seal-backup …"},
+		},
+		{
+			name: "public sealing keyset not the operator's",
+			breakIt: func(t *testing.T) {
+				other, err := sealing.NewKeyset()
+				if err != nil {
+					t.Fatal(err)
+				}
+				pub, err := other.PublicKeysetJSON()
+				if err != nil {
+					t.Fatal(err)
+				}
+				setPublic(t, map[string]string{pipesv1.SealingPublicKeysetKey: string(pub)})
+			},
+			fix:   func(t *testing.T) { setPublic(t, public.Data) },
+			code:  1,
+			lines: []string{"FAIL  seal-public   ConfigMap pipes-system/pipes-sealing-public-keyset seals with key …"},
+		},
+		{
+			name:    "sealing keyset Secret missing",
+			breakIt: func(t *testing.T) { deleteObject(t, sealingKeyset.DeepCopy()) },
+			fix: func(t *testing.T) {
+				var s corev1.Secret
+				s.ObjectMeta = metav1.ObjectMeta{Namespace: opNS, Name: sealingKey.Name, Labels: sealingKeyset.Labels, Annotations: sealingKeyset.Annotations}
+				s.Data = sealingKeyset.Data
+				if err := c.Create(ctx, &s); err != nil {
+					t.Fatal(err)
+				}
+			},
+			code:  1,
+			lines: []string{"FAIL  seal-keyset   Secret pipes-system/pipes-sealing-keyset not found: no spec.apiKey.sealed value opens, and the manager will not start while accounts use them; fix: restore it from your backup: kubectl create secret generic -n pipes-system pipes-sealing-keyset --from-file=keyset.json=pipes-sealing-keyset.json (with no sealed values yet, restarting the manager creates a new one)"},
+		},
+		{
 			name: "user without rights",
 			kube: "alice",
 			code: 1,
@@ -293,7 +394,7 @@ func TestDoctor(t *testing.T) {
 				"WARN  operator      not checked: you may not get Deployment pipes-system/pipes-controller-manager; fix: run doctor as an administrator of the operator to check it",
 				"WARN  webhooks      not checked: you may not create ConnectedAccounts in plugin-doctor (even as a dry run); fix: …",
 				"FAIL  rbac          doctor-alice may not list connectedaccounts.pipes.dev in plugin-doctor (get), get connectedaccounts.pipes.dev in plugin-doctor (get NAME, disconnect NAME), list providers.pipes.dev in plugin-doctor (providers), create providers.pipes.dev in plugin-doctor (adding providers); fix: ask an administrator to bind ClusterRole pipes-backend to doctor-alice in plugin-doctor, or a Role with these verbs",
-				"WARN  rbac-admin    doctor-alice may not get secrets in pipes-system (keyset status, doctor), update secrets in pipes-system (keyset rotate, prune), patch secrets in pipes-system (keyset backup), list secrets cluster-wide (keyset status, prune: counting credentials), get deployments.apps in pipes-system (doctor); fix: …",
+				"WARN  rbac-admin    doctor-alice may not get secrets in pipes-system (keyset status, doctor), update secrets in pipes-system (keyset rotate, prune), patch secrets in pipes-system (keyset backup), list secrets cluster-wide (keyset status, prune: counting credentials), list connectedaccounts.pipes.dev cluster-wide (keyset status, prune --sealing: counting sealed values), get deployments.apps in pipes-system (doctor); fix: …",
 			},
 		},
 		{

@@ -1,8 +1,8 @@
 // Command kubectl-pipes is the kubectl plugin of pipes-operator (`kubectl pipes`): list
 // connected accounts, set and disconnect keys through the backend API, seal keys for
-// GitOps, manage the key-encryption keyset, and check an installation (doctor). It takes
-// kubectl's flags and kubeconfig; on failure it prints one line, "error: …", to standard
-// error and exits 1, as kubectl does. See docs/kubectl-plugin.md.
+// GitOps, manage the key-encryption and sealing keysets, and check an installation
+// (doctor). It takes kubectl's flags and kubeconfig; on failure it prints one line,
+// "error: …", to standard error and exits 1, as kubectl does. See docs/kubectl-plugin.md.
 package main
 
 import (
@@ -52,14 +52,15 @@ func newRoot(in io.Reader, out, errOut io.Writer) *cobra.Command {
 	a := &app{kube: genericclioptions.NewConfigFlags(true), in: in, out: out, errOut: errOut}
 	root := &cobra.Command{
 		Use:   "kubectl-pipes",
-		Short: "Manage pipes-operator: connected accounts, API keys, the keyset, health",
+		Short: "Manage pipes-operator: connected accounts, API keys, sealing, the keysets, health",
 		Long: `kubectl pipes manages pipes-operator from your machine, with your kubeconfig and rights.
 
   get / status       list ConnectedAccounts (provider, user, org, state, last four, version)
   set-key            store a user's API key through the backend API (key from stdin)
   disconnect         remove a user's connected account and its stored key
   seal               encrypt a key for a ConnectedAccount manifest (GitOps), offline if need be
-  keyset             status, rotate, prune and back up the key-encryption keyset
+  keyset             status, rotate, prune and back up the keysets (--sealing: the sealing
+                     keyset); print the public sealing keyset (keyset public)
   doctor             check the installation and your rights, with a fix for each problem
 
 Keys are read from standard input or a prompt without echo, never from arguments.`,
@@ -74,7 +75,7 @@ Keys are read from standard input or a prompt without echo, never from arguments
 		return fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())
 	})
 	a.kube.AddFlags(root.PersistentFlags())
-	root.PersistentFlags().StringVar(&a.operatorNamespace, "operator-namespace", "pipes-system", "the namespace pipes-operator runs in (its keyset, certificate and Deployment)")
+	root.PersistentFlags().StringVar(&a.operatorNamespace, "operator-namespace", "pipes-system", "the namespace pipes-operator runs in (its keysets, public sealing keyset, certificate and Deployment)")
 	root.AddCommand(a.getCommand(), a.setKeyCommand(), a.disconnectCommand(), a.sealCommand(), a.doctorCommand())
 	root.AddCommand(a.keysetCommands()...)
 	return root

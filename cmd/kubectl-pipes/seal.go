@@ -9,32 +9,16 @@ import (
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
+	"github.com/pipes-dev/pipes-operator/internal/keyadmin"
+	"github.com/pipes-dev/pipes-operator/internal/sealing"
 )
-
-// The public half of the sealing keyset, published by the operator for every
-// authenticated user (pipesv1.SealingPublicKeysetConfigMap and SealingPublicKeysetKey
-// once package sealing is merged).
-const (
-	sealingPublicKeysetConfigMap = "pipes-sealing-public-keyset"
-	sealingPublicKeysetKey       = "public-keyset.json"
-)
-
-// sealContext is what a sealed key is bound to (the fields of sealing.Context, which it
-// converts to).
-type sealContext struct{ Namespace, Name, Provider, User, Organization string }
-
-// seal encrypts plaintext to the public keyset for c: sealing.Seal. Nil in a build
-// without package sealing, where `seal` says so.
-var seal func(publicKeyset, plaintext []byte, c sealContext) (string, error)
 
 func (a *app) sealCommand() *cobra.Command {
 	var publicKeyset, patch string
-	var sc sealContext
+	var sc sealing.Context
 	c := &cobra.Command{
 		Use:   "seal --provider PROVIDER --user-id USER_ID [--organization-id ORG_ID] [--name NAME] [--patch FILE]",
 		Short: "Encrypt an API key for a ConnectedAccount manifest (spec.apiKey.sealed), for GitOps",
@@ -44,9 +28,9 @@ and only for that account (namespace, name, provider, user and organization are 
 into the ciphertext; a copy into another account does not decrypt).
 
 The key is read from standard input, or prompted for without echo on a terminal; never
-from an argument. The public keyset is read from ConfigMap ` + sealingPublicKeysetConfigMap + ` in
+from an argument. The public keyset is read from ConfigMap ` + pipesv1.SealingPublicKeysetConfigMap + ` in
 --operator-namespace (readable by every authenticated user), or from --public-keyset
-FILE with no cluster at all (air-gapped CI).
+FILE with no cluster at all (air-gapped CI; kubectl pipes keyset public prints it).
 
 Without --patch, a ConnectedAccount manifest is printed. With --patch FILE, the
 ConnectedAccount in FILE gets spec.apiKey.sealed (replacing any other key source); its
@@ -57,9 +41,6 @@ namespace, name, provider, user and organization are taken from the file.`,
   kubectl pipes seal --public-keyset public-keyset.json --patch apps/user-123-openai.yaml < key.txt`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if seal == nil {
-				return errors.New("this build of kubectl-pipes cannot seal: it was built without package sealing; use a release build")
-			}
 			var doc *yaml.Node
 			if patch != "" {
 				var err error
@@ -89,7 +70,7 @@ namespace, name, provider, user and organization are taken from the file.`,
 				return err
 			}
 			defer clear(key)
-			sealed, err := seal(pub, key, sc)
+			sealed, err := sealing.Seal(pub, key, sc)
 			if err != nil {
 				return fmt.Errorf("sealing: %w", err)
 			}
@@ -120,39 +101,42 @@ namespace, name, provider, user and organization are taken from the file.`,
 	f.StringVar(&sc.User, "user-id", "", "the application's user ID")
 	f.StringVar(&sc.Organization, "organization-id", "", "the organization ID, for an organization-scoped account")
 	f.StringVar(&sc.Name, "name", "", "the ConnectedAccount's name (default: the name the backend API gives it)")
-	f.StringVar(&publicKeyset, "public-keyset", "", "the operator's public sealing keyset (JSON), instead of reading ConfigMap "+sealingPublicKeysetConfigMap)
+	f.StringVar(&publicKeyset, "public-keyset", "", "the operator's public sealing keyset (JSON), instead of reading ConfigMap "+pipesv1.SealingPublicKeysetConfigMap+" (kubectl pipes keyset public prints it)")
 	f.StringVar(&patch, "patch", "", "set spec.apiKey.sealed in the ConnectedAccount manifest in this file, in place")
 	return c
 }
 
-// publicKeyset is --public-keyset, else the operator's published ConfigMap.
+// publicKeyset is --public-keyset FILE, else the operator's published one; either is
+// checked to hold public sealing keys only.
 func (a *app) publicKeyset(cmd *cobra.Command, file string) ([]byte, error) {
-	if file != "" {
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			return nil, fmt.Errorf("--public-keyset: %w", err)
-		}
-		return raw, nil
+	if file == "" {
+		return a.fetchPublicKeyset(cmd)
 	}
-	cfg, err := a.restConfig()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--public-keyset: %w", err)
+	}
+	if _, err := sealing.ParsePublicKeyset(raw); err != nil {
+		return nil, fmt.Errorf("--public-keyset %s: %w", file, err)
+	}
+	return raw, nil
+}
+
+// fetchPublicKeyset reads the public sealing keyset the operator publishes in
+// --operator-namespace (keyadmin.PublicKeyset).
+func (a *app) fetchPublicKeyset(cmd *cobra.Command) ([]byte, error) {
+	c, err := a.client()
 	if err != nil {
 		return nil, err
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	cm, err := cs.CoreV1().ConfigMaps(a.operatorNamespace).Get(cmd.Context(), sealingPublicKeysetConfigMap, metav1.GetOptions{})
+	pub, err := keyadmin.PublicKeyset(cmd.Context(), c, a.operatorNamespace)
 	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("ConfigMap %s/%s not found: is the operator (a version that seals) running there? Or pass --public-keyset FILE", a.operatorNamespace, sealingPublicKeysetConfigMap)
+		return nil, fmt.Errorf("ConfigMap %s/%s not found: is the operator (a version that seals) running there? Or pass --public-keyset FILE", a.operatorNamespace, pipesv1.SealingPublicKeysetConfigMap)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading the public sealing keyset (or pass --public-keyset FILE): %w", err)
+		return nil, fmt.Errorf("%w (or pass --public-keyset FILE)", err)
 	}
-	if cm.Data[sealingPublicKeysetKey] == "" {
-		return nil, fmt.Errorf("ConfigMap %s/%s has no %s", a.operatorNamespace, sealingPublicKeysetConfigMap, sealingPublicKeysetKey)
-	}
-	return []byte(cm.Data[sealingPublicKeysetKey]), nil
+	return pub, nil
 }
 
 // sealedAccount is the ConnectedAccount manifest seal prints, fields in kubectl's order.
@@ -176,7 +160,7 @@ type sealedAccount struct {
 }
 
 // accountManifest is the ConnectedAccount holding the sealed key.
-func accountManifest(sc sealContext, sealed string) *sealedAccount {
+func accountManifest(sc sealing.Context, sealed string) *sealedAccount {
 	m := &sealedAccount{APIVersion: pipesv1.GroupVersion.String(), Kind: "ConnectedAccount"}
 	m.Metadata.Name, m.Metadata.Namespace = sc.Name, sc.Namespace
 	m.Spec.ProviderRef.Name, m.Spec.UserID, m.Spec.OrganizationID = sc.Provider, sc.User, sc.Organization
@@ -186,7 +170,7 @@ func accountManifest(sc sealContext, sealed string) *sealedAccount {
 
 // readAccountManifest parses the ConnectedAccount in file (comments and order kept) and
 // takes the sealing context from it; flags given must agree with it.
-func readAccountManifest(file string, sc *sealContext) (*yaml.Node, error) {
+func readAccountManifest(file string, sc *sealing.Context) (*yaml.Node, error) {
 	raw, err := os.ReadFile(file)
 	if err != nil {
 		return nil, err
@@ -215,7 +199,7 @@ func readAccountManifest(file string, sc *sealContext) (*yaml.Node, error) {
 	if ca.Kind != "ConnectedAccount" || ca.APIVersion != pipesv1.GroupVersion.String() {
 		return nil, fmt.Errorf("%s is a %s %s, not a %s ConnectedAccount", file, ca.APIVersion, ca.Kind, pipesv1.GroupVersion)
 	}
-	fromFile := sealContext{Namespace: ca.Metadata.Namespace, Name: ca.Metadata.Name, Provider: ca.Spec.ProviderRef.Name, User: ca.Spec.UserID, Organization: ca.Spec.OrgID}
+	fromFile := sealing.Context{Namespace: ca.Metadata.Namespace, Name: ca.Metadata.Name, Provider: ca.Spec.ProviderRef.Name, User: ca.Spec.UserID, Organization: ca.Spec.OrgID}
 	for _, f := range []struct {
 		flag       string
 		given, has *string

@@ -18,6 +18,7 @@ import (
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
+	"github.com/pipes-dev/pipes-operator/internal/sealing"
 	"github.com/pipes-dev/pipes-operator/internal/testenv"
 )
 
@@ -45,12 +46,12 @@ func TestSealPatchKeepsTheManifest(t *testing.T) {
 	if err := os.WriteFile(path, []byte(manifest), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var sc sealContext
+	var sc sealing.Context
 	doc, err := readAccountManifest(path, &sc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (sealContext{Name: "user-123-openai", Provider: "openai", User: "user-123"}); sc != want {
+	if want := (sealing.Context{Name: "user-123-openai", Provider: "openai", User: "user-123"}); sc != want {
 		t.Fatalf("context from the file: %+v, want %+v", sc, want)
 	}
 	setSealed(doc, "apps", "SEALED")
@@ -70,7 +71,7 @@ func TestSealPatchKeepsTheManifest(t *testing.T) {
 		t.Fatalf("the Secret source is still there beside the sealed key:\n%s", got)
 	}
 
-	sc = sealContext{User: "user-456"}
+	sc = sealing.Context{User: "user-456"}
 	if _, err := readAccountManifest(path, &sc); err == nil || !strings.Contains(err.Error(), `--user-id "user-456" disagrees with`) {
 		t.Fatalf("a flag disagreeing with the file: %v", err)
 	}
@@ -78,7 +79,7 @@ func TestSealPatchKeepsTheManifest(t *testing.T) {
 	if err := os.WriteFile(other, []byte("apiVersion: pipes.dev/v1alpha1\nkind: Provider\nmetadata:\n  name: openai\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := readAccountManifest(other, &sealContext{}); err == nil || !strings.Contains(err.Error(), "is a pipes.dev/v1alpha1 Provider, not a pipes.dev/v1alpha1 ConnectedAccount") {
+	if _, err := readAccountManifest(other, &sealing.Context{}); err == nil || !strings.Contains(err.Error(), "is a pipes.dev/v1alpha1 Provider, not a pipes.dev/v1alpha1 ConnectedAccount") {
 		t.Fatalf("patching a Provider: %v", err)
 	}
 }
@@ -89,13 +90,6 @@ func TestSealPatchKeepsTheManifest(t *testing.T) {
 func TestSeal(t *testing.T) {
 	needEnv(t)
 	const key = "sk-plugin-sealed-abcdefgh4321"
-	if seal == nil {
-		r := kubectlPipes(t, adminKube, key, "seal", "--provider", "openai", "--user-id", "user-1")
-		if r.code != 1 || r.stderr != "error: this build of kubectl-pipes cannot seal: it was built without package sealing; use a release build\n" {
-			t.Fatalf("seal without package sealing: %+v", r)
-		}
-		t.Skip("package internal/sealing is not in this branch yet: seal.go's seal variable is wired to sealing.Seal at merge")
-	}
 	ctx := context.Background()
 	const ns = "plugin-seal"
 	createNamespace(t, ns)
@@ -107,15 +101,21 @@ func TestSeal(t *testing.T) {
 	}
 	var cm corev1.ConfigMap
 	eventually(t, func() error {
-		return env.Client.Get(ctx, types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: sealingPublicKeysetConfigMap}, &cm)
+		return env.Client.Get(ctx, types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: pipesv1.SealingPublicKeysetConfigMap}, &cm)
 	})
+
+	// The public keyset for offline sealing: keyset public prints the published one.
+	r := kubectlPipes(t, adminKube, "", "keyset", "public")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != strings.TrimSpace(cm.Data[pipesv1.SealingPublicKeysetKey]) {
+		t.Fatalf("keyset public: %+v", r)
+	}
 	pub := filepath.Join(t.TempDir(), "public-keyset.json")
-	if err := os.WriteFile(pub, []byte(cm.Data[sealingPublicKeysetKey]), 0o600); err != nil {
-		t.Fatal(err)
+	if r := kubectlPipes(t, adminKube, "", "keyset", "public", "--file", pub); r.code != 0 || r.stderr != "public sealing keyset written to "+pub+"\n" {
+		t.Fatalf("keyset public --file: %+v", r)
 	}
 
 	// Online: the public keyset from the cluster; the manifest on stdout.
-	r := kubectlPipes(t, adminKube, key+"\n", "seal", "-n", ns, "--provider", "openai", "--user-id", "user-1")
+	r = kubectlPipes(t, adminKube, key+"\n", "seal", "-n", ns, "--provider", "openai", "--user-id", "user-1")
 	if r.code != 0 || strings.Contains(r.stdout+r.stderr, key) {
 		t.Fatalf("seal: %+v", r)
 	}
@@ -127,19 +127,7 @@ func TestSeal(t *testing.T) {
 	if printed.GetKind() != "ConnectedAccount" || printed.GetNamespace() != ns || printed.GetName() != credential.AccountName("openai", "user-1", "") || sealed == "" {
 		t.Fatalf("printed manifest:\n%s", r.stdout)
 	}
-	if err := env.Client.Create(ctx, &printed); err != nil {
-		t.Fatalf("applying the printed manifest: %v", err)
-	}
-	eventually(t, func() error {
-		var ca pipesv1.ConnectedAccount
-		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: printed.GetName()}, &ca); err != nil {
-			return err
-		}
-		if ca.Status.State != pipesv1.StateConnected || ca.Status.APIKeyLast4 != "4321" {
-			return fmt.Errorf("account from the sealed manifest: %+v", ca.Status)
-		}
-		return nil
-	})
+	applyAndWaitConnected(t, &printed, "4321")
 
 	// Offline: no cluster at all, the manifest patched in place.
 	path := filepath.Join(t.TempDir(), "account.yaml")
@@ -154,6 +142,17 @@ func TestSeal(t *testing.T) {
 	if !strings.Contains(string(patched), "sealed: ") || strings.Contains(string(patched), key) || !strings.HasPrefix(string(patched), "# user-123's OpenAI key") {
 		t.Fatalf("patched file:\n%s", patched)
 	}
+	// The patched manifest, applied, connects the account it declares with that key.
+	var fromFile unstructured.Unstructured
+	if err := sigsyaml.Unmarshal(patched, &fromFile.Object); err != nil {
+		t.Fatal(err)
+	}
+	applyAndWaitConnected(t, &fromFile, "4321")
+
+	r = kubectlPipes(t, adminKube, key, "seal", "-n", ns, "--public-keyset", path, "--provider", "openai", "--user-id", "user-1")
+	if r.code != 1 || !strings.HasPrefix(r.stderr, "error: --public-keyset "+path+": ") {
+		t.Fatalf("seal with a file that is no public keyset: %+v", r)
+	}
 	r = kubectlPipes(t, adminKube, key, "seal", "-n", ns, "--public-keyset", pub, "--patch", path, "--user-id", "user-456")
 	if r.code != 1 || !strings.Contains(r.stderr, `--user-id "user-456" disagrees with`) {
 		t.Fatalf("seal --patch with a disagreeing flag: %+v", r)
@@ -161,5 +160,42 @@ func TestSeal(t *testing.T) {
 	r = kubectlPipes(t, adminKube, "", "seal", "-n", ns, "--public-keyset", pub, "--provider", "openai", "--user-id", "user-1")
 	if r.code != 1 || !strings.HasPrefix(r.stderr, "error: no key on standard input") {
 		t.Fatalf("seal with no key: %+v", r)
+	}
+}
+
+// applyAndWaitConnected creates the manifest seal wrote and waits for the operator to
+// open the sealed key: connected, with last4 as the key's last four.
+func applyAndWaitConnected(t *testing.T, manifest *unstructured.Unstructured, last4 string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := env.Client.Create(ctx, manifest); err != nil {
+		t.Fatalf("applying the sealed manifest: %v", err)
+	}
+	eventually(t, func() error {
+		var ca pipesv1.ConnectedAccount
+		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: manifest.GetNamespace(), Name: manifest.GetName()}, &ca); err != nil {
+			return err
+		}
+		if ca.Status.State != pipesv1.StateConnected || ca.Status.APIKeyLast4 != last4 {
+			return fmt.Errorf("account %s from the sealed manifest: %+v", ca.Name, ca.Status)
+		}
+		return nil
+	})
+}
+
+// The printed manifest declares exactly the account the key is sealed for: the operator
+// opens it with credential.SealingContext of the applied account.
+func TestSealedManifestIsBoundToItsAccount(t *testing.T) {
+	sc := sealing.Context{Namespace: "apps", Name: "acme-openai", Provider: "openai", User: "user-1", Organization: "org-9"}
+	raw, err := yaml.Marshal(accountManifest(sc, "SEALED"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ca pipesv1.ConnectedAccount
+	if err := sigsyaml.UnmarshalStrict(raw, &ca); err != nil {
+		t.Fatalf("%v\n%s", err, raw)
+	}
+	if got := credential.SealingContext(&ca); got != sc || ca.Spec.APIKey == nil || ca.Spec.APIKey.Sealed != "SEALED" {
+		t.Fatalf("manifest binds %+v, sealed for %+v:\n%s", got, sc, raw)
 	}
 }

@@ -4,32 +4,33 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
-	"io"
 	"os"
 
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/pipes-dev/pipes-operator/internal/keysetcmd"
+	"github.com/pipes-dev/pipes-operator/internal/keyadmin"
 	"github.com/pipes-dev/pipes-operator/internal/operator"
 )
 
-const keysetUsage = `usage: manager keyset status|rotate|prune|backup [--namespace NS] [--keyset-secret NAME] [--file FILE]
+const keysetUsage = `usage: manager keyset status|rotate|prune|backup [--sealing] [--namespace NS] [--keyset-secret NAME] [--file FILE]
 (kubectl pipes keyset does the same from your machine: docs/kubectl-plugin.md)
 
-` + keysetcmd.Usage
+` + keyadmin.Usage + `
 
-// runKeyset manages the key-encryption keyset Secret through the API server.
+  --sealing   act on the sealing keyset (Secret pipes-sealing-keyset) instead of the
+              key-encryption keyset (Secret pipes-keyset)`
+
+// runKeyset manages the key-encryption or sealing keyset Secret through the API server;
+// the verbs are package keyadmin's, shared with the kubectl plugin.
 func runKeyset(args []string) error {
 	if len(args) == 0 {
 		return errors.New(keysetUsage)
 	}
 	verb := args[0]
 	fs := flag.NewFlagSet("manager keyset "+verb, flag.ContinueOnError)
-	keysetFlag := keysetFlags(fs)
-	file := fs.String("file", "pipes-keyset.json", "backup: file to write the keyset to; - for standard output")
+	keysetFlag := keysetFlags(fs, true)
+	file := fs.String("file", "", "backup: file to write the keyset to (default pipes-keyset.json, or pipes-sealing-keyset.json with --sealing); - for standard output")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -38,33 +39,19 @@ func runKeyset(args []string) error {
 		return err
 	}
 	ctx := context.Background()
-	key := keysetFlag()
+	k := keysetFlag()
 	switch verb {
 	case "status":
-		return keysetcmd.Status(ctx, c, key, os.Stdout)
+		return k.WriteStatus(ctx, c, os.Stdout)
 	case "rotate":
-		return keysetcmd.Rotate(ctx, c, key, os.Stdout)
+		return k.Rotate(ctx, c, os.Stdout)
 	case "prune":
-		return keysetcmd.Prune(ctx, c, key, os.Stdout)
+		return k.Prune(ctx, c, os.Stdout)
 	case "backup":
-		out, save := io.Writer(os.Stdout), func() error { return nil }
-		if *file != "-" {
-			f, err := os.OpenFile(*file, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-			if err != nil {
-				return err
-			}
-			defer func() { _ = f.Close() }()
-			out, save = f, f.Close
-		}
-		b, err := keysetcmd.WriteBackup(ctx, c, key, out, save)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "keyset %s (keys %v) saved to %s: keep it offline, apart from cluster backups\n", key, b.KeyIDs, *file)
+		return k.BackupToFile(ctx, c, *file, os.Stdout, os.Stderr)
 	default:
 		return errors.New(keysetUsage)
 	}
-	return nil
 }
 
 func envOr(name, def string) string {
@@ -74,12 +61,20 @@ func envOr(name, def string) string {
 	return def
 }
 
-// keysetFlags binds the flags naming the keyset Secret; the returned function reads them
-// once parsed.
-func keysetFlags(fs *flag.FlagSet) func() types.NamespacedName {
+// keysetFlags binds the flags naming the keyset Secret (and, if sealing, --sealing to
+// choose the sealing keyset); the returned function reads them once parsed.
+func keysetFlags(fs *flag.FlagSet, sealing bool) func() keyadmin.Keyset {
 	ns := fs.String("namespace", envOr("POD_NAMESPACE", "pipes-system"), "the operator's namespace (holding the keyset)")
-	name := fs.String("keyset-secret", "pipes-keyset", "Secret holding the keyset")
-	return func() types.NamespacedName { return types.NamespacedName{Namespace: *ns, Name: *name} }
+	help := "Secret holding the keyset"
+	if sealing {
+		help += " (default pipes-keyset, or pipes-sealing-keyset with --sealing)"
+	}
+	name := fs.String("keyset-secret", "", help)
+	sealingKeyset := new(bool)
+	if sealing {
+		fs.BoolVar(sealingKeyset, "sealing", false, "act on the sealing keyset (spec.apiKey.sealed) instead of the key-encryption keyset")
+	}
+	return func() keyadmin.Keyset { return keyadmin.Select(*ns, *name, *sealingKeyset) }
 }
 
 // adminClient talks to the API server (never a cache) with the kubeconfig in use, or the

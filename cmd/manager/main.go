@@ -1,10 +1,10 @@
 // Command manager runs pipes-operator: reconcilers, admission webhooks and (soon) the
 // backend API. Subcommands:
 //
-//	manager [flags]                      run against the cluster in KUBECONFIG / in-cluster config
-//	manager dev [flags]                  run on an embedded control plane (what `make run` does)
-//	manager keyset rotate|prune|status   manage the key-encryption keyset
-//	manager backup export|import         move stored credentials (encrypted) to a new cluster
+//	manager [flags]                            run against the cluster in KUBECONFIG / in-cluster config
+//	manager dev [flags]                        run on an embedded control plane (what `make run` does)
+//	manager keyset status|rotate|prune|backup  manage the key-encryption keyset (--sealing: the sealing keyset)
+//	manager backup export|import               move stored credentials (encrypted) to a new cluster
 package main
 
 import (
@@ -16,6 +16,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/pipes-dev/pipes-operator/controllers"
 	"github.com/pipes-dev/pipes-operator/internal/logsafe"
 	"github.com/pipes-dev/pipes-operator/internal/operator"
 )
@@ -43,8 +44,11 @@ func main() {
 func managerFlags(fs *flag.FlagSet, o *operator.Options, zo *zap.Options) {
 	fs.StringVar(&o.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the operator's namespace, holding the keyset and webhook certificate Secrets (env POD_NAMESPACE)")
 	fs.StringVar(&o.KeysetSecret, "keyset-secret", "pipes-keyset", "Secret holding the key-encryption keyset; created with a fresh keyset on first start")
+	fs.StringVar(&o.SealingKeysetSecret, "sealing-keyset-secret", "pipes-sealing-keyset", "Secret holding the sealing keyset (spec.apiKey.sealed); created on first start, its public half published in the ConfigMap pipes-sealing-public-keyset")
 	fs.StringVar(&o.KeysetFile, "keyset-file", "", "load the keyset from this file instead of --keyset-secret (rotation then needs a restart)")
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "metrics endpoint address; 0 disables it")
+	fs.IntVar(&o.AccountWorkers, "account-workers", controllers.DefaultAccountWorkers, "ConnectedAccounts reconciled at once; each mostly waits on the API server, so more than the cores")
+	fs.StringVar(&o.PprofAddr, "pprof-bind-address", "", "serve Go's pprof profiles at this address (e.g. 127.0.0.1:6060); empty disables them")
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "health and readiness probe address")
 	fs.BoolVar(&o.LeaderElection, "leader-elect", false, "use leader election so only one replica reconciles at a time")
 	fs.BoolVar(&o.DisableWebhooks, "disable-webhooks", false, "serve no admission webhooks (CEL validation still applies)")

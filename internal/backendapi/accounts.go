@@ -106,10 +106,14 @@ func checkTarget(ca *pipesv1.ConnectedAccount, slug, user, org string) error {
 	case !ca.DeletionTimestamp.IsZero():
 		return errorf(http.StatusConflict, wire.CodeConflict,
 			"ConnectedAccount %q is being deleted (finalizers %v hold it): nothing was stored; retry once it is gone", ca.Name, ca.Finalizers)
-	case ca.Spec.APIKey != nil:
+	case ca.Spec.APIKey != nil && ca.Spec.APIKey.SecretKeyRef != nil:
 		return errorf(http.StatusConflict, wire.CodeConflict,
 			"the key of ConnectedAccount %q comes from Secret %q (spec.apiKey.secretKeyRef): update that Secret, or remove spec.apiKey to manage the key through this API",
 			ca.Name, ca.Spec.APIKey.SecretKeyRef.Name)
+	case ca.Spec.APIKey != nil:
+		return errorf(http.StatusConflict, wire.CodeConflict,
+			"the key of ConnectedAccount %q is sealed in its spec.apiKey.sealed (GitOps): reseal the new key with kubectl pipes seal and commit it, or remove spec.apiKey to manage the key through this API",
+			ca.Name)
 	}
 	return nil
 }
@@ -243,7 +247,7 @@ func (s *Server) disconnect(c *call) error {
 	}
 	if ca.Spec.APIKey != nil {
 		return errorf(http.StatusConflict, wire.CodeConflict,
-			"ConnectedAccount %q is declared with spec.apiKey.secretKeyRef (GitOps): delete it where it is declared", ca.Name)
+			"ConnectedAccount %q is declared with spec.apiKey (GitOps): delete it where it is declared", ca.Name)
 	}
 	if err := c.s.Client.Delete(c.ctx, ca, client.Preconditions{UID: &ca.UID}); err != nil && !apierrors.IsNotFound(err) {
 		return err

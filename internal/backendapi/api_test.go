@@ -19,6 +19,8 @@ import (
 	"github.com/pipes-dev/pipes-operator/internal/apiclient"
 	"github.com/pipes-dev/pipes-operator/internal/backendapi"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
+	"github.com/pipes-dev/pipes-operator/internal/keyadmin"
+	"github.com/pipes-dev/pipes-operator/internal/sealing"
 	"github.com/pipes-dev/pipes-operator/internal/testenv"
 	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
@@ -333,6 +335,30 @@ var _ = Describe("Backend API", func() {
 			Expect(err).NotTo(HaveOccurred())
 			return r.Credential.GetValue()
 		}).Should(Equal("sk-" + strings.Repeat("g", 30)))
+
+		By("an account with a sealed key in Git keeps it too: 409, naming spec.apiKey.sealed")
+		var pub []byte
+		Eventually(func() (err error) {
+			pub, err = keyadmin.PublicKeyset(ctx, env.Client, testenv.OperatorNamespace)
+			return err
+		}).Should(Succeed())
+		sealedAccount := &pipesv1.ConnectedAccount{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gitops-sealed"},
+			Spec:       pipesv1.ConnectedAccountSpec{ProviderRef: pipesv1.LocalObjectReference{Name: "openai"}, UserID: "sealed-user"},
+		}
+		sealedValue, err := sealing.Seal(pub, []byte("sk-"+strings.Repeat("s", 30)), credential.SealingContext(sealedAccount))
+		Expect(err).NotTo(HaveOccurred())
+		sealedAccount.Spec.APIKey = &pipesv1.APIKeySource{Sealed: sealedValue}
+		Expect(env.Client.Create(ctx, sealedAccount)).To(Succeed())
+		Eventually(func() error {
+			_, err := backend.UpsertAPIKey(ctx, "openai", wire.UpsertAPIKeyRequest{UserID: "sealed-user", Secret: "sk-" + strings.Repeat("h", 30)})
+			return err
+		}).Should(MatchError(ContainSubstring("spec.apiKey.sealed")))
+		Eventually(func() string {
+			r, err := backend.Credentials(ctx, "openai", wire.CredentialsRequest{UserID: "sealed-user"})
+			Expect(err).NotTo(HaveOccurred())
+			return r.Credential.GetValue()
+		}).Should(Equal("sk-" + strings.Repeat("s", 30)))
 	})
 
 	It("lists providers in the hosted API's shape, with cursors", func(ctx SpecContext) {

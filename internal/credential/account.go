@@ -8,6 +8,7 @@ import (
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/index"
+	"github.com/pipes-dev/pipes-operator/internal/sealing"
 )
 
 // FindAccount returns the ConnectedAccount that holds the credential of (provider, user,
@@ -49,4 +50,10 @@ func InOrganization(organization string) string {
 		return ""
 	}
 	return fmt.Sprintf(" in organization %q", organization)
+}
+
+// SealingContext is what a value in ca's spec.apiKey.sealed is bound to: its namespace,
+// name, provider, user and organization.
+func SealingContext(ca *pipesv1.ConnectedAccount) sealing.Context {
+	return sealing.Context{Namespace: ca.Namespace, Name: ca.Name, Provider: ca.Spec.ProviderRef.Name, User: ca.Spec.UserID, Organization: ca.Spec.OrganizationID}
 }

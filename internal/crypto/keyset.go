@@ -11,6 +11,7 @@ import (
 	"github.com/tink-crypto/tink-go/v2/aead/aesgcm"
 	"github.com/tink-crypto/tink-go/v2/insecurecleartextkeyset"
 	"github.com/tink-crypto/tink-go/v2/keyset"
+	tinkpb "github.com/tink-crypto/tink-go/v2/proto/tink_go_proto"
 	"github.com/tink-crypto/tink-go/v2/tink"
 )
 
@@ -78,6 +79,16 @@ func newKeyset(h *keyset.Handle) (*Keyset, error) {
 // ParseKeyset reads a cleartext Tink JSON keyset, as written by MarshalJSON or
 // `tinkey create-keyset --key-template AES256_GCM --out-format json`.
 func ParseKeyset(jsonBytes []byte) (*Keyset, error) {
+	h, err := ReadCleartextHandle(jsonBytes)
+	if err != nil {
+		return nil, err
+	}
+	return newKeyset(h)
+}
+
+// ReadCleartextHandle reads a cleartext Tink JSON keyset of any key type. Its errors
+// never quote the input, which is secret key material.
+func ReadCleartextHandle(jsonBytes []byte) (*keyset.Handle, error) {
 	trimmed := bytes.TrimSpace(jsonBytes)
 	if len(trimmed) == 0 {
 		return nil, errors.New("crypto: parse keyset: input is empty, want a Tink JSON keyset")
@@ -93,7 +104,16 @@ func ParseKeyset(jsonBytes []byte) (*Keyset, error) {
 	if err != nil {
 		return nil, fmt.Errorf("crypto: parse keyset: not a valid Tink JSON keyset: %w", err)
 	}
-	return newKeyset(h)
+	return h, nil
+}
+
+// WriteCleartextHandle writes h, secret key material included, as Tink JSON.
+func WriteCleartextHandle(h *keyset.Handle) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := insecurecleartextkeyset.Write(h, keyset.NewJSONWriter(&buf)); err != nil {
+		return nil, fmt.Errorf("crypto: marshal keyset: %w", err)
+	}
+	return buf.Bytes(), nil
 }
 
 // LoadKeysetFile reads a cleartext Tink JSON keyset from path, typically a
@@ -116,13 +136,7 @@ func LoadKeysetFile(path string) (*Keyset, error) {
 //
 // The output is secret key material. Because Keyset implements json.Marshaler,
 // do not embed a Keyset in structs that get logged or serialised.
-func (k *Keyset) MarshalJSON() ([]byte, error) {
-	var buf bytes.Buffer
-	if err := insecurecleartextkeyset.Write(k.handle, keyset.NewJSONWriter(&buf)); err != nil {
-		return nil, fmt.Errorf("crypto: marshal keyset: %w", err)
-	}
-	return buf.Bytes(), nil
-}
+func (k *Keyset) MarshalJSON() ([]byte, error) { return WriteCleartextHandle(k.handle) }
 
 // AEAD returns the keyset's AEAD primitive: it encrypts with the primary key
 // and decrypts with any enabled key.
@@ -137,19 +151,29 @@ func (k *Keyset) KeyIDs() []uint32 { return slices.Clone(k.enabled) }
 // Rotate returns a new keyset with a fresh AES-256-GCM key made primary. The
 // old keys stay enabled so existing ciphertexts still decrypt; k is unchanged.
 func (k *Keyset) Rotate() (*Keyset, error) {
-	m := keyset.NewManagerFromHandle(k.handle)
-	id, err := m.Add(aead.AES256GCMKeyTemplate())
+	h, err := AddPrimary(k.handle, aead.AES256GCMKeyTemplate())
+	if err != nil {
+		return nil, err
+	}
+	return newKeyset(h)
+}
+
+// AddPrimary returns a copy of h with a fresh key of template t made primary; the
+// old keys stay enabled. h is unchanged.
+func AddPrimary(h *keyset.Handle, t *tinkpb.KeyTemplate) (*keyset.Handle, error) {
+	m := keyset.NewManagerFromHandle(h)
+	id, err := m.Add(t)
 	if err != nil {
 		return nil, fmt.Errorf("crypto: rotate keyset: add key: %w", err)
 	}
 	if err := m.SetPrimary(id); err != nil {
 		return nil, fmt.Errorf("crypto: rotate keyset: set primary: %w", err)
 	}
-	h, err := m.Handle()
+	next, err := m.Handle()
 	if err != nil {
 		return nil, fmt.Errorf("crypto: rotate keyset: %w", err)
 	}
-	return newKeyset(h)
+	return next, nil
 }
 
 // Prune returns a new keyset without the non-primary keys (enabled or
@@ -160,13 +184,30 @@ func (k *Keyset) Rotate() (*Keyset, error) {
 // Ciphertexts whose data key was wrapped by a removed key can no longer be
 // opened, so inUse must cover every stored ciphertext (Sealed.KeyID).
 func (k *Keyset) Prune(inUse func(keyID uint32) bool) (*Keyset, []uint32, error) {
+	h, removed, err := PruneHandle(k.handle, inUse)
+	if err != nil || len(removed) == 0 {
+		if err == nil {
+			return k, nil, nil
+		}
+		return nil, nil, err
+	}
+	pruned, err := newKeyset(h)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pruned, removed, nil
+}
+
+// PruneHandle returns a copy of h without the non-primary keys for which inUse returns
+// false, and the removed ids, sorted; with nothing removed, h itself. h is unchanged.
+func PruneHandle(h *keyset.Handle, inUse func(keyID uint32) bool) (*keyset.Handle, []uint32, error) {
 	if inUse == nil {
 		return nil, nil, errors.New("crypto: prune keyset: inUse is nil")
 	}
-	m := keyset.NewManagerFromHandle(k.handle)
+	m := keyset.NewManagerFromHandle(h)
 	var removed []uint32
-	for i := range k.handle.Len() {
-		e, err := k.handle.Entry(i)
+	for i := range h.Len() {
+		e, err := h.Entry(i)
 		if err != nil {
 			return nil, nil, fmt.Errorf("crypto: prune keyset: read entry %d: %w", i, err)
 		}
@@ -179,16 +220,12 @@ func (k *Keyset) Prune(inUse func(keyID uint32) bool) (*Keyset, []uint32, error)
 		removed = append(removed, e.KeyID())
 	}
 	if len(removed) == 0 {
-		return k, nil, nil
+		return h, nil, nil
 	}
-	h, err := m.Handle()
+	next, err := m.Handle()
 	if err != nil {
 		return nil, nil, fmt.Errorf("crypto: prune keyset: %w", err)
 	}
-	pruned, err := newKeyset(h)
-	if err != nil {
-		return nil, nil, err
-	}
 	slices.Sort(removed)
-	return pruned, removed, nil
+	return next, removed, nil
 }

@@ -8,10 +8,13 @@ import (
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 )
 
 // TestDefaultKustomizationRenders renders config/default as `kubectl apply -k` would and
@@ -192,5 +195,26 @@ func fromUnstructured(t *testing.T, u *unstructured.Unstructured, into any) {
 	t.Helper()
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPublicSealingKeysetIsReadableByEveryAuthenticatedUser checks the one right
+// config/default grants every authenticated user: get on the public sealing keyset
+// ConfigMap, by name, in the operator's namespace, and nothing else.
+func TestPublicSealingKeysetIsReadableByEveryAuthenticatedUser(t *testing.T) {
+	objects := renderDefault(t)
+	var role rbacv1.Role
+	var binding rbacv1.RoleBinding
+	fromUnstructured(t, objects["Role/pipes-sealing-public-keyset-reader"], &role)
+	fromUnstructured(t, objects["RoleBinding/pipes-sealing-public-keyset-reader"], &binding)
+	if role.Namespace != "pipes-system" || binding.Namespace != "pipes-system" {
+		t.Errorf("the reader Role and binding are in %q and %q, want the operator's namespace", role.Namespace, binding.Namespace)
+	}
+	want := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{pipesv1.SealingPublicKeysetConfigMap}, Verbs: []string{"get"}}
+	if len(role.Rules) != 1 || !equality.Semantic.DeepEqual(role.Rules[0], want) {
+		t.Errorf("reader rules %+v, want only %+v", role.Rules, want)
+	}
+	if len(binding.Subjects) != 1 || binding.Subjects[0].Kind != "Group" || binding.Subjects[0].Name != "system:authenticated" || binding.RoleRef.Name != role.Name {
+		t.Errorf("binding %+v, want the Role bound to the group system:authenticated", binding)
 	}
 }

@@ -45,6 +45,7 @@ import (
 	"github.com/pipes-dev/pipes-operator/internal/index"
 	"github.com/pipes-dev/pipes-operator/internal/keyring"
 	"github.com/pipes-dev/pipes-operator/internal/logsafe"
+	"github.com/pipes-dev/pipes-operator/internal/sealing"
 	pipeswebhook "github.com/pipes-dev/pipes-operator/internal/webhook"
 )
 
@@ -54,12 +55,18 @@ type Options struct {
 	Namespace string
 	// KeysetSecret names the Secret holding the key-encryption keyset (created on first start).
 	KeysetSecret string
+	// SealingKeysetSecret names the Secret holding the sealing keyset, whose public half
+	// is published in the ConfigMap pipes-sealing-public-keyset (created on first start).
+	SealingKeysetSecret string
 	// KeysetFile, when set, loads the keyset from this file (a mounted Secret or a KMS
 	// agent's output) instead of KeysetSecret; rotating it then needs a restart.
 	KeysetFile string
 
-	MetricsAddr      string // "0" disables
-	ProbeAddr        string // "0" disables
+	MetricsAddr string // "0" disables
+	ProbeAddr   string // "0" disables
+	PprofAddr   string // "" disables; serves net/http/pprof (heap profiles for make bench-scale)
+	// AccountWorkers is how many ConnectedAccounts are reconciled at once (0: controllers.DefaultAccountWorkers).
+	AccountWorkers   int
 	LeaderElection   bool
 	LeaderElectionID string
 
@@ -109,6 +116,7 @@ type CertRotation struct {
 type Operator struct {
 	Manager ctrl.Manager
 	Keyring *keyring.Keyring
+	Opener  *sealing.Opener
 	Store   *credential.Store
 	API     *backendapi.Server // nil when disabled
 }
@@ -143,6 +151,9 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	if o.KeysetSecret == "" {
 		o.KeysetSecret = "pipes-keyset"
 	}
+	if o.SealingKeysetSecret == "" {
+		o.SealingKeysetSecret = pipesv1.SealingKeysetSecret
+	}
 	log = logsafe.Cap(log)
 	scheme := Scheme()
 	managed := labels.SelectorFromSet(labels.Set{pipesv1.LabelManagedBy: pipesv1.ManagedByValue})
@@ -170,6 +181,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 		},
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:  o.ProbeAddr,
+		PprofBindAddress:        o.PprofAddr,
 		LeaderElection:          o.LeaderElection,
 		LeaderElectionID:        orDefault(o.LeaderElectionID, "pipes-operator.pipes.dev"),
 		LeaderElectionNamespace: o.Namespace,
@@ -198,6 +210,12 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 		return nil, err
 	}
 	ring := keyring.New(ks)
+	sealingKey := types.NamespacedName{Namespace: o.Namespace, Name: o.SealingKeysetSecret}
+	sealingKeyset, err := keyring.Sealing.Ensure(ctx, direct, sealingKey, log.WithName("keyring"))
+	if err != nil {
+		return nil, err
+	}
+	opener := sealing.NewOpener(sealingKeyset)
 	store := credential.NewStore(mgr.GetClient(), ring)
 
 	// Source Secrets are users' own; we watch their metadata only, reduced to identity,
@@ -229,9 +247,13 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 			return nil, err
 		}
 	}
+	if err := (&controllers.SealingKeysetReconciler{Secret: sealingKey, Opener: opener, Reader: mgr.GetAPIReader(), Writer: direct}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
 	if err := (&controllers.ConnectedAccountReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Store: store,
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Store: store, Opener: opener,
 		Recorder: mgr.GetEventRecorder("pipes-operator"), SourceMetadata: sourceMetadata, KeysetRotated: rotated,
+		MaxConcurrentReconciles: o.AccountWorkers,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
@@ -270,7 +292,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	if err := mgr.AddReadyzCheck("readyz", readyz(mgr, o)); err != nil {
 		return nil, err
 	}
-	return &Operator{Manager: mgr, Keyring: ring, Store: store, API: api}, nil
+	return &Operator{Manager: mgr, Keyring: ring, Opener: opener, Store: store, API: api}, nil
 }
 
 func setupWebhooks(mgr ctrl.Manager, o Options, certsReady chan struct{}) error {

@@ -17,7 +17,9 @@ import (
 	"github.com/pipes-dev/pipes-operator/internal/apiclient"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
 	"github.com/pipes-dev/pipes-operator/internal/crypto"
+	"github.com/pipes-dev/pipes-operator/internal/keyadmin"
 	"github.com/pipes-dev/pipes-operator/internal/keyring"
+	"github.com/pipes-dev/pipes-operator/internal/sealing"
 	"github.com/pipes-dev/pipes-operator/internal/testenv"
 	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
@@ -148,5 +150,39 @@ func TestKeysetRotationReachesEveryReplica(t *testing.T) {
 	_, err = keyring.EnsureSecret(ctx, env.Client, types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: "lost-keyset"}, logr.Discard())
 	if err == nil || !strings.Contains(err.Error(), "Restore the keyset from your backup") {
 		t.Fatalf("a fresh keyset would orphan the stored credentials; err = %v", err)
+	}
+
+	// The sealing keyset reaches every replica the same way, and is not silently replaced
+	// while sealed values exist either.
+	sealingKey := types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: pipesv1.SealingKeysetSecret}
+	_, newSealingID, err := keyadmin.RotateSealingKeyset(ctx, env.Client, sealingKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the follower's opener has the new sealing primary", func() error {
+		if got := follower.Opener.Keyset().PrimaryKeyID(); got != newSealingID {
+			return fmt.Errorf("follower sealing primary %d, want %d", got, newSealingID)
+		}
+		return nil
+	})
+	waitFor(t, "the public keyset seals with the new primary", func() error {
+		pub, err := keyadmin.PublicKeyset(ctx, env.Client, testenv.OperatorNamespace)
+		if err != nil {
+			return err
+		}
+		v, err := sealing.Seal(pub, []byte("sk-probe-0123456789"), sealing.Context{Namespace: ns, Name: "sealed", Provider: "openai", User: "sealed"})
+		if err != nil {
+			return err
+		}
+		if id, _ := sealing.KeyIDOf(v); id != newSealingID {
+			return fmt.Errorf("sealed with key %d", id)
+		}
+		sealed := &pipesv1.ConnectedAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sealed"}, Spec: pipesv1.ConnectedAccountSpec{
+			ProviderRef: pipesv1.LocalObjectReference{Name: "openai"}, UserID: "sealed", APIKey: &pipesv1.APIKeySource{Sealed: v}}}
+		return env.Client.Create(ctx, sealed)
+	})
+	_, err = keyring.Sealing.Ensure(ctx, env.Client, types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: "lost-sealing-keyset"}, logr.Discard())
+	if err == nil || !strings.Contains(err.Error(), "Restore the sealing keyset from your backup") || !strings.Contains(err.Error(), "ConnectedAccount "+ns+"/sealed") {
+		t.Fatalf("a fresh sealing keyset would orphan the sealed values; err = %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/sealing"
 	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
 
@@ -206,14 +207,45 @@ func OrganizationProviderUpdate(oldOP, newOP *pipesv1.OrganizationProvider) fiel
 // AuthMethodMismatchCode is the backend API's error code for a credential that does not fit the provider's method.
 const AuthMethodMismatchCode = "auth_method_mismatch"
 
+// APIKeyNeedsOneSource is the rule that spec.apiKey names exactly one source (also the
+// CRD's CEL message).
+const APIKeyNeedsOneSource = "spec.apiKey needs exactly one source: set either spec.apiKey.secretKeyRef or spec.apiKey.sealed (made with kubectl pipes seal), not both; or remove spec.apiKey to set the key through the backend API" //nolint:gosec // G101: a rule sentence naming the field, not a credential
+
+// SealedValue checks the structure of a sealed API key: what kubectl pipes seal writes.
+// Whether it opens, and for which account, only the operator can tell (the reconciler
+// says so in the account's conditions). The value is never quoted: it is not secret, but
+// it is long and says nothing to a reader.
+func SealedValue(path *field.Path, value string) field.ErrorList {
+	switch {
+	case len(value) > sealing.MaxSealedLength:
+		return field.ErrorList{problem(field.ErrorTypeTooLong, path, nil,
+			"%s is %d characters long; a sealed API key is at most %d: reseal the key with kubectl pipes seal", path, len(value), sealing.MaxSealedLength)}
+	case !strings.HasPrefix(value, sealing.Prefix):
+		return field.ErrorList{problem(field.ErrorTypeInvalid, path, nil,
+			"%s is not a sealed value: it must start with %q, as kubectl pipes seal writes it (to take a key from a Secret, use spec.apiKey.secretKeyRef)", path, sealing.Prefix)}
+	case len(value) < sealing.MinSealedLength:
+		return field.ErrorList{problem(field.ErrorTypeInvalid, path, nil,
+			"%s is %d characters long, too short for a sealed API key (at least %d): it was cut; reseal the key with kubectl pipes seal", path, len(value), sealing.MinSealedLength)}
+	}
+	if _, err := sealing.Parse(value); err != nil {
+		return field.ErrorList{problem(field.ErrorTypeInvalid, path, nil,
+			"%s is not valid base64 after %q, or is not a sealed value: it was cut or edited; reseal the key with kubectl pipes seal", path, sealing.Prefix)}
+	}
+	return nil
+}
+
 // ConnectedAccount checks a ConnectedAccount against its Provider (nil when it does not exist).
 func ConnectedAccount(ca *pipesv1.ConnectedAccount, provider *pipesv1.Provider) field.ErrorList {
 	var errs field.ErrorList
 	errs = append(errs, identifier(specPath.Child("userID"), ca.Spec.UserID, true)...)
 	errs = append(errs, identifier(specPath.Child("organizationID"), ca.Spec.OrganizationID, false)...)
-	if ca.Spec.APIKey != nil && ca.Spec.APIKey.SecretKeyRef == nil {
-		errs = append(errs, problem(field.ErrorTypeRequired, specPath.Child("apiKey"), nil,
-			"spec.apiKey needs a source: set spec.apiKey.secretKeyRef, or remove spec.apiKey to set the key through the backend API"))
+	if k := ca.Spec.APIKey; k != nil {
+		if (k.SecretKeyRef != nil) == (k.Sealed != "") {
+			errs = append(errs, problem(field.ErrorTypeRequired, specPath.Child("apiKey"), nil, "%s", APIKeyNeedsOneSource))
+		}
+		if k.Sealed != "" {
+			errs = append(errs, SealedValue(specPath.Child("apiKey", "sealed"), k.Sealed)...)
+		}
 	}
 	if provider == nil {
 		return append(errs, providerNotFound(ca.Namespace, ca.Spec.ProviderRef.Name))

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/sealing"
 	"github.com/pipes-dev/pipes-operator/internal/validation"
 )
 
@@ -146,7 +147,7 @@ const (
 	msgClientSecret   = "spec.oauth.clientSecretRef is required when credentialsMode is Application: name the Secret key holding the client secret"
 	msgMethodChange   = "spec.method is immutable (was APIKey, requested OAuth): a provider is either OAuth or API key, fixed when it is created; delete this Provider and create it again with the method you want"
 	msgAPIKeyOverride = "API key providers have no credentials or scopes to override: the key is supplied per user when they connect; only spec.enabled can be set"
-	msgNeedsSource    = "spec.apiKey needs a source: set spec.apiKey.secretKeyRef, or remove spec.apiKey to set the key through the backend API"
+	msgNeedsSource    = "spec.apiKey needs exactly one source: set either spec.apiKey.secretKeyRef or spec.apiKey.sealed (made with kubectl pipes seal), not both; or remove spec.apiKey to set the key through the backend API"
 )
 
 func httpsOnly(path string) string {
@@ -758,6 +759,22 @@ func TestConnectedAccount(t *testing.T) {
 	openai := apiKeyProvider("openai")
 	github := oauthProvider("github")
 	mismatch := `spec.apiKey: auth_method_mismatch: Provider "github" uses OAuth, so its accounts connect through the OAuth flow, not with an API key; remove spec.apiKey`
+	withSealed := func(ca *pipesv1.ConnectedAccount, value string) *pipesv1.ConnectedAccount {
+		if ca.Spec.APIKey == nil {
+			ca.Spec.APIKey = &pipesv1.APIKeySource{}
+		}
+		ca.Spec.APIKey.Sealed = value
+		return ca
+	}
+	ks, err := sealing.NewKeyset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := ks.PublicKeysetJSON()
+	validSealed, err := sealing.Seal(pub, []byte("sk-0123456789abcdef"), sealing.Context{Namespace: "ns", Name: "acct", Provider: "openai", User: "user_123"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	noSource := func(ca *pipesv1.ConnectedAccount) *pipesv1.ConnectedAccount {
 		ca.Spec.APIKey = &pipesv1.APIKeySource{}
 		return ca
@@ -786,6 +803,27 @@ func TestConnectedAccount(t *testing.T) {
 				{field.ErrorTypeRequired, "spec.apiKey", msgNeedsSource},
 				{field.ErrorTypeForbidden, "spec.apiKey", mismatch},
 			},
+		},
+		{name: "API key provider with a sealed key", ca: withSealed(account("openai", "user_123", ""), validSealed), provider: openai},
+		{
+			name: "both secretKeyRef and sealed", ca: withSealed(withSecretKeyRef(account("openai", "user_123", "")), validSealed), provider: openai,
+			want: []want{{field.ErrorTypeRequired, "spec.apiKey", msgNeedsSource}},
+		},
+		{
+			name: "sealed without the v1: prefix", ca: withSealed(account("openai", "user_123", ""), "sk-live-plaintext-key"), provider: openai,
+			want: []want{{field.ErrorTypeInvalid, "spec.apiKey.sealed", `spec.apiKey.sealed is not a sealed value: it must start with "v1:", as kubectl pipes seal writes it (to take a key from a Secret, use spec.apiKey.secretKeyRef)`}},
+		},
+		{
+			name: "sealed cut short", ca: withSealed(account("openai", "user_123", ""), validSealed[:40]), provider: openai,
+			want: []want{{field.ErrorTypeInvalid, "spec.apiKey.sealed", fmt.Sprintf("spec.apiKey.sealed is 40 characters long, too short for a sealed API key (at least %d): it was cut; reseal the key with kubectl pipes seal", sealing.MinSealedLength)}},
+		},
+		{
+			name: "sealed not base64", ca: withSealed(account("openai", "user_123", ""), validSealed[:len(validSealed)-4]+"!!!!"), provider: openai,
+			want: []want{{field.ErrorTypeInvalid, "spec.apiKey.sealed", `spec.apiKey.sealed is not valid base64 after "v1:", or is not a sealed value: it was cut or edited; reseal the key with kubectl pipes seal`}},
+		},
+		{
+			name: "sealed too long", ca: withSealed(account("openai", "user_123", ""), "v1:"+strings.Repeat("A", sealing.MaxSealedLength)), provider: openai,
+			want: []want{{field.ErrorTypeTooLong, "spec.apiKey.sealed", fmt.Sprintf("spec.apiKey.sealed is %d characters long; a sealed API key is at most %d: reseal the key with kubectl pipes seal", sealing.MaxSealedLength+3, sealing.MaxSealedLength)}},
 		},
 		{name: "provider missing", ca: account("openai", "user_123", ""), want: []want{notFound("openai")}},
 		{

@@ -38,7 +38,7 @@ const (
 	msgOAuthForbidden      = "spec.oauth is forbidden when spec.method is APIKey: API key providers take only description, displayName and enabled; each user supplies their own key when they connect"
 	msgOAuthRequired       = "spec.oauth is required when spec.method is OAuth: set its authorizationURL, tokenURL and client"
 	msgAPIKeyOverrides     = "API key providers have no credentials or scopes to override: the key is supplied per user when they connect; only spec.enabled can be set"
-	msgNeedsSource         = "spec.apiKey needs a source: set spec.apiKey.secretKeyRef, or remove spec.apiKey to set the key through the backend API"
+	msgNeedsSource         = "spec.apiKey needs exactly one source: set either spec.apiKey.secretKeyRef or spec.apiKey.sealed (made with kubectl pipes seal), not both; or remove spec.apiKey to set the key through the backend API"
 	msgCELURL              = "must be an absolute https URL (http only for localhost/127.0.0.1/::1)"
 	msgWebhookTokenURL     = "spec.oauth.tokenURL must use https (plain http is accepted only for localhost, 127.0.0.1 and ::1)"
 	msgCredentialsAppMode  = `spec.credentials is allowed only when Provider "github" has spec.oauth.credentialsMode Organization; this provider uses the application's OAuth client`

@@ -1,0 +1,128 @@
+package scale
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+)
+
+// Report is what make bench-scale prints and writes as JSON.
+type Report struct {
+	Date           string
+	Machine        string
+	N              int
+	WriteLimit     WriteLimit
+	FirstSync      FirstSync
+	Rotation       Rotation
+	KeysetRotation KeysetRotation
+	Memory         Memory
+	API            APIFigures
+	Restart        Restart
+	ManagerLog     LogSummary
+}
+
+// WriteLimit is the API server's Secret write rate in this run, measured by creating the
+// sources; an account needs two writes (its Secret and its status), hence the ceiling.
+type WriteLimit struct {
+	Secrets                 int
+	Seconds                 float64
+	SecretWritesPerSecond   float64
+	AccountCeilingPerSecond float64
+}
+
+type FirstSync struct {
+	Accounts         int
+	Seconds          float64 // first create to last account connected
+	CreateSeconds    float64 // how long the N creates took
+	PerSecond        float64
+	LatencyP50Ms     float64 // create to connected, per account
+	LatencyP99Ms     float64
+	ShareOfCeiling   float64 // PerSecond / WriteLimit.AccountCeilingPerSecond
+	WritesPerAccount map[string]float64
+	RSSMiB           float64
+	PeakRSSMiB       float64
+}
+
+type Rotation struct {
+	Accounts              int
+	Seconds               float64
+	PerSecond             float64
+	WatchedAccounts       int
+	WatchersSawAllSeconds float64
+	WritesPerAccount      map[string]float64
+}
+
+type KeysetRotation struct {
+	Accounts                  int
+	Seconds                   float64
+	PerSecond                 float64
+	NewAccountDuringItSeconds float64
+	WritesPerAccount          map[string]float64
+}
+
+type Memory struct {
+	Accounts            int
+	UnrelatedSecrets    int
+	UnrelatedNamespaces int
+	RSSBeforeMiB        float64
+	RSSAfterMiB         float64
+	AddedMiB            float64
+	PeakRSSMiB          float64
+	HeapInuseBeforeMiB  float64
+	HeapInuseAfterMiB   float64
+	HeapProfile         string
+}
+
+type APIFigures struct {
+	Callers int
+	// Client's view: a separate process, TLS, keep-alive.
+	FirstCallP50Ms, FirstCallP99Ms, FirstCallMaxMs float64
+	Rate                                           int
+	Seconds                                        float64
+	Requests, Errors                               int
+	AchievedPerSecond                              float64
+	P50Ms, P99Ms, MaxMs                            float64
+	// Server's view: the handler's own histogram over the same run.
+	ServerP50Ms, ServerP99Ms float64
+	ClientCPUSeconds         float64
+}
+
+type Restart struct {
+	Accounts       int
+	ReadySeconds   float64
+	VendingSeconds float64
+	Writes         writeCounts
+}
+
+type LogSummary struct {
+	Lines, Errors, Conflicts int
+	FirstErrors              []string `json:",omitempty"`
+}
+
+func numCPU() int { return runtime.NumCPU() }
+
+// Summary is the human-readable table make bench-scale prints.
+func (r *Report) Summary() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("scale benchmark, %s, %s, N=%d", r.Date, r.Machine, r.N)
+	p("  API server Secret writes/s          %8.0f   (account ceiling %.0f/s)", r.WriteLimit.SecretWritesPerSecond, r.WriteLimit.AccountCeilingPerSecond)
+	f := r.FirstSync
+	p("  first sync                          %8.1f s  %6.0f accounts/s  p50 %.0f ms  p99 %.0f ms  %.0f%% of ceiling  RSS %.0f MiB (peak %.0f)",
+		f.Seconds, f.PerSecond, f.LatencyP50Ms, f.LatencyP99Ms, 100*f.ShareOfCeiling, f.RSSMiB, f.PeakRSSMiB)
+	p("    writes per account                %v", f.WritesPerAccount)
+	p("  rotation storm                      %8.1f s  %6.0f accounts/s  watchers (%d accounts) saw all in %.1f s",
+		r.Rotation.Seconds, r.Rotation.PerSecond, r.Rotation.WatchedAccounts, r.Rotation.WatchersSawAllSeconds)
+	p("  keyset re-encryption                %8.1f s  %6.0f accounts/s  new account during it: %.2f s",
+		r.KeysetRotation.Seconds, r.KeysetRotation.PerSecond, r.KeysetRotation.NewAccountDuringItSeconds)
+	m := r.Memory
+	p("  memory                              RSS %.0f MiB -> %.0f MiB (+%.1f) with %d unrelated 1 MiB Secrets and %d namespaces; heap in use %.0f -> %.0f MiB",
+		m.RSSBeforeMiB, m.RSSAfterMiB, m.AddedMiB, m.UnrelatedSecrets, m.UnrelatedNamespaces, m.HeapInuseBeforeMiB, m.HeapInuseAfterMiB)
+	a := r.API
+	p("  vend, client view (%d callers)     first call p50 %.1f ms p99 %.1f ms; %d req/s for %.0f s: p50 %.2f ms p99 %.2f ms max %.1f ms, %d errors",
+		a.Callers, a.FirstCallP50Ms, a.FirstCallP99Ms, a.Rate, a.Seconds, a.P50Ms, a.P99Ms, a.MaxMs, a.Errors)
+	p("  vend, server view                   p50 %.2f ms p99 %.2f ms", a.ServerP50Ms, a.ServerP99Ms)
+	p("  restart                             ready %.1f s, vending %.1f s, writes: %+v", r.Restart.ReadySeconds, r.Restart.VendingSeconds, r.Restart.Writes)
+	p("  manager log                         %d lines, %d errors, %d conflicts", r.ManagerLog.Lines, r.ManagerLog.Errors, r.ManagerLog.Conflicts)
+	return b.String()
+}

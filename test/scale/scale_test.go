@@ -1,0 +1,74 @@
+// Package scale is the scale benchmark (make bench-scale): the manager runs as a separate
+// process, as in production, against the project's envtest control plane, and the suite
+// measures first sync, a rotation storm, keyset re-encryption, memory with a big cluster,
+// the backend API as a client sees it, and a restart. With the default small N it runs in
+// make test as a smoke test that asserts correctness only, never timing.
+package scale
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+var (
+	flagN          = flag.Int("scale.n", 100, "ConnectedAccounts to create (make bench-scale: 10000)")
+	flagUnrelated  = flag.Int("scale.unrelated-secrets", 3, "unrelated 1 MiB Secrets added in the memory phase (bench: 300)")
+	flagNamespaces = flag.Int("scale.namespaces", 10, "unrelated namespaces added in the memory phase (bench: 1000)")
+	flagCallers    = flag.Int("scale.callers", 10, "distinct backend API callers (bench: 100)")
+	flagRate       = flag.Int("scale.rate", 200, "paced vend requests per second (bench: 1000)")
+	flagVendFor    = flag.Duration("scale.vend-duration", 3*time.Second, "length of the paced vend run (bench: 20s)")
+	flagWatchers   = flag.Int("scale.watched", 64, "accounts watched through the backend API's watch route during the rotation storm, 32 per watcher as a sidecar does (bench: 1000)")
+	flagReport     = flag.String("scale.report", "", "write the JSON report here")
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(loadgenEnv) != "" {
+		os.Exit(runLoadgen())
+	}
+	flag.Parse()
+	os.Exit(m.Run())
+}
+
+// TestScale runs every phase in order against one control plane and one manager process.
+func TestScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a control plane and the manager binary")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
+	defer cancel()
+	h := startHarness(ctx, t, *flagN)
+
+	r := &Report{Date: time.Now().UTC().Format(time.RFC3339), N: *flagN}
+	r.Machine = machine()
+	r.WriteLimit = h.measureWriteLimit(ctx, t)
+	h.startManager(ctx, t)
+	h.createProvider(ctx, t)
+	r.FirstSync = h.firstSync(ctx, t, r.WriteLimit)
+	r.Rotation = h.rotationStorm(ctx, t)
+	r.KeysetRotation = h.keysetRotation(ctx, t)
+	r.Memory = h.memory(ctx, t, *flagUnrelated, *flagNamespaces)
+	r.API = h.backendAPI(ctx, t, *flagCallers, *flagRate, *flagVendFor)
+	r.Restart = h.restart(ctx, t)
+	r.ManagerLog = h.logSummary()
+
+	out, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("report:\n%s", out)
+	if *flagReport != "" {
+		if err := os.MkdirAll(filepath.Dir(*flagReport), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(*flagReport, out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fmt.Println(r.Summary())
+}
