@@ -61,9 +61,17 @@ envtest-assets: ## Build (once) etcd, kube-apiserver and kubectl from source; pr
 	@hack/envtest-assets.sh
 
 .PHONY: build
-build: ## Build the manager and vend binaries (static) into bin/.
+build: plugin ## Build the manager, vend and kubectl-pipes binaries (static) into bin/.
 	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/manager ./cmd/manager
 	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/vend ./cmd/vend
+
+.PHONY: plugin
+plugin: ## Build the kubectl plugin into bin/kubectl-pipes (put it on PATH: kubectl pipes; docs/kubectl-plugin.md).
+	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/kubectl-pipes ./cmd/kubectl-pipes
+
+.PHONY: plugin-release
+plugin-release: ## Build kubectl-pipes archives for every krew platform and the filled krew manifest into bin/krew/ (VERSION=…).
+	hack/krew-release.sh $(VERSION)
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)

@@ -38,6 +38,14 @@ const (
 	// so the vend sidecar can measure how long a rotation takes to reach a workload.
 	AnnotationRotatedAt = "pipes.dev/rotated-at"
 
+	// AnnotationKeysetBackedUpAt, on a keyset Secret (key-encryption, or sealing with
+	// --sealing), is when its key material was last saved by `kubectl pipes keyset backup`
+	// (or `manager keyset backup`), RFC 3339.
+	AnnotationKeysetBackedUpAt = "pipes.dev/keyset-backed-up-at"
+	// AnnotationKeysetBackedUpKeyIDs, on a keyset Secret, lists the key ids that backup
+	// held (comma-separated): a primary key not among them was added after the backup.
+	AnnotationKeysetBackedUpKeyIDs = "pipes.dev/keyset-backed-up-key-ids"
+
 	// CredentialSecretType is the type of the Secrets holding encrypted credentials.
 	CredentialSecretType = "pipes.dev/credential"
 	// CredentialCiphertextKey is the data key of a credential Secret holding the ciphertext.

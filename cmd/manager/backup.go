@@ -34,7 +34,7 @@ func runBackup(args []string) error {
 	verb := args[0]
 	fs := flag.NewFlagSet("manager backup "+verb, flag.ContinueOnError)
 	file := fs.String("file", "-", "backup file; - for standard output (export) or input (import)")
-	keysetFlag := keysetFlags(fs)
+	keysetFlag := keysetFlags(fs, false)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -79,7 +79,7 @@ func runBackup(args []string) error {
 			return fmt.Errorf("reading the backup: %w", err)
 		}
 		var s corev1.Secret
-		key, _ := keysetFlag()
+		key := keysetFlag().Secret
 		if err := c.Get(ctx, key, &s); err != nil {
 			return fmt.Errorf("reading keyset Secret %s (restore it from its backup before importing): %w", key, err)
 		}

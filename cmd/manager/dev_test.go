@@ -120,6 +120,39 @@ https.get(process.env.PIPES_API_URL + "/", {ca: fs.readFileSync(process.env.PIPE
 		time.Sleep(200 * time.Millisecond)
 	}
 
+	t.Run("manager keyset acts on both keysets, through the kubeconfig", func(t *testing.T) {
+		bin, _, _ := devManager(t)
+		manager := func(args ...string) (stdout, stderr string, err error) {
+			cmd := exec.Command(bin, args...)
+			cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "POD_NAMESPACE=")
+			var out, errOut bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errOut
+			err = cmd.Run()
+			return out.String(), errOut.String(), err
+		}
+		expect := func(want string, args ...string) string {
+			t.Helper()
+			out, errOut, err := manager(args...)
+			if err != nil || !strings.Contains(out+errOut, want) {
+				t.Fatalf("manager %v: %v, want %q in\n%s%s", args, err, want, out, errOut)
+			}
+			return out
+		}
+		expect("keyset pipes-system/pipes-keyset: primary key", "keyset", "status")
+		expect("sealing keyset pipes-system/pipes-sealing-keyset: primary key", "keyset", "status", "--sealing")
+		file := filepath.Join(t.TempDir(), "pipes-sealing-keyset.json")
+		expect("saved to "+file, "keyset", "backup", "--sealing", "--file", file)
+		if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("sealing keyset backup: %v", err)
+		}
+		expect("last backup", "keyset", "status", "--sealing")
+		expect("new primary sealing key", "keyset", "rotate", "--sealing")
+		expect("does not hold primary key", "keyset", "status", "--sealing")
+		if _, errOut, err := manager("keyset", "bogus"); err == nil || !strings.Contains(errOut, "--sealing") {
+			t.Fatalf("manager keyset bogus: %v\n%s", err, errOut)
+		}
+	})
+
 	t.Run("terminal shows the banner last; the log is in manager.log", func(t *testing.T) {
 		if wait := time.Until(bannerAt.Add(quietFor)); wait > 0 {
 			time.Sleep(wait)

@@ -1,10 +1,10 @@
 // Command manager runs pipes-operator: reconcilers, admission webhooks and (soon) the
 // backend API. Subcommands:
 //
-//	manager [flags]                      run against the cluster in KUBECONFIG / in-cluster config
-//	manager dev [flags]                  run on an embedded control plane (what `make run` does)
-//	manager keyset rotate|prune|status   manage the key-encryption keyset (--sealing: the sealing keyset)
-//	manager backup export|import         move stored credentials (encrypted) to a new cluster
+//	manager [flags]                            run against the cluster in KUBECONFIG / in-cluster config
+//	manager dev [flags]                        run on an embedded control plane (what `make run` does)
+//	manager keyset status|rotate|prune|backup  manage the key-encryption keyset (--sealing: the sealing keyset)
+//	manager backup export|import               move stored credentials (encrypted) to a new cluster
 package main
 
 import (

@@ -14,12 +14,14 @@ import (
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
 
-// Audience is the token audience the vend sidecar requests. With
+// Audience is the token audience the vend sidecar requests (wire.Audience). With
 // TokenReviewer.RequireAudience (--api-require-audience) it is the only one accepted;
 // without, tokens for the API server's own audiences are accepted too.
-const Audience = "pipes.dev"
+const Audience = wire.Audience
 
 // maxTokenReviewsInFlight caps concurrent TokenReviews: beyond it callers get 503, so a
 // flood of new tokens cannot queue unbounded work on the API server.

@@ -18,6 +18,7 @@ import (
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/validation"
 	"github.com/pipes-dev/pipes-operator/internal/vendspec"
+	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
 
 // Names and paths of what injection adds to a pod.
@@ -40,7 +41,7 @@ const (
 	// group, which is added to the pod's supplemental groups so app containers can read them.
 	SidecarUID = 65532
 	// TokenAudience is the projected token's audience (the backend API accepts it).
-	TokenAudience = "pipes.dev"
+	TokenAudience = wire.Audience
 )
 
 // failurePolicy is Fail: config/webhook gives this webhook an objectSelector on the

@@ -5,6 +5,13 @@ package wire
 
 import "time"
 
+// Audience is the audience of the ServiceAccount tokens the backend API accepts: the
+// vend sidecar's projected token and `kubectl pipes`' TokenRequest ask for it. With
+// --api-require-audience (the default) it is the only one accepted; without, tokens for
+// the API server's own audiences are accepted too. Here, not in package backendapi, so
+// clients need not link the server.
+const Audience = "pipes.dev"
+
 // Auth methods as the hosted API names them.
 const (
 	AuthMethodAPIKey = "api_key"
