@@ -119,6 +119,15 @@ bench: ## Benchmarks (encryption, vend API).
 	@assets=$$(hack/envtest-assets.sh) && \
 	KUBEBUILDER_ASSETS=$$assets go test -run='^$$' -bench=. -benchmem ./...
 
+SCALE_N ?= 10000
+.PHONY: bench-scale
+bench-scale: ## Scale benchmark (docs/performance.md): SCALE_N accounts (default 10000), manager as a separate process; prints the figures, writes bin/scale/report.json and profiles.
+	@assets=$$(hack/envtest-assets.sh) && \
+	KUBEBUILDER_ASSETS=$$assets go test ./test/scale/ -run TestScale -count=1 -v -timeout 60m -args \
+		-scale.n=$(SCALE_N) -scale.unrelated-secrets=300 -scale.namespaces=1000 -scale.callers=100 -scale.rate=1000 \
+		-scale.vend-duration=20s -scale.watched=1000 -scale.report=$(CURDIR)/bin/scale/report.json | \
+		sed -n '/^scale benchmark/,/^$$/p'
+
 .PHONY: run
 run: ## Run the operator on an embedded control plane; writes bin/dev/kubeconfig and bin/dev/env.
 	@assets=$$(hack/envtest-assets.sh) && \

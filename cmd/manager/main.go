@@ -18,6 +18,7 @@ import (
 
 	"github.com/pipes-dev/pipes-operator/controllers"
 	"github.com/pipes-dev/pipes-operator/internal/logsafe"
+	"github.com/pipes-dev/pipes-operator/internal/memlimit"
 	"github.com/pipes-dev/pipes-operator/internal/operator"
 )
 
@@ -86,6 +87,11 @@ func runManager(args []string) error {
 	}
 	log := logsafe.Cap(zap.New(zap.UseFlagOptions(&zo)))
 	ctrl.SetLogger(log)
+	// The manager's live heap is mostly its caches (about 10 KiB per account): collecting
+	// at 50% growth instead of Go's 100% keeps resident memory near it.
+	if limit := memlimit.Apply(50); limit > 0 {
+		log.Info("Go memory limit set from the container's", "bytes", limit)
+	}
 	ctx := ctrl.SetupSignalHandler()
 	cfg, err := ctrl.GetConfig()
 	if err != nil {

@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
+	utilcache "k8s.io/apimachinery/pkg/util/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/pipes-dev/pipes-operator/internal/wire"
@@ -50,43 +50,28 @@ type Authorizer interface {
 	Authorize(ctx context.Context, id *Identity, verb, resource, namespace, name string) (allowed bool, reason string, err error)
 }
 
-// ttlCache is a small expiring map; it is cleared whole when full, which bounds memory
-// without bookkeeping (entries are cheap to recompute).
+// ttlCache is an expiring LRU map of bounded size: when full, the least recently used
+// answer goes, so a working set bigger than the bound degrades gradually (a few more
+// reviews) rather than all at once, as clearing the whole map did.
 type ttlCache[V any] struct {
-	mu      sync.Mutex
 	ttl     time.Duration
-	max     int
-	entries map[string]ttlEntry[V]
-}
-
-type ttlEntry[V any] struct {
-	value   V
-	expires time.Time
+	entries *utilcache.LRUExpireCache
 }
 
 func newTTLCache[V any](ttl time.Duration, maxEntries int) *ttlCache[V] {
-	return &ttlCache[V]{ttl: ttl, max: maxEntries, entries: map[string]ttlEntry[V]{}}
+	return &ttlCache[V]{ttl: ttl, entries: utilcache.NewLRUExpireCache(maxEntries)}
 }
 
 func (c *ttlCache[V]) get(key string) (V, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.entries[key]
-	if !ok || time.Now().After(e.expires) {
+	v, ok := c.entries.Get(key)
+	if !ok {
 		var zero V
 		return zero, false
 	}
-	return e.value, true
+	return v.(V), true
 }
 
-func (c *ttlCache[V]) put(key string, v V) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.entries) >= c.max {
-		clear(c.entries)
-	}
-	c.entries[key] = ttlEntry[V]{value: v, expires: time.Now().Add(c.ttl)}
-}
+func (c *ttlCache[V]) put(key string, v V) { c.entries.Add(key, v, c.ttl) }
 
 // TokenReviewer authenticates with the TokenReview API, caching answers briefly.
 // Accepted and rejected tokens are cached apart, so that a flood of made-up tokens
@@ -194,7 +179,9 @@ type accessAnswer struct {
 
 // NewAccessReviewer returns an Authorizer that caches results for ttl.
 func NewAccessReviewer(c client.Client, ttl time.Duration) *AccessReviewer {
-	return &AccessReviewer{Client: c, cache: newTTLCache[accessAnswer](ttl, 10000)}
+	// A vend is authorized per caller and account: 10,000 accounts, each vended by its
+	// own workload, need as many answers (about 200 bytes each).
+	return &AccessReviewer{Client: c, cache: newTTLCache[accessAnswer](ttl, 50000)}
 }
 
 // Authorize implements Authorizer.
