@@ -25,8 +25,8 @@ import (
 	"time"
 
 	"github.com/pipes-dev/pipes-operator/internal/apiclient"
-	"github.com/pipes-dev/pipes-operator/internal/sidecar"
 	"github.com/pipes-dev/pipes-operator/internal/memlimit"
+	"github.com/pipes-dev/pipes-operator/internal/sidecar"
 	"github.com/pipes-dev/pipes-operator/internal/vendspec"
 )
 
