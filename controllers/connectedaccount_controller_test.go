@@ -166,7 +166,7 @@ var _ = Describe("ConnectedAccount reconciler", func() {
 		old := getAccount(ctx, ca)
 		Expect(env.Client.Delete(ctx, ca)).To(Succeed())
 		Eventually(func() bool { _, err := managedSecret(ctx, ca); return apierrors.IsNotFound(err) }).Should(BeTrue())
-		Eventually(func() []string { return eventReasons(ctx, old) }).Should(ContainElement(string(pipesv1.EventDisconnected)))
+		Eventually(func() []string { return eventReasons(ctx, old) }).Should(ContainElement(pipesv1.EventDisconnected))
 
 		By("an account created again under the name at once stores its own key, not the old one")
 		Expect(env.Client.Create(ctx, sourceSecret(ns, "src2", key2))).To(Succeed())

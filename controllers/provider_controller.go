@@ -43,21 +43,20 @@ type ProviderReconciler struct {
 
 // Reconcile implements reconcile.Reconciler.
 func (r *ProviderReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	res, err := r.reconcile(ctx, req)
-	return requeueOnStaleCache(ctx, res, err)
+	return requeueOnStaleCache(ctx, ctrl.Result{}, r.reconcile(ctx, req))
 }
 
-func (r *ProviderReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+func (r *ProviderReconciler) reconcile(ctx context.Context, req ctrl.Request) error {
 	var p pipesv1.Provider
 	if err := r.Client.Get(ctx, req.NamespacedName, &p); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		return client.IgnoreNotFound(err)
 	}
 	before := p.DeepCopy()
 
 	// Read-only, so the cache's objects are not copied: counting stays O(accounts).
 	var accounts pipesv1.ConnectedAccountList
 	if err := r.Client.List(ctx, &accounts, client.InNamespace(p.Namespace), client.MatchingFields{index.AccountProvider: p.Name}, client.UnsafeDisableDeepCopy); err != nil {
-		return ctrl.Result{}, err
+		return err
 	}
 	var connected int32
 	for _, ca := range accounts.Items {
@@ -74,7 +73,7 @@ func (r *ProviderReconciler) reconcile(ctx context.Context, req ctrl.Request) (c
 	case p.Spec.OAuth != nil && p.Spec.OAuth.ClientSecretRef != nil:
 		found, why, err := secretKeyExists(ctx, r.APIReader, p.Namespace, *p.Spec.OAuth.ClientSecretRef)
 		if err != nil {
-			return ctrl.Result{}, err
+			return err
 		}
 		if !found {
 			status, reason, msg = metav1.ConditionFalse, pipesv1.ReasonClientSecretNotFound, "spec.oauth.clientSecretRef: "+why
@@ -83,11 +82,11 @@ func (r *ProviderReconciler) reconcile(ctx context.Context, req ctrl.Request) (c
 	apimeta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{Type: pipesv1.ConditionReady, Status: status, Reason: reason, Message: msg, ObservedGeneration: p.Generation})
 	p.Status.ObservedGeneration = p.Generation
 	if equality.Semantic.DeepEqual(before.Status, p.Status) {
-		return ctrl.Result{}, nil
+		return nil
 	}
 	// A merge patch: no resourceVersion, so no conflict with a spec change made meanwhile
 	// (connectedAccounts has no omitempty, so a count falling to 0 is written too).
-	return ctrl.Result{}, r.Client.Status().Patch(ctx, &p, client.MergeFrom(before))
+	return r.Client.Status().Patch(ctx, &p, client.MergeFrom(before))
 }
 
 // secretKeyExists reports whether a Secret key exists, and if not, a sentence saying what is missing.

@@ -41,7 +41,7 @@ func Apply(gcPercent int) int64 {
 // containerLimit reads the first limit found in files; 0 when unlimited or unknown.
 func containerLimit(files []string) int64 {
 	for _, f := range files {
-		raw, err := os.ReadFile(f) //nolint:gosec // fixed cgroup paths
+		raw, err := os.ReadFile(f)
 		if err != nil {
 			continue
 		}

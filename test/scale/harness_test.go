@@ -142,7 +142,7 @@ func (h *harness) startManager(ctx context.Context, t *testing.T) {
 		t.Fatal(err)
 	}
 	h.restarts++
-	cmd := exec.Command(h.binary, //nolint:gosec // the binary this suite built
+	cmd := exec.Command(h.binary,
 		"--namespace", testenv.OperatorNamespace,
 		"--leader-elect",
 		"--metrics-bind-address", h.ports.metrics,

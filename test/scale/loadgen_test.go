@@ -67,7 +67,7 @@ func (h *harness) backendAPI(ctx context.Context, t *testing.T, callers, rate in
 	must(t, os.WriteFile(cfgPath, raw, 0o600))
 
 	profiled := h.cpuProfile(ctx, "manager-cpu-vend.pprof", int(d.Seconds())/2+1)
-	cmd := exec.CommandContext(ctx, os.Args[0]) //nolint:gosec // this test binary, as the load generator
+	cmd := exec.CommandContext(ctx, os.Args[0]) // this test binary, as the load generator
 	cmd.Env = append(os.Environ(), loadgenEnv+"="+cfgPath)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
