@@ -12,13 +12,11 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/scheme"
 )
 
 func main() {
@@ -81,18 +79,6 @@ Keys are read from standard input or a prompt without echo, never from arguments
 	return root
 }
 
-// scheme knows the built-in kinds and pipes.dev/v1alpha1.
-func scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	if err := pipesv1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
-}
-
 // restConfig is the kubeconfig in use, with kubectl's flags applied.
 func (a *app) restConfig() (*rest.Config, error) {
 	cfg, err := a.kube.ToRESTConfig()
@@ -109,7 +95,7 @@ func (a *app) client() (client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.New(cfg, client.Options{Scheme: scheme()})
+	return client.New(cfg, client.Options{Scheme: scheme.New()})
 }
 
 // namespace is --namespace, else the kubeconfig context's, else "default".

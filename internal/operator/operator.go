@@ -23,7 +23,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -45,6 +44,7 @@ import (
 	"github.com/pipes-dev/pipes-operator/internal/index"
 	"github.com/pipes-dev/pipes-operator/internal/keyring"
 	"github.com/pipes-dev/pipes-operator/internal/logsafe"
+	"github.com/pipes-dev/pipes-operator/internal/scheme"
 	"github.com/pipes-dev/pipes-operator/internal/sealing"
 	pipeswebhook "github.com/pipes-dev/pipes-operator/internal/webhook"
 )
@@ -122,16 +122,7 @@ type Operator struct {
 }
 
 // Scheme returns a scheme with the built-in kinds and pipes.dev/v1alpha1.
-func Scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	if err := pipesv1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
-}
+func Scheme() *runtime.Scheme { return scheme.New() }
 
 // cert-controller lists and watches webhook configurations through a cache (list and
 // watch cannot be narrowed by name), and updates only ours with its CA bundle.
