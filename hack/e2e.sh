@@ -53,11 +53,15 @@ start=$SECONDS
 go -C config/helm build -o "$out/helm" helm.sh/helm/v4/cmd/helm
 log "helm built in $((SECONDS - start))s"
 
+# The kubectl plugin, run by the suite as a person runs it.
+go build -o "$out/kubectl-pipes" ./cmd/kubectl-pipes
+
 start=$SECONDS
 suite_log="$out/suite.log"
 E2E_KUBECONFIG="$($cluster kubeconfig)" \
 E2E_KUBECTL="$(hack/envtest-assets.sh)/kubectl" \
 E2E_HELM="$out/helm" \
+E2E_PLUGIN="$out/kubectl-pipes" \
 E2E_LOG_DIR="$($cluster logs)" \
   go test -tags e2e -count=1 -timeout 30m ./test/e2e/ -v -ginkgo.v 2>&1 | tee "$suite_log"
 log "suite passed in $((SECONDS - start))s"

@@ -22,6 +22,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -349,7 +350,7 @@ func TestDoctor(t *testing.T) {
 		},
 		{
 			name:    "public sealing keyset missing",
-			breakIt: func(t *testing.T) { deleteObject(t, public.DeepCopy()) },
+			breakIt: func(t *testing.T) { deleteUntilGone(t, public.DeepCopy()) },
 			fix:     func(t *testing.T) { setPublic(t, public.Data) },
 			code:    1,
 			lines: []string{"FAIL  seal-public   ConfigMap pipes-system/pipes-sealing-public-keyset not found: kubectl pipes seal has no public keyset to seal with; fix: kubectl rollout restart -n pipes-system deployment/pipes-controller-manager (the manager publishes it at start) and check its log",
@@ -479,6 +480,26 @@ func deleteObject(t *testing.T, obj client.Object) {
 	t.Helper()
 	if err := env.Client.Delete(context.Background(), obj); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// deleteUntilGone deletes obj until it stays deleted for a second: the manager
+// publishes the public sealing keyset again whenever the sealing keyset Secret changes,
+// which the case before this one did, and may do so after a first delete.
+func deleteUntilGone(t *testing.T, obj client.Object) {
+	t.Helper()
+	ctx := context.Background()
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if err := env.Client.Delete(ctx, obj.DeepCopyObject().(client.Object)); err != nil && !apierrors.IsNotFound(err) {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj.DeepCopyObject().(client.Object)); apierrors.IsNotFound(err) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s keeps being re-created", obj.GetObjectKind().GroupVersionKind().Kind, client.ObjectKeyFromObject(obj))
+		}
 	}
 }
 

@@ -273,6 +273,8 @@ spec:
 		Expect(err).To(HaveOccurred())
 	})
 
+	Context("kubectl pipes", Ordered, pluginSpecs)
+
 	// Last: these replace the config/e2e deployment every spec above runs against.
 	Context("Helm: moved to the chart and upgraded", Ordered, helmSpecs)
 })
