@@ -280,7 +280,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, err
 	}
-	if err := mgr.AddReadyzCheck("readyz", readyz(mgr, o)); err != nil {
+	if err := mgr.AddReadyzCheck("readyz", readyz(mgr, o, api)); err != nil {
 		return nil, err
 	}
 	return &Operator{Manager: mgr, Keyring: ring, Opener: opener, Store: store, API: api}, nil
@@ -356,12 +356,24 @@ func setupWebhooks(mgr ctrl.Manager, o Options, certsReady chan struct{}) error 
 	}))
 }
 
-func readyz(mgr ctrl.Manager, o Options) healthz.Checker {
-	if o.DisableWebhooks {
-		return healthz.Ping
+// readyz: ready once the webhook server and the backend API (when served) listen. The
+// API starts after the caches have synced, so a replica taking Service traffic never
+// answers from an empty cache (a vend of a stored credential as not_installed, which
+// would make sidecars drop it).
+func readyz(mgr ctrl.Manager, o Options, api *backendapi.Server) healthz.Checker {
+	webhooks := healthz.Ping
+	if !o.DisableWebhooks {
+		webhooks = mgr.GetWebhookServer().StartedChecker()
 	}
-	started := mgr.GetWebhookServer().StartedChecker()
-	return func(req *http.Request) error { return started(req) }
+	return func(req *http.Request) error {
+		if err := webhooks(req); err != nil {
+			return err
+		}
+		if api != nil && api.Addr() == "" {
+			return errors.New("the backend API is not serving yet (it starts once the caches have synced)")
+		}
+		return nil
+	}
 }
 
 var rotators atomic.Int64

@@ -1,0 +1,24 @@
+package operator
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/pipes-dev/pipes-operator/internal/backendapi"
+)
+
+// A replica is not ready, so takes no Service traffic, until its backend API serves:
+// the API starts only once the caches have synced, and an API answering from an empty
+// cache would vend stored credentials as not_installed.
+func TestReadyzWaitsForTheBackendAPI(t *testing.T) {
+	req, _ := http.NewRequest(http.MethodGet, "/readyz", nil)
+	o := Options{DisableWebhooks: true}
+	if err := readyz(nil, o, nil)(req); err != nil {
+		t.Errorf("without a backend API, ready: %v", err)
+	}
+	err := readyz(nil, o, &backendapi.Server{})(req)
+	if err == nil || !strings.Contains(err.Error(), "backend API is not serving yet") {
+		t.Errorf("with a backend API not yet listening: %v, want not ready", err)
+	}
+}
