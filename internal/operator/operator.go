@@ -356,10 +356,9 @@ func setupWebhooks(mgr ctrl.Manager, o Options, certsReady chan struct{}) error 
 	}))
 }
 
-// readyz: ready once the webhook server and the backend API (when served) listen. The
-// API starts after the caches have synced, so a replica taking Service traffic never
-// answers from an empty cache (a vend of a stored credential as not_installed, which
-// would make sidecars drop it).
+// readyz: ready once the webhook server and the backend API (when served) listen, so a
+// replica takes backend API traffic only once it can answer it. The API starts after
+// the caches have synced (it never vends from an empty cache).
 func readyz(mgr ctrl.Manager, o Options, api *backendapi.Server) healthz.Checker {
 	webhooks := healthz.Ping
 	if !o.DisableWebhooks {

@@ -8,9 +8,8 @@ import (
 	"github.com/pipes-dev/pipes-operator/internal/backendapi"
 )
 
-// A replica is not ready, so takes no Service traffic, until its backend API serves:
-// the API starts only once the caches have synced, and an API answering from an empty
-// cache would vend stored credentials as not_installed.
+// A replica is not ready, so takes no Service traffic, until its backend API serves
+// (which it does once the caches have synced).
 func TestReadyzWaitsForTheBackendAPI(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodGet, "/readyz", nil)
 	o := Options{DisableWebhooks: true}
