@@ -127,7 +127,10 @@ func (s *Server) storeKey(ctx context.Context, ca *pipesv1.ConnectedAccount, key
 	var stored credential.Stored
 	var notOwned string // why the last attempt found the Secret's name taken
 	err := wait.ExponentialBackoffWithContext(ctx, wait.Backoff{Duration: 20 * time.Millisecond, Factor: 2, Steps: 6}, func(ctx context.Context) (bool, error) {
-		existing, err := s.Store.Get(ctx, ca)
+		existing, err := s.Store.GetCurrent(ctx, ca)
+		if errors.Is(err, credential.ErrCacheBehind) {
+			return false, nil // this replica's own last write is not in its cache yet; read again
+		}
 		if errors.Is(err, credential.ErrNotOwned) {
 			// Usually the Secret of a disconnected account of the same name, still in the
 			// cache while it is deleted; read again.

@@ -158,6 +158,16 @@ var _ = Describe("Backend API", func() {
 		}).Should(MatchError(ContainSubstring("not found")))
 		_, err = backend.ConnectedAccount(ctx, "user_a", "openai", "org_9")
 		_ = expectAPIError(err, http.StatusNotFound, wire.CodeNotFound)
+
+		By("reconnecting at once: the new account stores its own key under the same names")
+		again := "sk-reconnect-" + strings.Repeat("r", 20) + "RE42"
+		acct, err = backend.UpsertAPIKey(ctx, "openai", wire.UpsertAPIKeyRequest{UserID: "user_a", OrganizationID: "org_9", Secret: again})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(acct.APIKeyLast4).To(Equal("RE42"))
+		r, err := backend.Credentials(ctx, "openai", user)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(r.Active).To(BeTrue())
+		Expect(r.Credential.Value).To(Equal(again))
 	})
 
 	It("authorizes every route with Kubernetes RBAC, and accepts only pipes.dev tokens when the audience is required", func(ctx SpecContext) {

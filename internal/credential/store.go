@@ -120,46 +120,56 @@ func Describe(s *corev1.Secret) Stored {
 }
 
 // Get returns the account's credential Secret, or nil when none is stored, as the
-// cache holds it (possibly a moment behind a write).
+// cache holds it (possibly a moment behind a write). It only reads: the Secret of an
+// earlier account of the same name is none of this account's (nil).
 func (s *Store) Get(ctx context.Context, ca *pipesv1.ConnectedAccount) (*corev1.Secret, error) {
-	secret, _, err := s.get(ctx, ca)
-	return secret, err
-}
-
-// GetCurrent is Get for a writer: ErrCacheBehind when the cache has not yet seen this
-// process's last write of the Secret, so the caller does not act on an old copy.
-func (s *Store) GetCurrent(ctx context.Context, ca *pipesv1.ConnectedAccount) (*corev1.Secret, error) {
-	secret, behind, err := s.get(ctx, ca)
-	if err == nil && behind {
-		return nil, ErrCacheBehind
+	secret, _, previous, err := s.get(ctx, ca)
+	if previous {
+		return nil, err
 	}
 	return secret, err
 }
 
-func (s *Store) get(ctx context.Context, ca *pipesv1.ConnectedAccount) (secret *corev1.Secret, behind bool, err error) {
+// GetCurrent is Get for a writer: ErrCacheBehind when the cache has not yet seen this
+// process's last write of the Secret, so the caller does not act on an old copy; and the
+// credential of an earlier account of the same name (deleted, since names are unique,
+// before its Secret was) is removed, so this account can store its own.
+func (s *Store) GetCurrent(ctx context.Context, ca *pipesv1.ConnectedAccount) (*corev1.Secret, error) {
+	secret, behind, previous, err := s.get(ctx, ca)
+	switch {
+	case err != nil:
+		return nil, err
+	case behind:
+		return nil, ErrCacheBehind
+	case previous:
+		if _, err := s.deleteSecret(ctx, secret); err != nil {
+			return nil, err
+		}
+		return nil, nil
+	}
+	return secret, nil
+}
+
+// get reads the account's credential Secret from the cache; previous reports a Secret
+// of an earlier account of the same name (returned, not deleted).
+func (s *Store) get(ctx context.Context, ca *pipesv1.ConnectedAccount) (secret *corev1.Secret, behind, previous bool, err error) {
 	secret = &corev1.Secret{}
 	key := types.NamespacedName{Namespace: ca.Namespace, Name: SecretName(ca)}
 	err = s.client.Get(ctx, key, secret)
 	switch {
 	case apierrors.IsNotFound(err):
-		return nil, s.written.Behind(key, nil), nil
+		return nil, s.written.Behind(key, nil), false, nil
 	case err != nil:
-		return nil, false, err
+		return nil, false, false, err
 	}
 	behind = s.written.Behind(key, secret)
 	if owner := previousAccount(secret, ca.Name); owner != nil && owner.UID != ca.UID {
-		// The credential of an earlier account of the same name, deleted (names are
-		// unique) before its Secret was: never this account's. Removed, so the new
-		// account stores its own.
-		if _, err := s.deleteSecret(ctx, secret); err != nil {
-			return nil, false, err
-		}
-		return nil, false, nil
+		return secret, behind, true, nil
 	}
 	if !Owns(ca, secret) {
-		return nil, behind, fmt.Errorf("%w: Secret %s/%s is not ConnectedAccount %s's credential Secret (not controlled by it); delete or rename that Secret", ErrNotOwned, secret.Namespace, secret.Name, ca.Name)
+		return nil, behind, false, fmt.Errorf("%w: Secret %s/%s is not ConnectedAccount %s's credential Secret (not controlled by it); delete or rename that Secret", ErrNotOwned, secret.Namespace, secret.Name, ca.Name)
 	}
-	return secret, behind, nil
+	return secret, behind, false, nil
 }
 
 // PrimaryKeyID is the key new credentials are wrapped with; a credential stored under

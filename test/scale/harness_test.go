@@ -25,7 +25,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
@@ -46,7 +45,6 @@ const (
 type harness struct {
 	t   *testing.T
 	env *testenv.Env
-	c   client.WithWatch
 	// accounts is an informer on the benchmark's ConnectedAccounts: it records when
 	// each one reaches a state, and re-establishes its watch as needed.
 	accounts cache.Informer
@@ -79,9 +77,6 @@ func startHarness(ctx context.Context, t *testing.T, n int) *harness {
 		h.dir = filepath.Join(filepath.Dir(*flagReport), "scale-run")
 		must(t, os.RemoveAll(h.dir))
 		must(t, os.MkdirAll(h.dir, 0o755))
-	}
-	if h.c, err = client.NewWithWatch(env.Config, client.Options{Scheme: env.Client.Scheme()}); err != nil {
-		t.Fatal(err)
 	}
 	if h.cs, err = kubernetes.NewForConfig(env.Config); err != nil {
 		t.Fatal(err)
