@@ -72,6 +72,16 @@ func TestConnectedAccountValidatorDecisions(t *testing.T) {
 		})
 	}
 
+	// A Provider the cache does not hold yet (applied in the same kubectl apply) is
+	// looked up on the API server before the account is refused.
+	lagging := &webhook.ConnectedAccountValidator{Reader: testenv.FakeClient().Build(), Live: c, Reviews: c}
+	if _, err := lagging.ValidateCreate(ctx, account("third", "openai", "w", "")); err != nil {
+		t.Fatalf("refused while the cache lags behind a Provider the API server has: %v", err)
+	}
+	if _, err := lagging.ValidateCreate(ctx, account("third", "nope", "w", "")); err == nil || !strings.Contains(err.Error(), `Provider "nope" not found`) {
+		t.Fatalf("a Provider neither holds: %v, want not found", err)
+	}
+
 	// An update that keeps the reference does not ask again (the operator's own updates).
 	oldCA := account("second", "openai", "v", "db-password")
 	newCA := oldCA.DeepCopy()

@@ -39,10 +39,10 @@ func Setup(mgr ctrl.Manager, injector *PodInjector) error {
 	if err := ctrl.NewWebhookManagedBy(mgr, &pipesv1.Provider{}).WithValidator(&ProviderValidator{}).Complete(); err != nil {
 		return err
 	}
-	if err := ctrl.NewWebhookManagedBy(mgr, &pipesv1.OrganizationProvider{}).WithValidator(&OrganizationProviderValidator{Reader: r}).Complete(); err != nil {
+	if err := ctrl.NewWebhookManagedBy(mgr, &pipesv1.OrganizationProvider{}).WithValidator(&OrganizationProviderValidator{Reader: r, Live: mgr.GetAPIReader()}).Complete(); err != nil {
 		return err
 	}
-	return ctrl.NewWebhookManagedBy(mgr, &pipesv1.ConnectedAccount{}).WithValidator(&ConnectedAccountValidator{Reader: r, Reviews: r}).Complete()
+	return ctrl.NewWebhookManagedBy(mgr, &pipesv1.ConnectedAccount{}).WithValidator(&ConnectedAccountValidator{Reader: r, Live: mgr.GetAPIReader(), Reviews: r}).Complete()
 }
 
 // invalid turns rule violations into a 422 Invalid status. Its message is the rules' own
@@ -68,9 +68,16 @@ func invalid(kind, name string, errs field.ErrorList) error {
 }
 
 // getProvider returns the named Provider, or nil when it does not exist.
-func getProvider(ctx context.Context, r client.Reader, namespace, name string) (*pipesv1.Provider, error) {
+// getProvider reads the Provider from the cache and, when the cache has none, from the
+// API server (live, when not nil) before calling it missing: a Provider and its accounts
+// applied together (kubectl apply -f dir/) must not be refused within the cache's lag.
+func getProvider(ctx context.Context, r, live client.Reader, namespace, name string) (*pipesv1.Provider, error) {
 	var p pipesv1.Provider
-	err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &p)
+	key := types.NamespacedName{Namespace: namespace, Name: name}
+	err := r.Get(ctx, key, &p)
+	if apierrors.IsNotFound(err) && live != nil {
+		err = live.Get(ctx, key, &p)
+	}
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -108,6 +115,8 @@ func (v *ProviderValidator) ValidateDelete(context.Context, *pipesv1.Provider) (
 // and against each other.
 type OrganizationProviderValidator struct {
 	Reader client.Reader
+	// Live confirms with the API server what the cache does not hold (may be nil).
+	Live client.Reader
 }
 
 var _ admission.Validator[*pipesv1.OrganizationProvider] = &OrganizationProviderValidator{}
@@ -139,7 +148,7 @@ func (v *OrganizationProviderValidator) ValidateUpdate(ctx context.Context, oldO
 		// The Provider may be gone or narrowed since creation; updates that leave the
 		// settings alone (labels, disabling, cleanup) must still go through, so settings
 		// are checked only when they change, and only against a Provider that exists.
-		p, err := getProvider(ctx, v.Reader, newOP.Namespace, newOP.Spec.ProviderRef.Name)
+		p, err := getProvider(ctx, v.Reader, v.Live, newOP.Namespace, newOP.Spec.ProviderRef.Name)
 		if err != nil {
 			return nil, err
 		}
@@ -158,7 +167,7 @@ func (v *OrganizationProviderValidator) ValidateDelete(context.Context, *pipesv1
 }
 
 func (v *OrganizationProviderValidator) validate(ctx context.Context, op *pipesv1.OrganizationProvider) (field.ErrorList, error) {
-	p, err := getProvider(ctx, v.Reader, op.Namespace, op.Spec.ProviderRef.Name)
+	p, err := getProvider(ctx, v.Reader, v.Live, op.Namespace, op.Spec.ProviderRef.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -171,6 +180,8 @@ func (v *OrganizationProviderValidator) validate(ctx context.Context, op *pipesv
 // against each other, and checks that whoever names a source Secret may read it.
 type ConnectedAccountValidator struct {
 	Reader client.Reader
+	// Live confirms with the API server what the cache does not hold (may be nil).
+	Live client.Reader
 	// Reviews creates SubjectAccessReviews (the manager's client: creates are not cached).
 	Reviews client.Writer
 }
@@ -179,7 +190,7 @@ var _ admission.Validator[*pipesv1.ConnectedAccount] = &ConnectedAccountValidato
 
 // ValidateCreate implements admission.Validator.
 func (v *ConnectedAccountValidator) ValidateCreate(ctx context.Context, ca *pipesv1.ConnectedAccount) (admission.Warnings, error) {
-	p, err := getProvider(ctx, v.Reader, ca.Namespace, ca.Spec.ProviderRef.Name)
+	p, err := getProvider(ctx, v.Reader, v.Live, ca.Namespace, ca.Spec.ProviderRef.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +220,7 @@ func (v *ConnectedAccountValidator) ValidateUpdate(ctx context.Context, oldCA, n
 		return nil, err
 	}
 	if newCA.DeletionTimestamp == nil {
-		p, err := getProvider(ctx, v.Reader, newCA.Namespace, newCA.Spec.ProviderRef.Name)
+		p, err := getProvider(ctx, v.Reader, v.Live, newCA.Namespace, newCA.Spec.ProviderRef.Name)
 		if err != nil {
 			return nil, err
 		}
