@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 
 	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -20,6 +21,7 @@ import (
 	"github.com/pipes-dev/pipes-operator/internal/logsafe"
 	"github.com/pipes-dev/pipes-operator/internal/memlimit"
 	"github.com/pipes-dev/pipes-operator/internal/operator"
+	"github.com/pipes-dev/pipes-operator/internal/widgettoken"
 )
 
 func main() {
@@ -59,6 +61,14 @@ func managerFlags(fs *flag.FlagSet, o *operator.Options, zo *zap.Options) {
 	fs.StringVar(&o.APICertDir, "api-cert-dir", "", "directory of the backend API's certificate (tls.crt, tls.key); default: --webhook-cert-dir")
 	fs.Float64Var(&o.APIRateLimit, "api-rate-limit", 50, "backend API requests per second allowed per caller (burst: twice that)")
 	fs.BoolVar(&o.APIRequireAudience, "api-require-audience", true, "backend API accepts only tokens for audience pipes.dev (kubectl create token SA --audience pipes.dev, or a projected token), not pods' automounted tokens; false also accepts tokens for the API server's audiences")
+	fs.StringVar(&o.PublicAddr, "public-bind-address", ":8082", "public listener address, for browsers through an Ingress: the widget's script and API (docs/widget.md); empty disables the widget and widget tokens")
+	fs.StringVar(&o.PublicCertDir, "public-cert-dir", "", "directory of the public listener's certificate (tls.crt, tls.key); empty serves plain HTTP for an Ingress or Gateway that terminates TLS")
+	fs.Func("widget-allowed-origins", "comma-separated origins (scheme://host[:port]) whose pages may call the widget API; none by default", func(v string) error {
+		o.WidgetAllowedOrigins = append(o.WidgetAllowedOrigins, strings.Split(v, ",")...)
+		return nil
+	})
+	fs.DurationVar(&o.WidgetTokenTTL, "widget-token-ttl", widgettoken.DefaultTTL, "lifetime of the widget tokens POST /widgets/token issues (at most 12h)")
+	fs.DurationVar(&o.WidgetKeyRotation, "widget-key-rotation", controllers.DefaultWidgetKeyRotation, "how often the leader rotates the widget token signing key (at least twice --widget-token-ttl)")
 	fs.StringVar(&o.VendImage, "vend-image", "pipes-operator/vend:dev", "vend sidecar image for pods labelled pipes.dev/inject; empty disables injection")
 	fs.StringVar(&o.VendAPIURL, "vend-api-url", "", "backend API URL as injected sidecars reach it (default https://pipes-api.NAMESPACE.svc)")
 	zo.BindFlags(fs)

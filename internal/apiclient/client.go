@@ -293,6 +293,14 @@ func (c *Client) PutOrganizationConfiguration(ctx context.Context, orgID, slug s
 	return &out, c.do(ctx, http.MethodPut, "/organizations/"+url.PathEscape(orgID)+"/data_integration_configurations/"+url.PathEscape(slug), nil, req, &out)
 }
 
+// WidgetToken issues a widget token for one user (docs/widget.md), as the hosted SDKs'
+// widgets.getToken does.
+func (c *Client) WidgetToken(ctx context.Context, req wire.WidgetTokenRequest) (string, error) {
+	var out wire.WidgetTokenResponse
+	err := c.do(ctx, http.MethodPost, "/widgets/token", nil, req, &out)
+	return out.Token, err
+}
+
 // Watch long-polls for changes to credentials (see wire.WatchRequest). The HTTP client's
 // timeout must exceed the request's timeout.
 func (c *Client) Watch(ctx context.Context, req wire.WatchRequest) (*wire.WatchResponse, error) {

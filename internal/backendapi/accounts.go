@@ -29,41 +29,54 @@ func (s *Server) upsertAPIKey(c *call) error {
 	}
 	secret := []byte(req.Secret)
 	defer clear(secret)
-	slug := c.r.PathValue("slug")
 	if err := identityErrors(req.UserID, req.OrganizationID); err != nil {
 		return err
 	}
-	if errs := validation.APIKey(field.NewPath(fieldSecret), secret); len(errs) > 0 {
-		return errorf(http.StatusBadRequest, wire.CodeInvalidRequest, "%s", validation.Message(errs))
-	}
-	found, err := c.account(slug, req.UserID, req.OrganizationID)
+	p, ca, stored, err := c.putAPIKey(c.r.PathValue("slug"), req.UserID, req.OrganizationID, secret, nil)
 	if err != nil {
 		return err
+	}
+	return c.respond(accountView(ca, p, &stored))
+}
+
+// putAPIKey stores secret as the key of (slug, user, org), creating the account if needed:
+// the one path of the backend API and the widget. check, when set, vets the Provider
+// before anything is written.
+func (c *call) putAPIKey(slug, user, org string, secret []byte, check func(*pipesv1.Provider) error) (*pipesv1.Provider, *pipesv1.ConnectedAccount, credential.Stored, error) {
+	var stored credential.Stored
+	if errs := validation.APIKey(field.NewPath(fieldSecret), secret); len(errs) > 0 {
+		return nil, nil, stored, errorf(http.StatusBadRequest, wire.CodeInvalidRequest, "%s", validation.Message(errs))
+	}
+	found, err := c.account(slug, user, org)
+	if err != nil {
+		return nil, nil, stored, err
 	}
 	verb := "update"
 	if found == nil {
 		verb = "create"
 	}
-	if err := c.authorize(verb, accounts, accountName(found, slug, req.UserID, req.OrganizationID)); err != nil {
-		return err
+	if err := c.authorize(verb, accounts, accountName(found, slug, user, org)); err != nil {
+		return nil, nil, stored, err
 	}
 	p, err := c.provider(slug)
 	if err != nil {
-		return err
+		return nil, nil, stored, err
 	}
 	if p.Spec.Method != pipesv1.AuthMethodAPIKey {
-		return errorf(http.StatusUnprocessableEntity, wire.CodeAuthMethodMismatch, "%s", validation.APIKeyForOAuthProvider(slug))
+		return nil, nil, stored, errorf(http.StatusUnprocessableEntity, wire.CodeAuthMethodMismatch, "%s", validation.APIKeyForOAuthProvider(slug))
 	}
-	ca, err := c.targetAccount(found, slug, req.UserID, req.OrganizationID)
+	if check != nil {
+		if err := check(p); err != nil {
+			return nil, nil, stored, err
+		}
+	}
+	ca, err := c.targetAccount(found, slug, user, org)
 	if err != nil {
-		return err
+		return nil, nil, stored, err
 	}
 	c.auditAccount = ca.Name
-	stored, err := s.storeKey(c.ctx, ca, secret)
-	if err != nil {
-		return err
-	}
-	return c.respond(accountView(ca, p, &stored))
+	stored, err = c.s.storeKey(c.ctx, ca, secret)
+	return p, ca, stored, err
 }
 
 // targetAccount returns the account an upsert stores the key in, read fresh from the API
@@ -215,7 +228,12 @@ func (c *call) storedOf(ca *pipesv1.ConnectedAccount) (*credential.Stored, error
 // userAccount resolves the route's user account and authorizes verb on it; a missing
 // account is a 404 once the caller may do verb on it.
 func (c *call) userAccount(verb string) (*pipesv1.Provider, *pipesv1.ConnectedAccount, error) {
-	slug, user, org := c.r.PathValue("slug"), c.r.PathValue("user_id"), c.r.URL.Query().Get("organization_id")
+	return c.userAccountOf(verb, c.r.PathValue("slug"), c.r.PathValue("user_id"), c.r.URL.Query().Get("organization_id"))
+}
+
+// userAccountOf resolves the account of (slug, user, org) and authorizes verb on it; a
+// missing account is a 404 once the caller may do verb on it.
+func (c *call) userAccountOf(verb, slug, user, org string) (*pipesv1.Provider, *pipesv1.ConnectedAccount, error) {
 	ca, err := c.authorizedAccount(verb, slug, user, org)
 	if err != nil {
 		return nil, nil, err
@@ -242,12 +260,17 @@ func (s *Server) getConnectedAccount(c *call) error {
 	return c.respond(accountView(ca, p, stored))
 }
 
-// disconnect deletes the account; its finalizer removes the stored credential.
+// disconnect deletes the account; the reconciler then removes the stored credential.
 func (s *Server) disconnect(c *call) error {
 	_, ca, err := c.userAccount("delete")
 	if err != nil {
 		return err
 	}
+	return c.deleteAccount(ca)
+}
+
+// deleteAccount deletes ca (answering 204), unless it is declared in Git.
+func (c *call) deleteAccount(ca *pipesv1.ConnectedAccount) error {
 	if ca.Spec.APIKey != nil {
 		return errorf(http.StatusConflict, wire.CodeConflict,
 			"ConnectedAccount %q is declared with spec.apiKey (GitOps): delete it where it is declared", ca.Name)

@@ -84,6 +84,17 @@ func (s *Server) putOrgConfig(c *call) error {
 	if err := organizationErrors(org); err != nil {
 		return err
 	}
+	p, op, err := c.setOrgConfig(slug, org, req, false)
+	if err != nil {
+		return err
+	}
+	return c.respond(orgConfigView(p, org, op))
+}
+
+// setOrgConfig creates or updates the OrganizationProvider of (slug, org), with the same
+// rules as the webhook: the one path of the backend API and the admin widget.
+// With keepScopes, an existing object's scopes stay (the admin widget sets enabled only).
+func (c *call) setOrgConfig(slug, org string, req wire.PutDataIntegrationConfigurationRequest, keepScopes bool) (*pipesv1.Provider, *pipesv1.OrganizationProvider, error) {
 	var p *pipesv1.Provider
 	var op *pipesv1.OrganizationProvider
 	// The cache may lag behind our own or the operator's writes: retry conflicts on fresh reads.
@@ -123,13 +134,15 @@ func (s *Server) putOrgConfig(c *call) error {
 		if req.Enabled != nil {
 			op.Spec.Enabled = req.Enabled
 		}
-		op.Spec.Scopes = req.Scopes
+		if !keepScopes {
+			op.Spec.Scopes = req.Scopes
+		}
 		return c.s.Client.Update(c.ctx, op)
 	})
 	if err != nil {
-		return admissionError(err)
+		return nil, nil, admissionError(err)
 	}
-	return c.respond(orgConfigView(p, org, op))
+	return p, op, nil
 }
 
 // checkOrgTarget refuses to change the settings of another organization (an object

@@ -7,14 +7,12 @@ package backendapi
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,10 +21,11 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/pipes-dev/pipes-operator/internal/credential"
+	"github.com/pipes-dev/pipes-operator/internal/serve"
+	"github.com/pipes-dev/pipes-operator/internal/widgettoken"
 	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
 
@@ -58,7 +57,10 @@ type Server struct {
 	Recorder  events.EventRecorder
 	Authn     Authenticator
 	Authz     Authorizer
-	Log       logr.Logger
+	// Widgets issues widget tokens (POST /widgets/token) and verifies them on the widget
+	// API (WidgetHandler); nil disables both.
+	Widgets *widgettoken.Tokens
+	Log     logr.Logger
 	Options   Options
 
 	identities *limiters // by username
@@ -96,31 +98,12 @@ func (s *Server) Start(ctx context.Context) error {
 			return nil
 		}
 	}
-	cw, err := certwatcher.New(filepath.Join(s.Options.CertDir, "tls.crt"), filepath.Join(s.Options.CertDir, "tls.key"))
-	if err != nil {
-		return fmt.Errorf("backend API certificate: %w", err)
-	}
-	go func() { _ = cw.Start(ctx) }()
-	ln, err := tls.Listen("tcp", s.Options.Addr, &tls.Config{GetCertificate: cw.GetCertificate, MinVersion: tls.VersionTLS12})
-	if err != nil {
-		return fmt.Errorf("backend API listener: %w", err)
-	}
-	s.mu.Lock()
-	s.listener = ln
-	s.mu.Unlock()
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	go func() {
-		<-ctx.Done()
-		// ctx is done: shut down within a deadline of its own, keeping ctx's values.
-		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdownCtx)
-	}()
-	s.Log.Info("serving backend API", "addr", ln.Addr().String())
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return serve.Serve(ctx, serve.Options{Name: "backend API", Addr: s.Options.Addr, CertDir: s.Options.CertDir, Listening: func(ln net.Listener) {
+		s.mu.Lock()
+		s.listener = ln
+		s.mu.Unlock()
+		s.Log.Info("serving backend API", "addr", ln.Addr().String())
+	}}, s.Handler())
 }
 
 func (s *Server) init() {
@@ -149,11 +132,12 @@ func (s *Server) Handler() http.Handler {
 		{"DELETE /user_management/users/{user_id}/connected_accounts/{slug}", "disconnect", s.disconnect},
 		{"GET /organizations/{organization_id}/data_integration_configurations", "list_org_configs", s.listOrgConfigs},
 		{"PUT /organizations/{organization_id}/data_integration_configurations/{slug}", "put_org_config", s.putOrgConfig},
+		{"POST /widgets/token", "widget_token", s.issueWidgetToken},
 	}
 	for _, r := range routes {
 		method, path, _ := strings.Cut(r.pattern, " ")
-		mux.Handle(r.pattern, s.wrap(r.action, r.fn))
-		mux.Handle(method+" /namespaces/{namespace}"+path, s.wrap(r.action, r.fn))
+		mux.Handle(r.pattern, s.wrap(r.action, s.authenticate, r.fn))
+		mux.Handle(method+" /namespaces/{namespace}"+path, s.wrap(r.action, s.authenticate, r.fn))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, wire.ErrorResponse{Code: wire.CodeNotFound, Message: fmt.Sprintf("no route %s %s; see docs/api.md", r.Method, r.URL.Path)})
@@ -183,16 +167,23 @@ type call struct {
 	id        *Identity
 	namespace string
 	s         *Server
+	// session is the widget token's binding on the widget API (nil on the backend API):
+	// it replaces RBAC, and the handlers act on its user's connections only.
+	session *widgettoken.Claims
 	// audit fields, logged once the call ends
 	auditAccount string
 	result       string
 }
 
-func (s *Server) wrap(action string, fn func(*call) error) http.Handler {
+func (s *Server) wrap(action string, authenticate func(*call) error, fn func(*call) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		c := &call{w: w, r: r, ctx: r.Context(), s: s}
-		err := s.serve(c, fn)
+		err := authenticate(c)
+		if err == nil {
+			c.r.Body = http.MaxBytesReader(c.w, c.r.Body, MaxBodyBytes)
+			err = fn(c)
+		}
 		var ae *apiError
 		switch {
 		case err == nil:
@@ -221,7 +212,9 @@ func (s *Server) wrap(action string, fn func(*call) error) http.Handler {
 	})
 }
 
-func (s *Server) serve(c *call, fn func(*call) error) error {
+// authenticate verifies the caller's Kubernetes token (TokenReview) and sets the call's
+// namespace: the route's, or the caller's ServiceAccount's.
+func (s *Server) authenticate(c *call) error {
 	token, ok := strings.CutPrefix(c.r.Header.Get("Authorization"), "Bearer ")
 	if !ok || token == "" {
 		return errorf(http.StatusUnauthorized, wire.CodeUnauthorized, "missing bearer token: send 'Authorization: Bearer <token>' with a Kubernetes ServiceAccount token")
@@ -260,12 +253,14 @@ func (s *Server) serve(c *call, fn func(*call) error) error {
 	if c.namespace == "" {
 		return errorf(http.StatusBadRequest, wire.CodeInvalidRequest, "%s is not a ServiceAccount, so there is no default namespace: use /namespaces/{namespace}%s", id.User.Username, c.r.URL.Path)
 	}
-	c.r.Body = http.MaxBytesReader(c.w, c.r.Body, MaxBodyBytes)
-	return fn(c)
+	return nil
 }
 
 // authorize checks verb on a pipes.dev resource in the call's namespace.
 func (c *call) authorize(verb, resource, name string) error {
+	if c.session != nil {
+		return c.sessionAllows(verb, resource)
+	}
 	allowed, reason, err := c.s.Authz.Authorize(c.ctx, c.id, verb, resource, c.namespace, name)
 	if err != nil {
 		return err

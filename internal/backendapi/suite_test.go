@@ -45,7 +45,8 @@ var _ = BeforeSuite(func() {
 	SetDefaultEventuallyTimeout(20 * time.Second)
 	SetDefaultEventuallyPollingInterval(100 * time.Millisecond)
 	var err error
-	env, err = testenv.Start(testenv.Options{Webhooks: true, API: true, APIRateLimit: 20, LogTo: GinkgoWriter})
+	env, err = testenv.Start(testenv.Options{Webhooks: true, API: true, APIRateLimit: 20, LogTo: GinkgoWriter,
+		Public: true, WidgetAllowedOrigins: []string{allowedOrigin}})
 	Expect(err).NotTo(HaveOccurred())
 	apiHTTP = httpClientTrusting(env.APICA())
 })

@@ -75,7 +75,7 @@ type Kind[K Material[K]] struct {
 	What string
 	// Component is the Secret's LabelComponent value.
 	Component string
-	// BackupFile is the file BackupCommand saves it to.
+	// BackupFile is the file BackupCommand saves it to ("" for a keyset that needs no backup).
 	BackupFile string
 	// Protects says what is lost without it, for the first-start log line.
 	Protects string
@@ -202,8 +202,12 @@ func (k Kind[K]) Ensure(ctx context.Context, c client.Client, key types.Namespac
 		}
 		switch err := c.Create(ctx, created); {
 		case err == nil:
-			log.Info(fmt.Sprintf("created a new %s; back it up now, because %s", k.What, k.Protects),
-				"secret", key.String(), "backup", k.BackupCommand(key))
+			if k.BackupFile == "" {
+				log.Info(fmt.Sprintf("created a new %s; %s", k.What, k.Protects), "secret", key.String())
+			} else {
+				log.Info(fmt.Sprintf("created a new %s; back it up now, because %s", k.What, k.Protects),
+					"secret", key.String(), "backup", k.BackupCommand(key))
+			}
 			return ks, nil
 		case apierrors.IsAlreadyExists(err):
 			continue // another replica created it first; read theirs

@@ -44,9 +44,12 @@ import (
 	"github.com/pipes-dev/pipes-operator/internal/index"
 	"github.com/pipes-dev/pipes-operator/internal/keyring"
 	"github.com/pipes-dev/pipes-operator/internal/logsafe"
+	"github.com/pipes-dev/pipes-operator/internal/public"
 	"github.com/pipes-dev/pipes-operator/internal/scheme"
 	"github.com/pipes-dev/pipes-operator/internal/sealing"
 	pipeswebhook "github.com/pipes-dev/pipes-operator/internal/webhook"
+	"github.com/pipes-dev/pipes-operator/internal/widget"
+	"github.com/pipes-dev/pipes-operator/internal/widgettoken"
 )
 
 // Options configure the manager.
@@ -90,6 +93,21 @@ type Options struct {
 	// for embedders such as the test environment).
 	APIRequireAudience bool
 
+	// PublicAddr serves the public listener there: the widget's script and API, for
+	// browsers, through an Ingress ("" disables it, and widget tokens with it). It needs
+	// the backend API, which issues the tokens.
+	PublicAddr string
+	// PublicCertDir holds tls.crt and tls.key for the public listener; "" serves plain
+	// HTTP, for an Ingress or Gateway that terminates TLS.
+	PublicCertDir string
+	// WidgetAllowedOrigins are the origins whose pages may call the widget API.
+	WidgetAllowedOrigins []string
+	// WidgetTokenTTL is the widget tokens' lifetime (widgettoken.DefaultTTL when 0; at most widgettoken.MaxTTL).
+	WidgetTokenTTL time.Duration
+	// WidgetKeyRotation is how often the leader rotates the widget signing key
+	// (controllers.DefaultWidgetKeyRotation when 0; at least twice WidgetTokenTTL).
+	WidgetKeyRotation time.Duration
+
 	// VendImage is the vend sidecar image the pod injector adds ("" disables injection).
 	VendImage string
 	// VendAPIURL is the backend API's URL as pods reach it.
@@ -119,6 +137,8 @@ type Operator struct {
 	Opener  *sealing.Opener
 	Store   *credential.Store
 	API     *backendapi.Server // nil when disabled
+	Public  *public.Server     // nil when disabled
+	Widgets *widgettoken.Tokens
 }
 
 // Scheme returns a scheme with the built-in kinds and pipes.dev/v1alpha1.
@@ -277,13 +297,75 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 			return nil, err
 		}
 	}
+	op := &Operator{Manager: mgr, Keyring: ring, Opener: opener, Store: store, API: api}
+	if err := setupPublic(ctx, mgr, o, direct, op, log); err != nil {
+		return nil, err
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, err
 	}
-	if err := mgr.AddReadyzCheck("readyz", readyz(mgr, o, api)); err != nil {
+	if err := mgr.AddReadyzCheck("readyz", readyz(mgr, o, api, op.Public)); err != nil {
 		return nil, err
 	}
-	return &Operator{Manager: mgr, Keyring: ring, Opener: opener, Store: store, API: api}, nil
+	return op, nil
+}
+
+// setupPublic adds the public listener and widget sessions: the signing keyset (made on
+// first start, reloaded in every replica, rotated by the leader) and the tokens the
+// backend API issues and the widget API verifies.
+func setupPublic(ctx context.Context, mgr ctrl.Manager, o Options, direct client.Client, op *Operator, log logr.Logger) error {
+	if o.PublicAddr == "" {
+		return nil
+	}
+	if op.API == nil {
+		return errors.New("the public listener (widget) needs the backend API, which issues widget tokens: set --api-bind-address")
+	}
+	ttl := o.WidgetTokenTTL
+	if ttl <= 0 {
+		ttl = widgettoken.DefaultTTL
+	}
+	rotation := o.WidgetKeyRotation
+	if rotation <= 0 {
+		rotation = max(controllers.DefaultWidgetKeyRotation, 2*ttl)
+	}
+	switch {
+	case ttl > widgettoken.MaxTTL:
+		return fmt.Errorf("--widget-token-ttl %s is longer than the %s a widget session may last", ttl, widgettoken.MaxTTL)
+	case rotation < 2*ttl:
+		return fmt.Errorf("--widget-key-rotation %s must be at least twice --widget-token-ttl (%s): a retired key is dropped one rotation later, so it must outlive every token it signed", rotation, ttl)
+	}
+	origins, err := public.ParseOrigins(o.WidgetAllowedOrigins)
+	if err != nil {
+		return err
+	}
+	key := types.NamespacedName{Namespace: o.Namespace, Name: pipesv1.WidgetKeysetSecret}
+	ks, err := keyring.WidgetSigning.Ensure(ctx, direct, key, log.WithName("keyring"))
+	if err != nil {
+		return err
+	}
+	tokens := widgettoken.New(ks, ttl)
+	reader := mgr.GetAPIReader()
+	tokens.Reload = func(ctx context.Context) (*widgettoken.Keyset, error) {
+		var s corev1.Secret
+		if err := reader.Get(ctx, key, &s); err != nil {
+			return nil, err
+		}
+		return keyring.WidgetSigning.FromSecret(&s)
+	}
+	if err := (&controllers.WidgetKeysetReconciler{Secret: key, Tokens: tokens, Client: direct, RotationPeriod: rotation}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	assets, err := widget.Load()
+	if err != nil {
+		return err
+	}
+	op.API.Widgets = tokens
+	op.Widgets = tokens
+	op.Public = &public.Server{
+		Options:   public.Options{Addr: o.PublicAddr, CertDir: o.PublicCertDir, AllowedOrigins: origins},
+		WidgetAPI: op.API.WidgetHandler(), Assets: assets, Log: log.WithName("public"),
+	}
+	return mgr.Add(op.Public)
 }
 
 func setupWebhooks(mgr ctrl.Manager, o Options, certsReady chan struct{}) error {
@@ -359,7 +441,7 @@ func setupWebhooks(mgr ctrl.Manager, o Options, certsReady chan struct{}) error 
 // readyz: ready once the webhook server and the backend API (when served) listen, so a
 // replica takes backend API traffic only once it can answer it. The API starts after
 // the caches have synced (it never vends from an empty cache).
-func readyz(mgr ctrl.Manager, o Options, api *backendapi.Server) healthz.Checker {
+func readyz(mgr ctrl.Manager, o Options, api *backendapi.Server, pub *public.Server) healthz.Checker {
 	webhooks := healthz.Ping
 	if !o.DisableWebhooks {
 		webhooks = mgr.GetWebhookServer().StartedChecker()
@@ -370,6 +452,9 @@ func readyz(mgr ctrl.Manager, o Options, api *backendapi.Server) healthz.Checker
 		}
 		if api != nil && api.Addr() == "" {
 			return errors.New("the backend API is not serving yet (it starts once the caches have synced)")
+		}
+		if pub != nil && pub.Addr() == "" {
+			return errors.New("the public listener (widget) is not serving yet")
 		}
 		return nil
 	}

@@ -85,6 +85,13 @@ type Options struct {
 	// Metrics serves the manager's /metrics on a free loopback port (see MetricsURL), as
 	// --metrics-bind-address does in a cluster.
 	Metrics bool
+	// Public serves the public listener (widget script and API) on a free loopback port
+	// (see PublicURL), allowing pages of WidgetAllowedOrigins; it needs API.
+	Public               bool
+	WidgetAllowedOrigins []string
+	// WidgetTokenTTL and WidgetKeyRotation override the widget sessions' defaults.
+	WidgetTokenTTL    time.Duration
+	WidgetKeyRotation time.Duration
 }
 
 // CertSecret is the Secret cert-controller keeps the certificate in with Options.CertRotation.
@@ -141,6 +148,10 @@ func Start(o Options) (*Env, error) {
 	if o.API {
 		opts.APIAddr, opts.APIRateLimit = "127.0.0.1:0", o.APIRateLimit
 	}
+	if o.Public {
+		opts.PublicAddr, opts.WidgetAllowedOrigins = "127.0.0.1:0", o.WidgetAllowedOrigins
+		opts.WidgetTokenTTL, opts.WidgetKeyRotation = o.WidgetTokenTTL, o.WidgetKeyRotation
+	}
 	if o.Metrics {
 		// controller-runtime does not say which port ":0" got: take a free one first.
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -191,10 +202,10 @@ func Start(o Options) (*Env, error) {
 			}
 		}
 	}
-	for o.API && e.Operator.API.Addr() == "" {
+	for (o.API && e.Operator.API.Addr() == "") || (o.Public && e.Operator.Public.Addr() == "") {
 		select {
 		case <-syncCtx.Done():
-			return nil, fmt.Errorf("backend API did not start")
+			return nil, fmt.Errorf("backend API or public listener did not start")
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -223,7 +234,7 @@ func (e *Env) StartAPIReplica() (*operator.Operator, error) {
 		return nil, err
 	}
 	deadline := time.Now().Add(time.Minute)
-	for op.API.Addr() == "" {
+	for op.API.Addr() == "" || (op.Public != nil && op.Public.Addr() == "") {
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("the replica's backend API did not start")
 		}
@@ -242,7 +253,7 @@ func (e *Env) startReplica(api bool) (operator.Options, *operator.Operator, erro
 	opts.WebhookPort = l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
 	if !api {
-		opts.APIAddr = ""
+		opts.APIAddr, opts.PublicAddr = "", ""
 	}
 	if opts.CertRotation != nil {
 		if opts.WebhookCertDir, err = os.MkdirTemp("", "pipes-certs-"); err != nil {
@@ -274,6 +285,9 @@ func (e *Env) CertDir() string { return e.certDir }
 
 // APIURL is the backend API's base URL.
 func (e *Env) APIURL() string { return "https://" + e.Operator.API.Addr() }
+
+// PublicURL is the public listener's base URL (plain HTTP on loopback), with Options.Public.
+func (e *Env) PublicURL() string { return "http://" + e.Operator.Public.Addr() }
 
 // APICA is the PEM CA bundle the backend API's certificate chains to.
 func (e *Env) APICA() []byte { return e.Env.WebhookInstallOptions.LocalServingCAData }

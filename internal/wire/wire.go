@@ -37,6 +37,10 @@ const (
 	CodeNotImplemented     = "not_implemented"
 	CodeUnavailable        = "unavailable"
 	CodeInternal           = "internal_error"
+	// CodeSessionExpired is a widget token past its expiry: mint a new one.
+	CodeSessionExpired = "session_expired"
+	// CodeProviderDisabled is a provider the session's organization has not enabled.
+	CodeProviderDisabled = "provider_disabled"
 )
 
 // ErrorResponse is every non-2xx body: a machine-readable code and a message that says what to fix.
@@ -192,4 +196,65 @@ func Last4(value string) string {
 		return ""
 	}
 	return string(r[len(r)-4:])
+}
+
+// WidgetTokenRequest is the body of POST /widgets/token, as the hosted SDKs'
+// widgets.getToken({organizationId, userId, scopes}) sends it.
+type WidgetTokenRequest struct {
+	OrganizationID string   `json:"organization_id,omitempty"`
+	UserID         string   `json:"user_id"`
+	Scopes         []string `json:"scopes,omitempty"`
+}
+
+// WidgetTokenResponse is the answer of POST /widgets/token.
+type WidgetTokenResponse struct {
+	Token string `json:"token"`
+}
+
+// WidgetSession is GET /widget/api/v1/session: what the widget token binds.
+type WidgetSession struct {
+	UserID         string    `json:"user_id"`
+	OrganizationID string    `json:"organization_id"`
+	Namespace      string    `json:"namespace"`
+	Scopes         []string  `json:"scopes"`
+	ExpiresAt      time.Time `json:"expires_at"`
+}
+
+// Connection states of WidgetProvider.State (the ConnectedAccount states, plus
+// disconnected for no account).
+const (
+	StateConnected            = "connected"
+	StateDisconnected         = "disconnected"
+	StateNeedsReauthorization = "needs_reauthorization"
+)
+
+// WidgetProvider is one provider as the widget shows it to the session's user. It never
+// holds the credential: only its last four characters.
+type WidgetProvider struct {
+	Slug        string `json:"slug"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Method      string `json:"method"`  // AuthMethodAPIKey or AuthMethodOAuth
+	Enabled     bool   `json:"enabled"` // for the session's organization
+	State       string `json:"state"`
+	APIKeyLast4 string `json:"api_key_last_4,omitempty"`
+	// UpdatedAt is when the stored key was set or last replaced.
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
+	// OAuthAvailable is whether the widget can start this provider's OAuth flow.
+	OAuthAvailable bool `json:"oauth_available"`
+}
+
+// WidgetProviderList is GET /widget/api/v1/providers.
+type WidgetProviderList struct {
+	Data []WidgetProvider `json:"data"`
+}
+
+// WidgetAPIKeyRequest is the body of PUT /widget/api/v1/providers/{slug}/api-key.
+type WidgetAPIKeyRequest struct {
+	Secret string `json:"secret"`
+}
+
+// WidgetOrganizationRequest is the body of PUT /widget/api/v1/providers/{slug}/organization.
+type WidgetOrganizationRequest struct {
+	Enabled *bool `json:"enabled"`
 }
