@@ -61,7 +61,7 @@ type Server struct {
 	// API (WidgetHandler); nil disables both.
 	Widgets *widgettoken.Tokens
 	Log     logr.Logger
-	Options   Options
+	Options Options
 
 	identities *limiters // by username
 	sources    *limiters // by remote IP, before authentication
