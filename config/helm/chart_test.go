@@ -125,6 +125,7 @@ func TestValuesReachTheManifests(t *testing.T) {
 		"resources": map[string]any{"limits": map[string]any{"memory": "1Gi"}, "requests": map[string]any{"cpu": "200m", "memory": "512Mi"}},
 		"webhook":   map[string]any{"validation": map[string]any{"failurePolicy": "Ignore"}},
 		"metrics":   map[string]any{"port": 9090},
+		"widget":    map[string]any{"allowedOrigins": []any{"https://app.example.com", "http://localhost:3000"}},
 	}
 	m := byID(t, render(t, "pipes-system", vals))
 	dep := m["apps/v1/Deployment/pipes-system/pipes-controller-manager"]
@@ -145,7 +146,8 @@ func TestValuesReachTheManifests(t *testing.T) {
 		}
 	}
 	args := strings.Join(toStrings(c.(map[string]any)["args"]), " ")
-	for _, want := range []string{"--vend-image=registry.example/pipes/vend:v1.2.3", "--metrics-bind-address=:9090"} {
+	for _, want := range []string{"--vend-image=registry.example/pipes/vend:v1.2.3", "--metrics-bind-address=:9090",
+		"--public-bind-address=:8082", "--widget-allowed-origins=https://app.example.com,http://localhost:3000"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("manager args %q lack %s", args, want)
 		}
@@ -167,6 +169,16 @@ func TestValuesReachTheManifests(t *testing.T) {
 	c = get(t, m["apps/v1/Deployment/pipes-system/pipes-controller-manager"], "spec", "template", "spec", "containers", 0)
 	if args := toStrings(c.(map[string]any)["args"]); !slices.Contains(args, "--metrics-bind-address=0") {
 		t.Errorf("metrics disabled, but the manager args are %q", args)
+	}
+
+	// Widget off: no public listener and no Service for it.
+	m = byID(t, render(t, "pipes-system", map[string]any{"widget": map[string]any{"enabled": false}}))
+	if _, ok := m["v1/Service/pipes-system/pipes-public"]; ok {
+		t.Error("widget disabled, but the public Service is rendered")
+	}
+	c = get(t, m["apps/v1/Deployment/pipes-system/pipes-controller-manager"], "spec", "template", "spec", "containers", 0)
+	if args := toStrings(c.(map[string]any)["args"]); !slices.Contains(args, "--public-bind-address=") {
+		t.Errorf("widget disabled, but the manager args are %q", args)
 	}
 }
 
@@ -219,10 +231,12 @@ func TestCertManager(t *testing.T) {
 // values.schema.json turns a typo into an install error, not a silently ignored value.
 func TestSchemaRejectsBadValues(t *testing.T) {
 	for name, vals := range map[string]map[string]any{
-		"unknown provider":       {"certificates": map[string]any{"provider": "vault"}},
-		"unknown failurePolicy":  {"webhook": map[string]any{"validation": map[string]any{"failurePolicy": "Maybe"}}},
-		"misspelled key":         {"replica": 3},
-		"widget not implemented": {"widget": map[string]any{"allowedOrigins": []any{"https://app.example"}}},
+		"unknown provider":      {"certificates": map[string]any{"provider": "vault"}},
+		"unknown failurePolicy": {"webhook": map[string]any{"validation": map[string]any{"failurePolicy": "Maybe"}}},
+		"misspelled key":        {"replica": 3},
+		"origin with a path":    {"widget": map[string]any{"allowedOrigins": []any{"https://app.example/embed"}}},
+		"wildcard origin":       {"widget": map[string]any{"allowedOrigins": []any{"*"}}},
+		"origins in one string": {"widget": map[string]any{"allowedOrigins": "https://a.example,https://b.example"}},
 	} {
 		if _, err := renderErr("pipes-system", vals); err == nil {
 			t.Errorf("%s: rendered without an error", name)

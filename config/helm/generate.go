@@ -37,10 +37,12 @@ const (
 	certManager   = `eq .Values.certificates.provider "cert-manager"`
 	webhookCert   = "pipes-webhook-cert" // the Secret cert-controller fills, or cert-manager's Certificate writes
 	metricsOn     = ".Values.metrics.enabled"
+	widgetOn      = ".Values.widget.enabled"
 	metricsPort   = "{{ .Values.metrics.port }}"
 	releaseNS     = "{{ .Release.Namespace }}"
 	managerName   = "pipes-controller-manager"
 	metricsSvc    = "pipes-metrics-service"
+	publicSvc     = "pipes-public"
 	validatingCfg = "ValidatingWebhookConfiguration"
 	mutatingCfg   = "MutatingWebhookConfiguration"
 )
@@ -94,6 +96,9 @@ func Generate(repoRoot string) (map[string][]byte, error) {
 		case kind == "Service" && name(o) == metricsSvc:
 			err = t.metricsService(o)
 			wrap = metricsOn
+		case kind == "Service" && name(o) == publicSvc:
+			// The public listener's Service, for the Ingress or Gateway in front of the widget.
+			wrap = widgetOn
 		case kind == "Secret" && name(o) == webhookCert:
 			// Ships empty for cert-controller to fill; with cert-manager the Certificate creates it.
 			wrap = "not (" + certManager + ")"
@@ -119,7 +124,7 @@ func Generate(repoRoot string) (map[string][]byte, error) {
 	}
 	// An object the values depend on that config/default no longer has (renamed?) must
 	// stop the generator, not silently drop the value.
-	for _, want := range []string{"Deployment/" + managerName, "Service/" + metricsSvc, "Secret/" + webhookCert,
+	for _, want := range []string{"Deployment/" + managerName, "Service/" + metricsSvc, "Service/" + publicSvc, "Secret/" + webhookCert,
 		validatingCfg + "/pipes-validating-webhook-configuration", mutatingCfg + "/pipes-mutating-webhook-configuration"} {
 		if !found[want] {
 			return nil, fmt.Errorf("config/default has no %s, which the chart's values apply to: update config/helm/generate.go", want)
@@ -202,6 +207,14 @@ func (t *templater) manager(o map[string]any) error {
 		}
 		args[i] = flag + "=" + t.expr(value)
 	}
+	// The public listener (the widget): config/default's address, or none (disabled).
+	i := indexOfFlag(args, "--public-bind-address")
+	if i < 0 {
+		return errors.New("the manager has no --public-bind-address argument")
+	}
+	flag, addr, _ := strings.Cut(args[i].(string), "=")
+	args[i] = flag + "=" + t.expr("{{ if "+widgetOn+" }}"+addr+"{{ end }}")
+	args = append(args, t.block("{{- with .Values.widget.allowedOrigins }}", `- --widget-allowed-origins={{ join "," . }}`, "{{- end }}"))
 	// cert-manager writes the certificate: cert-controller must not fight over it.
 	c["args"] = append(args, t.block("{{- if "+certManager+" }}", "- --cert-rotation=false", "{{- end }}"))
 
