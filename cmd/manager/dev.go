@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -29,6 +30,8 @@ import (
 
 	"github.com/pipes-dev/pipes-operator/internal/devenv"
 	"github.com/pipes-dev/pipes-operator/internal/operator"
+	"github.com/pipes-dev/pipes-operator/internal/widget"
+	"github.com/pipes-dev/pipes-operator/internal/widgettoken"
 )
 
 // The control plane starts through this binary (devenv.Run.Wrap): in those processes,
@@ -48,11 +51,13 @@ func runDev(args []string) (err error) {
 	managerFlags(fs, &o, &zo)
 	dir := fs.String("dir", "bin/dev", "where to write kubeconfig, env, certificates, logs and the control plane's data (removed on exit)")
 	verbose := fs.Bool("v", false, "print the manager's whole log on the terminal too (it is always in DIR/manager.log); without -v only errors are printed")
+	demoAddr := fs.String("demo-bind-address", "127.0.0.1:8090", "serve a page embedding the widget for a demo user there (docs/widget.md); empty disables it")
 	for name, value := range map[string]string{
 		"namespace":                 "pipes-system",
 		"metrics-bind-address":      "127.0.0.1:8080",
 		"health-probe-bind-address": "127.0.0.1:8081",
 		"api-bind-address":          "127.0.0.1:8443",
+		"public-bind-address":       "127.0.0.1:8082",
 	} {
 		if err := fs.Set(name, value); err != nil {
 			return err
@@ -60,6 +65,12 @@ func runDev(args []string) (err error) {
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *demoAddr != "" && o.PublicAddr != "" {
+		// The demo page is another origin than the widget's, as an application is.
+		o.WidgetAllowedOrigins = append(o.WidgetAllowedOrigins, "http://"+*demoAddr)
+	} else {
+		*demoAddr = ""
 	}
 
 	// Stop orderly on any signal; on a second Ctrl-C, kill the control plane at once.
@@ -149,7 +160,7 @@ func runDev(args []string) (err error) {
 	if err != nil {
 		return fmt.Errorf("starting the embedded control plane: %w", err)
 	}
-	err = serve(ctx, env, cfg, o, log, caPEM, *dir, logPath, *verbose)
+	err = serve(ctx, env, cfg, o, log, caPEM, *dir, logPath, *verbose, *demoAddr)
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return nil // stopped while starting
 	}
@@ -158,7 +169,7 @@ func runDev(args []string) (err error) {
 
 // serve sets the control plane up for the manager and people, runs the manager, prints
 // the banner once everything serves, and returns when the manager stops.
-func serve(ctx context.Context, env *envtest.Environment, cfg *rest.Config, o operator.Options, log logr.Logger, caPEM []byte, dir, logPath string, verbose bool) error {
+func serve(ctx context.Context, env *envtest.Environment, cfg *rest.Config, o operator.Options, log logr.Logger, caPEM []byte, dir, logPath string, verbose bool, demoAddr string) error {
 	c, err := client.New(cfg, client.Options{Scheme: operator.Scheme()})
 	if err != nil {
 		return err
@@ -220,6 +231,13 @@ func serve(ctx context.Context, env *envtest.Environment, cfg *rest.Config, o op
 	if o.APIAddr == "" {
 		api = ""
 	}
+	if demoAddr != "" && op.Public != nil {
+		demo, err := serveDemo(ctx, op, demoAddr)
+		if err != nil {
+			return err
+		}
+		api += demo
+	}
 	fmt.Printf(`
 pipes-operator is running on an embedded control plane (Ctrl-C stops everything).
   kubeconfig: %[1]s
@@ -257,6 +275,9 @@ func waitServing(ctx context.Context, op *operator.Operator, o operator.Options,
 		if serving && op.API != nil {
 			serving = op.API.Addr() != "" && handshake(op.API.Addr(), roots) == nil
 		}
+		if serving && op.Public != nil {
+			serving = op.Public.Addr() != ""
+		}
 		if serving {
 			return nil
 		}
@@ -284,4 +305,48 @@ func handshake(addr string, roots *x509.CertPool) error {
 		return err
 	}
 	return conn.Close()
+}
+
+// serveDemo serves the widget demo page (widget.Demo) on addr until ctx ends, minting a
+// token per page load for ?user= (default demo_user) in ?organization= (default
+// org_demo) of ?namespace= (default: default, where config/samples go), and returns the
+// banner's lines about it.
+func serveDemo(ctx context.Context, op *operator.Operator, addr string) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("widget demo page (--demo-bind-address): %w", err)
+	}
+	demo := &widget.Demo{
+		ScriptURL: "http://" + op.Public.Addr() + op.Public.Assets.ScriptPath(),
+		Mint: func(r *http.Request, admin bool) (string, error) {
+			q := r.URL.Query()
+			c := widgettoken.Claims{Namespace: orDefault(q.Get("namespace"), "default"), UserID: orDefault(q.Get("user"), "demo_user"),
+				OrganizationID: orDefault(q.Get("organization"), "org_demo")}
+			if admin {
+				c.Scopes = []string{widgettoken.ScopeManage}
+			}
+			tok, _, err := op.Widgets.Issue(c)
+			return tok, err
+		},
+	}
+	srv := &http.Server{Handler: demo, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	return fmt.Sprintf(`Widget demo: http://%[1]s/ (user demo_user in organization org_demo of namespace default; /admin is
+  their organization's admin; ?user=, ?organization=, ?namespace= choose others). Apply config/samples/, paste
+  a key there, then vend it as the application's backend does (docs/widget.md):
+  kubectl create serviceaccount backend; kubectl create rolebinding backend --clusterrole=pipes-backend --serviceaccount=default:backend
+  curl --cacert $PIPES_API_CA -H "Authorization: Bearer $(kubectl create token backend --audience pipes.dev)" \
+    $PIPES_API_URL/namespaces/default/data-integrations/openai/credentials -d '{"user_id":"demo_user","organization_id":"org_demo"}'
+`, ln.Addr().String()), nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }

@@ -142,6 +142,8 @@ type devRun struct {
 	root   string // module root
 	assets string
 	api    string // backend API address
+	public string // public listener (widget) address
+	demo   string // widget demo page address
 	term   *terminal
 	// stdout and stderr are the read ends of the process's output pipes.
 	stdout, stderr *os.File
@@ -168,9 +170,9 @@ func startDev(t *testing.T, o devOptions) *devRun {
 	if o.dir == "" {
 		o.dir = filepath.Join(t.TempDir(), "dev")
 	}
-	r := &devRun{t: t, dir: o.dir, root: root, assets: assets, api: freePort(t), term: newTerminal(), exited: make(chan struct{})}
+	r := &devRun{t: t, dir: o.dir, root: root, assets: assets, api: freePort(t), public: freePort(t), demo: freePort(t), term: newTerminal(), exited: make(chan struct{})}
 	args := append([]string{"dev", "--dir", o.dir, "--metrics-bind-address=0", "--health-probe-bind-address=0",
-		"--api-bind-address=" + r.api}, o.args...)
+		"--api-bind-address=" + r.api, "--public-bind-address=" + r.public, "--demo-bind-address=" + r.demo}, o.args...)
 	if o.make {
 		makefile := filepath.Join(t.TempDir(), "Makefile")
 		if err := os.WriteFile(makefile, []byte("run:\n\texec $(BIN) $(ARGS)\n"), 0o600); err != nil {

@@ -5,10 +5,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -119,6 +122,39 @@ https.get(process.env.PIPES_API_URL + "/", {ca: fs.readFileSync(process.env.PIPE
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+
+	t.Run("the widget demo page embeds the widget for the demo user, who can connect a key", func(t *testing.T) {
+		if !strings.Contains(r.term.String(), "Widget demo: http://"+r.demo+"/") {
+			t.Fatalf("the banner does not give the demo page's URL:\n%s", r.term)
+		}
+		resp, err := http.Get("http://" + r.demo + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		script := regexp.MustCompile(`<script src="(http://[^"]+/widget/v/[0-9a-f]{12}/pipes-widget.js)" defer></script>`).FindSubmatch(page)
+		token := regexp.MustCompile(`<pipes-connections token="([^"]+)">`).FindSubmatch(page)
+		if script == nil || token == nil || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "script-src http://"+r.public) {
+			t.Fatalf("the demo page does not embed the widget from the public listener (CSP %q):\n%s", resp.Header.Get("Content-Security-Policy"), page)
+		}
+		if resp, err := http.Get(string(script[1])); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("the widget script: %v %v", err, resp)
+		}
+		// What the widget does in the demo page: the page's origin is allowed.
+		req, _ := http.NewRequest(http.MethodPut, "http://"+r.public+"/widget/api/v1/providers/openai/api-key", strings.NewReader(`{"secret":"sk-demo-typed-in-browser-1234"}`))
+		req.Header.Set("Authorization", "Bearer "+string(token[1]))
+		req.Header.Set("Origin", "http://"+r.demo)
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Access-Control-Allow-Origin") != "http://"+r.demo || !strings.Contains(string(body), `"api_key_last_4":"1234"`) {
+			t.Fatalf("connecting a key as the demo page: %d %q\n%s", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"), body)
+		}
+	})
 
 	t.Run("manager keyset acts on both keysets, through the kubeconfig", func(t *testing.T) {
 		bin, _, _ := devManager(t)

@@ -26,6 +26,7 @@ var demoPage = template.Must(template.New("demo").Parse(`<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{.Title}} · pipes-operator widget demo</title>
 <link rel="stylesheet" href="/demo.css">
+<link rel="icon" href="data:,">
 <script src="{{.Script}}" defer></script>
 </head>
 <body>
