@@ -83,7 +83,7 @@ func (s *Server) WidgetHandler() http.Handler {
 		method, path, _ := strings.Cut(r.pattern, " ")
 		mux.Handle(method+" "+WidgetAPIPrefix+path, s.wrap(r.action, s.authenticateWidget, r.fn))
 	}
-	mux.HandleFunc(WidgetAPIPrefix+"/", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, wire.ErrorResponse{Code: wire.CodeNotFound, Message: fmt.Sprintf("no widget route %s %s; see docs/widget.md", r.Method, r.URL.Path)})
 	})
 	return mux
