@@ -120,6 +120,11 @@ bench: ## Benchmarks (encryption, vend API).
 	KUBEBUILDER_ASSETS=$$assets go test -run='^$$' -bench=. -benchmem ./...
 
 SCALE_N ?= 10000
+.PHONY: widget-screenshots
+widget-screenshots: ## Run the widget's browser suite (test/widget) and write its screenshots into docs/images/ (commit the ones docs/widget.md shows).
+	@assets=$$(hack/envtest-assets.sh) && \
+	KUBEBUILDER_ASSETS=$$assets WIDGET_SCREENSHOTS_DIR=$(CURDIR)/docs/images go test -count=1 ./test/widget/
+
 .PHONY: bench-scale
 bench-scale: ## Scale benchmark (docs/performance.md): SCALE_N accounts (default 10000), manager as a separate process; prints the figures, writes bin/scale/report.json and profiles.
 	@assets=$$(hack/envtest-assets.sh) && \

@@ -149,22 +149,27 @@ func (c *call) widgetProvider(p *pipesv1.Provider) (wire.WidgetProvider, error) 
 	if err != nil {
 		return wire.WidgetProvider{}, err
 	}
-	v := wire.WidgetProvider{Slug: p.Name, Name: orDefault(p.Spec.DisplayName, p.Name), Description: p.Spec.Description,
-		Method: authMethod(p), Enabled: avail.Available(), State: wire.StateDisconnected}
 	ca, err := c.account(p.Name, user, org)
 	if err != nil || ca == nil {
-		return v, err
+		return widgetView(p, avail.Available(), nil, nil), err
 	}
 	stored, err := c.storedOf(ca)
-	if err != nil {
-		return v, err
+	return widgetView(p, avail.Available(), ca, stored), err
+}
+
+// widgetView is p with the connection ca (nil for none) holding stored (nil for none).
+func widgetView(p *pipesv1.Provider, enabled bool, ca *pipesv1.ConnectedAccount, stored *credential.Stored) wire.WidgetProvider {
+	v := wire.WidgetProvider{Slug: p.Name, Name: orDefault(p.Spec.DisplayName, p.Name), Description: p.Spec.Description,
+		Method: authMethod(p), Enabled: enabled, State: wire.StateDisconnected}
+	if ca == nil {
+		return v
 	}
 	account := accountView(ca, p, stored)
 	v.State, v.APIKeyLast4 = account.State, account.APIKeyLast4
 	if stored != nil {
 		v.UpdatedAt = &account.UpdatedAt
 	}
-	return v, nil
+	return v
 }
 
 func (s *Server) widgetProviders(c *call) error {
@@ -205,15 +210,12 @@ func (s *Server) widgetSetKey(c *call) error {
 		}
 		return nil
 	}
-	p, _, _, err := c.putAPIKey(c.r.PathValue("slug"), c.session.UserID, org, secret, available)
+	p, ca, stored, err := c.putAPIKey(c.r.PathValue("slug"), c.session.UserID, org, secret, available)
 	if err != nil {
 		return err
 	}
-	v, err := c.widgetProvider(p)
-	if err != nil {
-		return err
-	}
-	return c.respond(v)
+	// From what was written, not the cache, which may not show the new account yet.
+	return c.respond(widgetView(p, true, ca, &stored))
 }
 
 func (s *Server) widgetDisconnect(c *call) error {
@@ -235,7 +237,7 @@ func (s *Server) widgetSetEnabled(c *call) error {
 	if !c.session.Manage() {
 		return c.sessionAllows("update", orgProviders)
 	}
-	p, _, err := c.setOrgConfig(c.r.PathValue("slug"), c.session.OrganizationID, wire.PutDataIntegrationConfigurationRequest{Enabled: req.Enabled}, true)
+	p, op, err := c.setOrgConfig(c.r.PathValue("slug"), c.session.OrganizationID, wire.PutDataIntegrationConfigurationRequest{Enabled: req.Enabled}, true)
 	if err != nil {
 		return err
 	}
@@ -243,5 +245,7 @@ func (s *Server) widgetSetEnabled(c *call) error {
 	if err != nil {
 		return err
 	}
+	// From what was written: the cache may not show the OrganizationProvider yet.
+	v.Enabled = p.IsEnabled() && op.IsEnabled()
 	return c.respond(v)
 }

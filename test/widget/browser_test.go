@@ -269,7 +269,10 @@ func (p *page) waitText(path chromedp.JSPath, want string) {
 func (p *page) waitFor(js string) {
 	p.t.Helper()
 	_, err := chromedp.Run(p.ctx, chromedp.Poll[chromedp.Void](js, chromedp.WithPollingTimeout(20*time.Second)))
-	p.check(nil, err)
+	if err != nil {
+		dom, _ := chromedp.Run(p.ctx, chromedp.Evaluate[string](deepDOM))
+		p.t.Fatalf("waiting for %s: %v\nconsole: %s\npage: %s", js, err, strings.Join(p.logged(), "\n"), dom)
+	}
 }
 
 // screenshot saves the page as name.png in the screenshots directory.

@@ -2,6 +2,7 @@ package widget_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"slices"
 	"strings"
@@ -169,6 +170,8 @@ func TestAdminDisablesProviderForOrganization(t *testing.T) {
 	admin.waitFor(string(toggle) + `.getAttribute('aria-checked') === 'false' && !` + string(toggle) + `.hasAttribute('aria-busy')`)
 	admin.screenshot("widget-admin")
 
+	// The answer came from what was written; a list reads the cache, which follows within moments.
+	eventually(t, "the organization's setting in the cache", func() bool { return !listedEnabled(t, "member", "org_admin", "stripe") })
 	user := newPage(t)
 	user.run(chromedp.Navigate(s.host.URL + "/"))
 	user.waitText(row("openai", `[data-role="state"]`), "Not connected")
@@ -269,4 +272,27 @@ func TestOriginNotAllowed(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("the same token without a browser origin: %d", resp.StatusCode)
 	}
+}
+
+// listedEnabled reports whether the widget API lists slug as enabled for user in org.
+func listedEnabled(t *testing.T, user, org, slug string) bool {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, s.env.PublicURL()+"/widget/api/v1/providers", nil)
+	req.Header.Set("Authorization", "Bearer "+issue(t, user, org))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var list wire.WidgetProviderList
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range list.Data {
+		if p.Slug == slug {
+			return p.Enabled
+		}
+	}
+	t.Fatalf("%s is not listed", slug)
+	return false
 }
