@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -295,4 +296,46 @@ func listedEnabled(t *testing.T, user, org, slug string) bool {
 	}
 	t.Fatalf("%s is not listed", slug)
 	return false
+}
+
+// While the list is on its way the widget says it is loading (the request is held back
+// with the DevTools Fetch domain); with no provider in the namespace, it says so.
+func TestLoadingAndEmptyStates(t *testing.T) {
+	serveTokens(issue(t, "user-states", "org_1"), "")
+	p := newPage(t)
+	paused := make(chan fetch.RequestID, 64)
+	p.check(nil, chromedp.Listen(p.ctx, func(ev any) {
+		if e, ok := ev.(*fetch.EventRequestPaused); ok {
+			paused <- e.RequestID
+		}
+	}))
+	p.check(chromedp.Call(p.ctx, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: "*/widget/api/v1/providers"}}}))
+	p.run(chromedp.Navigate(s.host.URL + "/"))
+	var held fetch.RequestID
+	select {
+	case held = <-paused:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the widget never asked for the list")
+	}
+	p.waitText(in("pipes-connections", `[data-role="loading"]`), "Loading")
+	p.screenshot("widget-loading")
+	// Let it through, and what follows it (the preflight is held first, then the GET).
+	p.check(chromedp.Call(p.ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: held}))
+	go func() {
+		for id := range paused {
+			_, _ = chromedp.Call(p.ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: id})
+		}
+	}()
+	p.waitText(row("openai", `[data-role="state"]`), "Not connected")
+
+	// A namespace without providers.
+	empty, _, err := s.env.Operator.Widgets.Issue(widgettoken.Claims{Namespace: "no-providers-here", UserID: "user-states"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveTokens(empty, "")
+	q := newPage(t)
+	q.run(chromedp.Navigate(s.host.URL + "/"))
+	q.waitText(in("pipes-connections", `[data-role="empty"]`), "No services")
+	q.screenshot("widget-empty")
 }
