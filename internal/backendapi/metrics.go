@@ -57,6 +57,7 @@ var resultValues = map[string]bool{
 	wire.CodeInvalidRequest: true, wire.CodeUnauthorized: true, wire.CodeForbidden: true, wire.CodeNotFound: true,
 	wire.CodeConflict: true, wire.CodeAuthMethodMismatch: true, wire.CodeRequestTooLarge: true, wire.CodeRateLimited: true,
 	wire.CodeNotImplemented: true, wire.CodeUnavailable: true, wire.CodeInternal: true,
+	wire.CodeSessionExpired: true, wire.CodeProviderDisabled: true,
 }
 
 // resultLabel turns a call's audit result into a bounded label value. The audit line

@@ -9,7 +9,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	. "github.com/onsi/gomega/gstruct"
+	"github.com/onsi/gomega/gstruct"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -108,7 +108,7 @@ var _ = Describe("Widget sessions", func() {
 		e = expectAPIError(err, http.StatusBadRequest, wire.CodeInvalidRequest)
 		Expect(e.Message).To(ContainSubstring(widgettoken.ScopeManage))
 		_, err = api(backendTok, "").WidgetToken(ctx, wire.WidgetTokenRequest{UserID: ""})
-		expectAPIError(err, http.StatusBadRequest, wire.CodeInvalidRequest)
+		Expect(expectAPIError(err, http.StatusBadRequest, wire.CodeInvalidRequest).Message).To(ContainSubstring("user_id"))
 	})
 
 	It("lets a user connect, replace and disconnect their own key, showing only its last four, and vends what they set", func(ctx SpecContext) {
@@ -120,7 +120,7 @@ var _ = Describe("Widget sessions", func() {
 		list := widgetProviders(tok)
 		Expect(list).To(HaveLen(2))
 		Expect(list[0].Slug).To(Equal("github")) // sorted by display name: GitHub's is the slug
-		Expect(list[1]).To(MatchFields(IgnoreExtras, Fields{"Slug": Equal("openai"), "Name": Equal("OpenAI"), "Description": Equal("completions on your behalf"),
+		Expect(list[1]).To(gstruct.MatchFields(gstruct.IgnoreExtras, gstruct.Fields{"Slug": Equal("openai"), "Name": Equal("OpenAI"), "Description": Equal("completions on your behalf"),
 			"Method": Equal(wire.AuthMethodAPIKey), "Enabled": BeTrue(), "State": Equal(wire.StateDisconnected)}))
 
 		const key = "sk-widget-first-key-0001"
@@ -301,7 +301,7 @@ var _ = Describe("Widget sessions", func() {
 		Expect(resp.Header.Get("Content-Type")).To(HavePrefix("text/javascript"))
 		Expect(resp.Header.Get("Cache-Control")).To(ContainSubstring("immutable"))
 		Expect(resp.Header.Get("X-Content-Type-Options")).To(Equal("nosniff"))
-		Expect(len(b)).To(Equal(env.Operator.Public.Assets.GzipSize()))
+		Expect(b).To(HaveLen(env.Operator.Public.Assets.GzipSize()))
 		Expect(len(b)).To(BeNumerically("<", 20<<10), "the user widget's gzipped size target")
 		GinkgoWriter.Printf("widget script: %d bytes gzipped\n", len(b))
 

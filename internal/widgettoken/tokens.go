@@ -21,10 +21,13 @@ const (
 	// token's organization, as the hosted product names it.
 	ScopeManage = "widgets:pipes:manage"
 
-	// Audience, Issuer and TypeHeader are fixed: a token made for anything else (a
-	// ServiceAccount token, another product's JWT) never verifies as a widget token.
-	Audience   = "pipes.dev/widget"
-	Issuer     = "pipes-operator"
+	// Audience is every widget token's "aud". With Issuer and TypeHeader it is fixed: a
+	// token made for anything else (a ServiceAccount token, another product's JWT) never
+	// verifies as a widget token.
+	Audience = "pipes.dev/widget"
+	// Issuer is every widget token's "iss".
+	Issuer = "pipes-operator"
+	// TypeHeader is every widget token's "typ" header.
 	TypeHeader = "pipes-widget+jwt"
 
 	// DefaultTTL is how long a token is valid unless configured otherwise.

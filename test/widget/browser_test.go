@@ -45,8 +45,8 @@ type suite struct {
 	// host serves the demo pages on an allowed origin; other on an origin that is not allowed.
 	host, other *httptest.Server
 	// mint is what the demo pages' Mint calls: tests choose the user and token.
-	mu   sync.Mutex
-	mint func(r *http.Request, admin bool) (string, error)
+	mu    sync.Mutex
+	mint  func(r *http.Request, admin bool) (string, error)
 	shots string
 }
 
@@ -163,7 +163,7 @@ func issue(t *testing.T, user, org string, scopes ...string) string {
 func serveTokens(user, admin string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.mint = func(r *http.Request, isAdmin bool) (string, error) {
+	s.mint = func(_ *http.Request, isAdmin bool) (string, error) {
 		if isAdmin {
 			return admin, nil
 		}
