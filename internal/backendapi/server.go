@@ -67,23 +67,11 @@ type Server struct {
 	sources    *limiters // by remote IP, before authentication
 	changes    *changes
 	once       sync.Once
-
-	mu       sync.Mutex
-	listener net.Listener
+	serve.Bound
 }
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every replica serves.
 func (s *Server) NeedLeaderElection() bool { return false }
-
-// Addr is the address the server listens on, once started.
-func (s *Server) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.listener == nil {
-		return ""
-	}
-	return s.listener.Addr().String()
-}
 
 // Start implements manager.Runnable.
 func (s *Server) Start(ctx context.Context) error {
@@ -99,9 +87,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	return serve.Serve(ctx, serve.Options{Name: "backend API", Addr: s.Options.Addr, CertDir: s.Options.CertDir, Listening: func(ln net.Listener) {
-		s.mu.Lock()
-		s.listener = ln
-		s.mu.Unlock()
+		s.Set(ln)
 		s.Log.Info("serving backend API", "addr", ln.Addr().String())
 	}}, s.Handler())
 }
@@ -118,11 +104,7 @@ func (s *Server) init() {
 func (s *Server) Handler() http.Handler {
 	s.init()
 	mux := http.NewServeMux()
-	routes := []struct {
-		pattern string
-		action  string
-		fn      func(*call) error
-	}{
+	routes := []route{
 		{"PUT /data-integrations/{slug}/api-key", "upsert_api_key", s.upsertAPIKey},
 		{"POST /data-integrations/{slug}/credentials", "vend", s.vendCredentials},
 		{"POST /data-integrations/{slug}/token", "vend_token", s.vendToken},
@@ -143,6 +125,13 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusNotFound, wire.ErrorResponse{Code: wire.CodeNotFound, Message: fmt.Sprintf("no route %s %s; see docs/api.md", r.Method, r.URL.Path)})
 	})
 	return mux
+}
+
+// route is one endpoint: its pattern, its audit action, its handler.
+type route struct {
+	pattern string
+	action  string
+	fn      func(*call) error
 }
 
 // apiError is an error with its HTTP status and code.

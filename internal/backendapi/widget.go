@@ -68,11 +68,7 @@ func (s *Server) issueWidgetToken(c *call) error {
 func (s *Server) WidgetHandler() http.Handler {
 	s.init()
 	mux := http.NewServeMux()
-	routes := []struct {
-		pattern string
-		action  string
-		fn      func(*call) error
-	}{
+	routes := []route{
 		{"GET /session", "widget_session", s.widgetSession},
 		{"GET /providers", "widget_list", s.widgetProviders},
 		{"PUT /providers/{slug}/api-key", "widget_set_key", s.widgetSetKey},

@@ -27,10 +27,8 @@ var _ KeyEncryptionKey = (*Keyset)(nil)
 type Keyset struct {
 	handle *keyset.Handle
 	// aead is built once because Seal and Open are on hot paths.
-	aead    tink.AEAD
-	primary uint32
-	// enabled holds the ids of enabled keys, sorted.
-	enabled []uint32
+	aead tink.AEAD
+	Keys
 }
 
 // NewKeyset returns a keyset with one fresh AES-256-GCM key as primary.
@@ -45,35 +43,26 @@ func NewKeyset() (*Keyset, error) {
 // newKeyset checks that h holds only AES-256-GCM keys and caches the AEAD
 // primitive and key ids.
 func newKeyset(h *keyset.Handle) (*Keyset, error) {
-	primary, err := h.Primary()
-	if err != nil {
-		return nil, fmt.Errorf("crypto: keyset has no primary key: %w", err)
-	}
-	enabled := make([]uint32, 0, h.Len())
-	for i := range h.Len() {
-		e, err := h.Entry(i)
-		if err != nil {
-			return nil, fmt.Errorf("crypto: read keyset entry %d: %w", i, err)
-		}
-		// Refuse anything weaker or different than the documented key type,
-		// rather than silently wrapping credentials with it.
+	// Refuse anything weaker or different than the documented key type, rather than
+	// silently wrapping credentials with it.
+	keys, err := ReadKeys(h, "crypto", func(e *keyset.Entry) error {
 		k, ok := e.Key().(*aesgcm.Key)
 		if !ok {
-			return nil, fmt.Errorf("crypto: keyset key %d is %T, want AES-256-GCM", e.KeyID(), e.Key())
+			return fmt.Errorf("crypto: keyset key %d is %T, want AES-256-GCM", e.KeyID(), e.Key())
 		}
 		if p, ok := k.Parameters().(*aesgcm.Parameters); !ok || p.KeySizeInBytes() != aes256KeySize {
-			return nil, fmt.Errorf("crypto: keyset key %d is not a 256-bit AES-GCM key, want AES-256-GCM", e.KeyID())
+			return fmt.Errorf("crypto: keyset key %d is not a 256-bit AES-GCM key, want AES-256-GCM", e.KeyID())
 		}
-		if e.KeyStatus() == keyset.Enabled {
-			enabled = append(enabled, e.KeyID())
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	slices.Sort(enabled)
 	a, err := aead.New(h)
 	if err != nil {
 		return nil, fmt.Errorf("crypto: build AEAD from keyset: %w", err)
 	}
-	return &Keyset{handle: h, aead: a, primary: primary.KeyID(), enabled: enabled}, nil
+	return &Keyset{handle: h, aead: a, Keys: keys}, nil
 }
 
 // ParseKeyset reads a cleartext Tink JSON keyset, as written by MarshalJSON or
@@ -142,20 +131,10 @@ func (k *Keyset) MarshalJSON() ([]byte, error) { return WriteCleartextHandle(k.h
 // and decrypts with any enabled key.
 func (k *Keyset) AEAD() tink.AEAD { return k.aead }
 
-// PrimaryKeyID is the id of the key new data keys are wrapped with.
-func (k *Keyset) PrimaryKeyID() uint32 { return k.primary }
-
-// KeyIDs returns the ids of all enabled keys, sorted.
-func (k *Keyset) KeyIDs() []uint32 { return slices.Clone(k.enabled) }
-
 // Rotate returns a new keyset with a fresh AES-256-GCM key made primary. The
 // old keys stay enabled so existing ciphertexts still decrypt; k is unchanged.
 func (k *Keyset) Rotate() (*Keyset, error) {
-	h, err := AddPrimary(k.handle, aead.AES256GCMKeyTemplate())
-	if err != nil {
-		return nil, err
-	}
-	return newKeyset(h)
+	return Rotated(k.handle, aead.AES256GCMKeyTemplate(), newKeyset)
 }
 
 // AddPrimary returns a copy of h with a fresh key of template t made primary; the
@@ -184,18 +163,7 @@ func AddPrimary(h *keyset.Handle, t *tinkpb.KeyTemplate) (*keyset.Handle, error)
 // Ciphertexts whose data key was wrapped by a removed key can no longer be
 // opened, so inUse must cover every stored ciphertext (Sealed.KeyID).
 func (k *Keyset) Prune(inUse func(keyID uint32) bool) (*Keyset, []uint32, error) {
-	h, removed, err := PruneHandle(k.handle, inUse)
-	if err != nil || len(removed) == 0 {
-		if err == nil {
-			return k, nil, nil
-		}
-		return nil, nil, err
-	}
-	pruned, err := newKeyset(h)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pruned, removed, nil
+	return Pruned(k, k.handle, inUse, newKeyset)
 }
 
 // PruneHandle returns a copy of h without the non-primary keys for which inUse returns

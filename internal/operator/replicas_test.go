@@ -19,6 +19,7 @@ import (
 	"github.com/pipes-dev/pipes-operator/internal/crypto"
 	"github.com/pipes-dev/pipes-operator/internal/keyadmin"
 	"github.com/pipes-dev/pipes-operator/internal/keyring"
+	"github.com/pipes-dev/pipes-operator/internal/operator"
 	"github.com/pipes-dev/pipes-operator/internal/sealing"
 	"github.com/pipes-dev/pipes-operator/internal/testenv"
 	"github.com/pipes-dev/pipes-operator/internal/wire"
@@ -32,26 +33,8 @@ func TestKeysetRotationReachesEveryReplica(t *testing.T) {
 	if testing.Short() {
 		t.Skip("envtest suite: starts etcd and kube-apiserver; run without -short (make test)")
 	}
-	env, err := testenv.Start(testenv.Options{Webhooks: true, API: true, APIRateLimit: 1000, LeaderElection: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	env, follower := leaderAndFollower(t, testenv.Options{Webhooks: true, API: true, APIRateLimit: 1000, LeaderElection: true})
 	ctx := context.Background()
-	select {
-	case <-env.Operator.Manager.Elected():
-	case <-time.After(time.Minute):
-		t.Fatal("the first manager never became the leader")
-	}
-	follower, err := env.StartAPIReplica()
-	if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-follower.Manager.Elected():
-		t.Fatal("the second manager became the leader; the test needs it to be the follower")
-	case <-time.After(2 * time.Second):
-	}
 
 	ns := "replicas"
 	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
@@ -185,4 +168,31 @@ func TestKeysetRotationReachesEveryReplica(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "Restore the sealing keyset from your backup") || !strings.Contains(err.Error(), "ConnectedAccount "+ns+"/sealed") {
 		t.Fatalf("a fresh sealing keyset would orphan the sealed values; err = %v", err)
 	}
+}
+
+// leaderAndFollower starts a manager with o (LeaderElection set), waits for it to lead,
+// then starts a second one serving the backend API (and the public listener with
+// o.Public) and makes sure it follows: the replica the tests send their requests to.
+func leaderAndFollower(t *testing.T, o testenv.Options) (*testenv.Env, *operator.Operator) {
+	t.Helper()
+	env, err := testenv.Start(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	select {
+	case <-env.Operator.Manager.Elected():
+	case <-time.After(time.Minute):
+		t.Fatal("the first manager never became the leader")
+	}
+	follower, err := env.StartAPIReplica()
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-follower.Manager.Elected():
+		t.Fatal("the second manager became the leader; the test needs it to be the follower")
+	case <-time.After(2 * time.Second):
+	}
+	return env, follower
 }

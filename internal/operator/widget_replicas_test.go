@@ -28,27 +28,9 @@ func TestWidgetSessionsOnEveryReplica(t *testing.T) {
 		t.Skip("envtest suite: starts etcd and kube-apiserver; run without -short (make test)")
 	}
 	const ttl, rotation = 3 * time.Second, 6 * time.Second
-	env, err := testenv.Start(testenv.Options{Webhooks: true, API: true, APIRateLimit: 1000, LeaderElection: true,
+	env, follower := leaderAndFollower(t, testenv.Options{Webhooks: true, API: true, APIRateLimit: 1000, LeaderElection: true,
 		Public: true, WidgetTokenTTL: ttl, WidgetKeyRotation: rotation})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
 	ctx := context.Background()
-	select {
-	case <-env.Operator.Manager.Elected():
-	case <-time.After(time.Minute):
-		t.Fatal("the first manager never became the leader")
-	}
-	follower, err := env.StartAPIReplica()
-	if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-follower.Manager.Elected():
-		t.Fatal("the second manager became the leader; the test needs it to be the follower")
-	case <-time.After(2 * time.Second):
-	}
 
 	ns := "widget-replicas"
 	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {

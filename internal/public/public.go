@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/go-logr/logr"
 
@@ -43,9 +42,7 @@ type Server struct {
 	WidgetAPI http.Handler
 	Assets    *widget.Assets
 	Log       logr.Logger
-
-	mu       sync.Mutex
-	listener net.Listener
+	serve.Bound
 }
 
 // ParseOrigins checks a list of origins: each exactly scheme://host[:port], http or
@@ -69,22 +66,10 @@ func ParseOrigins(list []string) ([]string, error) {
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every replica serves.
 func (s *Server) NeedLeaderElection() bool { return false }
 
-// Addr is the address the server listens on, once started.
-func (s *Server) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.listener == nil {
-		return ""
-	}
-	return s.listener.Addr().String()
-}
-
 // Start implements manager.Runnable.
 func (s *Server) Start(ctx context.Context) error {
 	return serve.Serve(ctx, serve.Options{Name: "public listener", Addr: s.Options.Addr, CertDir: s.Options.CertDir, Listening: func(ln net.Listener) {
-		s.mu.Lock()
-		s.listener = ln
-		s.mu.Unlock()
+		s.Set(ln)
 		s.Log.Info("serving the widget", "addr", ln.Addr().String(), "script", s.Assets.ScriptPath(), "allowedOrigins", s.Options.AllowedOrigins)
 	}}, s.Handler())
 }

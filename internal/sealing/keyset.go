@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"slices"
 
 	"github.com/tink-crypto/tink-go/v2/hybrid"
 	"github.com/tink-crypto/tink-go/v2/hybrid/hpke"
@@ -20,8 +19,7 @@ import (
 type Keyset struct {
 	handle  *keyset.Handle
 	decrypt tink.HybridDecrypt
-	primary uint32
-	enabled []uint32
+	crypto.Keys
 }
 
 // NewKeyset returns a keyset with one fresh key as primary.
@@ -34,33 +32,21 @@ func NewKeyset() (*Keyset, error) {
 }
 
 func newKeyset(h *keyset.Handle) (*Keyset, error) {
-	primary, err := h.Primary()
-	if err != nil {
-		return nil, fmt.Errorf("sealing: keyset has no primary key: %w", err)
-	}
-	enabled := make([]uint32, 0, h.Len())
-	for i := range h.Len() {
-		e, err := h.Entry(i)
-		if err != nil {
-			return nil, fmt.Errorf("sealing: read keyset entry %d: %w", i, err)
-		}
+	keys, err := crypto.ReadKeys(h, "sealing", func(e *keyset.Entry) error {
 		k, ok := e.Key().(*hpke.PrivateKey)
 		if !ok {
-			return nil, fmt.Errorf("sealing: keyset key %d is %T, want an HPKE private key", e.KeyID(), e.Key())
+			return fmt.Errorf("sealing: keyset key %d is %T, want an HPKE private key", e.KeyID(), e.Key())
 		}
-		if err := checkParameters(e.KeyID(), k.Parameters()); err != nil {
-			return nil, err
-		}
-		if e.KeyStatus() == keyset.Enabled {
-			enabled = append(enabled, e.KeyID())
-		}
+		return checkParameters(e.KeyID(), k.Parameters())
+	})
+	if err != nil {
+		return nil, err
 	}
-	slices.Sort(enabled)
 	d, err := hybrid.NewHybridDecrypt(h)
 	if err != nil {
 		return nil, fmt.Errorf("sealing: build decrypter: %w", err)
 	}
-	return &Keyset{handle: h, decrypt: d, primary: primary.KeyID(), enabled: enabled}, nil
+	return &Keyset{handle: h, decrypt: d, Keys: keys}, nil
 }
 
 // ParseKeyset reads the private keyset as MarshalJSON writes it (the sealing keyset
@@ -95,43 +81,16 @@ func (k *Keyset) PublicKeysetJSON() ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-// PrimaryKeyID is the id of the key new values are sealed with.
-func (k *Keyset) PrimaryKeyID() uint32 { return k.primary }
-
-// KeyIDs returns the ids of all enabled keys, sorted.
-func (k *Keyset) KeyIDs() []uint32 { return slices.Clone(k.enabled) }
-
-// Has reports whether id is an enabled key of k.
-func (k *Keyset) Has(id uint32) bool {
-	_, ok := slices.BinarySearch(k.enabled, id)
-	return ok
-}
-
 // Rotate returns a keyset with a fresh key made primary; the old keys still open
 // values sealed with them.
 func (k *Keyset) Rotate() (*Keyset, error) {
-	h, err := crypto.AddPrimary(k.handle, hybrid.DHKEM_X25519_HKDF_SHA256_HKDF_SHA256_AES_256_GCM_Key_Template())
-	if err != nil {
-		return nil, err
-	}
-	return newKeyset(h)
+	return crypto.Rotated(k.handle, hybrid.DHKEM_X25519_HKDF_SHA256_HKDF_SHA256_AES_256_GCM_Key_Template(), newKeyset)
 }
 
 // Prune returns a keyset without the non-primary keys inUse says no sealed value uses,
 // and their ids; with nothing removed, k itself.
 func (k *Keyset) Prune(inUse func(keyID uint32) bool) (*Keyset, []uint32, error) {
-	h, removed, err := crypto.PruneHandle(k.handle, inUse)
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(removed) == 0 {
-		return k, nil, nil
-	}
-	pruned, err := newKeyset(h)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pruned, removed, nil
+	return crypto.Pruned(k, k.handle, inUse, newKeyset)
 }
 
 // Open opens value sealed for c. Errors are [ErrMalformed], [ErrUnknownKey],
@@ -143,7 +102,7 @@ func (k *Keyset) Open(value string, c Context) ([]byte, error) {
 		return nil, err
 	}
 	if !k.Has(s.KeyID) {
-		return nil, fmt.Errorf("%w (key %d; this operator's sealing keys are %v)", ErrUnknownKey, s.KeyID, k.enabled)
+		return nil, fmt.Errorf("%w (key %d; this operator's sealing keys are %v)", ErrUnknownKey, s.KeyID, k.KeyIDs())
 	}
 	pt, err := k.decrypt.Decrypt(s.ciphertext, c.info())
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
@@ -60,4 +61,25 @@ func Serve(ctx context.Context, o Options, h http.Handler) error {
 		return err
 	}
 	return nil
+}
+
+// Bound remembers the address a server listens on, once it does: embedded in a server,
+// it gives it Addr, for readiness checks and tests.
+type Bound struct {
+	mu   sync.Mutex
+	addr string
+}
+
+// Addr is the address the server listens on, or "" before it does.
+func (b *Bound) Addr() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.addr
+}
+
+// Set records ln's address (an Options.Listening).
+func (b *Bound) Set(ln net.Listener) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.addr = ln.Addr().String()
 }

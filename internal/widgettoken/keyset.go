@@ -7,7 +7,6 @@ package widgettoken
 
 import (
 	"fmt"
-	"slices"
 
 	"github.com/tink-crypto/tink-go/v2/jwt"
 	"github.com/tink-crypto/tink-go/v2/keyset"
@@ -21,8 +20,7 @@ type Keyset struct {
 	handle   *keyset.Handle
 	signer   jwt.Signer
 	verifier jwt.Verifier
-	primary  uint32
-	enabled  []uint32
+	crypto.Keys
 }
 
 // NewKeyset returns a keyset with one fresh key as primary.
@@ -35,21 +33,11 @@ func NewKeyset() (*Keyset, error) {
 }
 
 func newKeyset(h *keyset.Handle) (*Keyset, error) {
-	primary, err := h.Primary()
+	// The signer below refuses keys that are not JWT signing keys.
+	keys, err := crypto.ReadKeys(h, "widget tokens", func(*keyset.Entry) error { return nil })
 	if err != nil {
-		return nil, fmt.Errorf("widget tokens: keyset has no primary key: %w", err)
+		return nil, err
 	}
-	enabled := make([]uint32, 0, h.Len())
-	for i := range h.Len() {
-		e, err := h.Entry(i)
-		if err != nil {
-			return nil, fmt.Errorf("widget tokens: read keyset entry %d: %w", i, err)
-		}
-		if e.KeyStatus() == keyset.Enabled {
-			enabled = append(enabled, e.KeyID())
-		}
-	}
-	slices.Sort(enabled)
 	signer, err := jwt.NewSigner(h)
 	if err != nil {
 		return nil, fmt.Errorf("widget tokens: the keyset is not an ES256 signing keyset: %w", err)
@@ -62,7 +50,7 @@ func newKeyset(h *keyset.Handle) (*Keyset, error) {
 	if err != nil {
 		return nil, fmt.Errorf("widget tokens: verifier: %w", err)
 	}
-	return &Keyset{handle: h, signer: signer, verifier: verifier, primary: primary.KeyID(), enabled: enabled}, nil
+	return &Keyset{handle: h, signer: signer, verifier: verifier, Keys: keys}, nil
 }
 
 // ParseKeyset reads the keyset as MarshalJSON writes it (the Secret's data, or a backup).
@@ -77,40 +65,13 @@ func ParseKeyset(jsonBytes []byte) (*Keyset, error) {
 // MarshalJSON returns the keyset as cleartext Tink JSON: secret key material.
 func (k *Keyset) MarshalJSON() ([]byte, error) { return crypto.WriteCleartextHandle(k.handle) }
 
-// PrimaryKeyID is the id of the key new tokens are signed with.
-func (k *Keyset) PrimaryKeyID() uint32 { return k.primary }
-
-// KeyIDs returns the ids of all enabled keys, sorted.
-func (k *Keyset) KeyIDs() []uint32 { return slices.Clone(k.enabled) }
-
-// Has reports whether id is an enabled key of k.
-func (k *Keyset) Has(id uint32) bool {
-	_, ok := slices.BinarySearch(k.enabled, id)
-	return ok
-}
-
 // Rotate returns a keyset with a fresh key made primary; the old keys still verify.
 func (k *Keyset) Rotate() (*Keyset, error) {
-	h, err := crypto.AddPrimary(k.handle, jwt.ES256Template())
-	if err != nil {
-		return nil, err
-	}
-	return newKeyset(h)
+	return crypto.Rotated(k.handle, jwt.ES256Template(), newKeyset)
 }
 
 // Prune returns a keyset without the non-primary keys inUse rejects, and their ids;
 // with nothing removed, k itself.
 func (k *Keyset) Prune(inUse func(keyID uint32) bool) (*Keyset, []uint32, error) {
-	h, removed, err := crypto.PruneHandle(k.handle, inUse)
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(removed) == 0 {
-		return k, nil, nil
-	}
-	pruned, err := newKeyset(h)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pruned, removed, nil
+	return crypto.Pruned(k, k.handle, inUse, newKeyset)
 }
