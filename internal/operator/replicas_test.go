@@ -3,6 +3,7 @@ package operator_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -37,21 +38,7 @@ func TestKeysetRotationReachesEveryReplica(t *testing.T) {
 	ctx := context.Background()
 
 	ns := "replicas"
-	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := env.Client.Create(ctx, &pipesv1.Provider{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "openai"},
-		Spec: pipesv1.ProviderSpec{Method: pipesv1.AuthMethodAPIKey}}); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := env.ServiceAccountToken(ctx, ns, "backend", "pipes-backend", ns, "pipes.dev")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := apiclient.HTTPClientWithCAData(env.APICA(), 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok, h := backendOf(ctx, t, env, ns)
 	client := func(op interface{ Addr() string }) *apiclient.Client {
 		return apiclient.New("https://"+op.Addr(), apiclient.WithHTTPClient(h), apiclient.WithToken(tok), apiclient.WithNamespace(ns))
 	}
@@ -195,4 +182,26 @@ func leaderAndFollower(t *testing.T, o testenv.Options) (*testenv.Env, *operator
 	case <-time.After(2 * time.Second):
 	}
 	return env, follower
+}
+
+// backendOf creates namespace ns with an API-key Provider "openai", and returns a
+// pipes-backend token there and an HTTP client trusting the backend API.
+func backendOf(ctx context.Context, t *testing.T, env *testenv.Env, ns string) (string, *http.Client) {
+	t.Helper()
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, &pipesv1.Provider{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "openai"},
+		Spec: pipesv1.ProviderSpec{Method: pipesv1.AuthMethodAPIKey}}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := env.ServiceAccountToken(ctx, ns, "backend", "pipes-backend", ns, "pipes.dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := apiclient.HTTPClientWithCAData(env.APICA(), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok, h
 }

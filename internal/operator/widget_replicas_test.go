@@ -9,7 +9,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
@@ -33,21 +32,7 @@ func TestWidgetSessionsOnEveryReplica(t *testing.T) {
 	ctx := context.Background()
 
 	ns := "widget-replicas"
-	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := env.Client.Create(ctx, &pipesv1.Provider{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "openai"},
-		Spec: pipesv1.ProviderSpec{Method: pipesv1.AuthMethodAPIKey}}); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := env.ServiceAccountToken(ctx, ns, "backend", "pipes-backend", ns, "pipes.dev")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := apiclient.HTTPClientWithCAData(env.APICA(), 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok, h := backendOf(ctx, t, env, ns)
 	backend := func(op *operator.Operator) *apiclient.Client {
 		return apiclient.New("https://"+op.API.Addr(), apiclient.WithHTTPClient(h), apiclient.WithToken(tok), apiclient.WithNamespace(ns))
 	}
