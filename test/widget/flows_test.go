@@ -339,3 +339,41 @@ func TestLoadingAndEmptyStates(t *testing.T) {
 	q.waitText(in("pipes-connections", `[data-role="empty"]`), "No services")
 	q.screenshot("widget-empty")
 }
+
+// While a key is being saved, the form is gone (the key with it) and Save is disabled and
+// busy; the request is held back with the DevTools Fetch domain to look at that moment.
+func TestSubmitPending(t *testing.T) {
+	user := "user-pending"
+	serveTokens(issue(t, user, "org_1"), "")
+	p := newPage(t)
+	paused := make(chan fetch.RequestID, 64)
+	p.check(nil, chromedp.Listen(p.ctx, func(ev any) {
+		if e, ok := ev.(*fetch.EventRequestPaused); ok && e.Request.Method == http.MethodPut {
+			paused <- e.RequestID
+		} else if ok {
+			go func() { _, _ = chromedp.Call(p.ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: e.RequestID}) }()
+		}
+	}))
+	p.check(chromedp.Call(p.ctx, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: "*/api-key"}}}))
+	p.run(chromedp.Navigate(s.host.URL + "/"))
+	p.waitText(row("openai", `[data-role="state"]`), "Not connected")
+	p.run(chromedp.Click(row("openai", `[data-action="connect"]`)),
+		chromedp.SendKeys(row("openai", `input[data-role="key"]`), firstKey),
+		chromedp.Click(row("openai", `[data-action="submit"]`)))
+	var held fetch.RequestID
+	select {
+	case held = <-paused:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the key was never sent")
+	}
+	pending := row("openai", `[data-role="pending"] [data-action="submit"]`)
+	p.waitFor(string(pending) + `.disabled && ` + string(pending) + `.getAttribute('aria-busy') === 'true'`)
+	if evaluate[bool](p, string(row("openai", `input[data-role="key"]`))+` !== null`) {
+		t.Fatal("the key input is still in the page while the key is being saved")
+	}
+	if where := p.leaks(firstKey); len(where) > 0 {
+		t.Fatalf("the key is in the page while it is being saved: %v", where)
+	}
+	p.check(chromedp.Call(p.ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: held}))
+	p.waitText(row("openai", `[data-role="last4"]`), "•••• 4821")
+}
