@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,10 +60,16 @@ type ConnectedAccountReconciler struct {
 	KeysetRotated <-chan event.GenericEvent
 	// MaxConcurrentReconciles defaults to DefaultAccountWorkers.
 	MaxConcurrentReconciles int
+	// RefreshOAuth refreshes an OAuth account's token stored in secret (nil: no
+	// proactive refresh; tokens are then refreshed when vended).
+	RefreshOAuth func(ctx context.Context, ca *pipesv1.ConnectedAccount, secret *corev1.Secret) error
 
 	// written tells a cached account older than our own last write of it.
 	written writetrack.Tracker
 }
+
+// RefreshLead is the most ahead of its expiry an OAuth token is refreshed.
+const RefreshLead = 5 * time.Minute
 
 // DefaultAccountWorkers is how many accounts are reconciled at once. A reconcile mostly
 // waits on the API server (a Secret write, a status patch), so the count is sized to keep
@@ -109,6 +116,10 @@ func (r *ConnectedAccountReconciler) reconcile(ctx context.Context, req ctrl.Req
 	// more write (a fifth of a first sync's).
 	before := ca.DeepCopy()
 	syncErr := r.sync(ctx, &ca)
+	var res ctrl.Result
+	if syncErr == nil {
+		res.RequeueAfter, syncErr = r.refreshAhead(ctx, &ca)
+	}
 	setHealth(&ca)
 	ca.Status.ObservedGeneration = ca.Generation
 	if !equality.Semantic.DeepEqual(before.Status, ca.Status) {
@@ -118,7 +129,7 @@ func (r *ConnectedAccountReconciler) reconcile(ctx context.Context, req ctrl.Req
 		r.written.Wrote(&ca)
 	}
 	r.emitTransitions(before, &ca)
-	return ctrl.Result{}, syncErr
+	return res, syncErr
 }
 
 // sync stores or rotates the credential and fills in ca.Status. A returned error is
@@ -140,12 +151,9 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 			"ConnectedAccount %q, created earlier, already connects user %q%s to Provider %q and alone holds the credential; delete this one (one account per provider, user and organization)",
 			account.Name, ca.Spec.UserID, credential.InOrganization(ca.Spec.OrganizationID), ca.Spec.ProviderRef.Name))
 	}
-	if provider != nil && provider.Spec.Method == pipesv1.AuthMethodOAuth {
-		reason, msg := pipesv1.ReasonOAuthNotSupported, "OAuth connections are not supported yet; this account stays disconnected"
-		if ca.Spec.APIKey != nil {
-			reason, msg = pipesv1.ReasonAuthMethodMismatch, fmt.Sprintf("Provider %q uses OAuth but this account supplies an API key; remove spec.apiKey", provider.Name)
-		}
-		return r.disconnect(ctx, ca, reason, msg)
+	oauth := provider != nil && provider.Spec.Method == pipesv1.AuthMethodOAuth
+	if oauth && ca.Spec.APIKey != nil {
+		return r.disconnect(ctx, ca, pipesv1.ReasonAuthMethodMismatch, fmt.Sprintf("Provider %q uses OAuth but this account supplies an API key; remove spec.apiKey", provider.Name))
 	}
 
 	secret, err := r.Store.GetCurrent(ctx, ca)
@@ -171,6 +179,11 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 	case provider == nil:
 		// Nothing new is stored for a Provider that does not exist; Synced stays as it was.
 		notStoredReason, notStoredMsg = avail.Reason, avail.Message
+	case oauth:
+		// Tokens come from the authorization flow (the backend API stores them).
+		apimeta.RemoveStatusCondition(&ca.Status.Conditions, pipesv1.ConditionSynced)
+		notStoredReason, notStoredMsg = pipesv1.ReasonAwaitingAuthorization,
+			fmt.Sprintf("no OAuth token yet: the user connects through POST /data-integrations/%s/authorize (or the widget)", ca.Spec.ProviderRef.Name)
 	case hasSource(ca):
 		storedSourceVersion := ""
 		if hasStored {
@@ -205,7 +218,7 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 			clear(plaintext)
 			plaintext = bytes.Clone(key)
 			if secret == nil || stored.Version > credential.Describe(secret).Version {
-				credential.RecordStored(r.Recorder, ca, stored, secret != nil, "")
+				credential.RecordStored(r.Recorder, ca, "API key", stored, secret != nil, "")
 			}
 			hasStored = true
 			setCondition(ca, pipesv1.ConditionSynced, metav1.ConditionTrue, pipesv1.ReasonReady, inSync)
@@ -245,14 +258,50 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 		}
 	}
 
-	ca.Status.State = pipesv1.StateConnected
 	setStored(ca, &stored)
+	if !stored.NeedsReauthorization.IsZero() {
+		ca.Status.State = pipesv1.StateNeedsReauthorization
+		setCondition(ca, pipesv1.ConditionReady, metav1.ConditionFalse, pipesv1.ReasonReauthorizationNeeded, fmt.Sprintf(
+			"the provider refused the stored refresh token at %s (revoked, expired or already used): the user must connect again (POST /data-integrations/%s/authorize)",
+			stored.NeedsReauthorization.UTC().Format(time.RFC3339), ca.Spec.ProviderRef.Name))
+		return nil
+	}
+	ca.Status.State = pipesv1.StateConnected
 	if !avail.Available() {
 		setCondition(ca, pipesv1.ConditionReady, metav1.ConditionFalse, avail.Reason, avail.Message)
 		return nil
 	}
-	setCondition(ca, pipesv1.ConditionReady, metav1.ConditionTrue, pipesv1.ReasonConnected, "the API key is stored encrypted and can be vended")
+	what := "the API key"
+	if oauth {
+		what = "the OAuth token"
+	}
+	setCondition(ca, pipesv1.ConditionReady, metav1.ConditionTrue, pipesv1.ReasonConnected, what+" is stored encrypted and can be vended")
 	return nil
+}
+
+// refreshAhead refreshes a connected OAuth account's token ahead of its expiry (the
+// leader only reconciles, so one replica does it), and says when to look again: a
+// quarter of the token's lifetime (at most RefreshLead) before it expires, less a random
+// part of that, so that tokens issued together are not all refreshed at once.
+func (r *ConnectedAccountReconciler) refreshAhead(ctx context.Context, ca *pipesv1.ConnectedAccount) (time.Duration, error) {
+	if r.RefreshOAuth == nil || ca.Status.State != pipesv1.StateConnected || !apimeta.IsStatusConditionTrue(ca.Status.Conditions, pipesv1.ConditionReady) {
+		return 0, nil
+	}
+	secret, err := r.Store.Get(ctx, ca)
+	if err != nil || secret == nil {
+		return 0, err
+	}
+	stored := credential.Describe(secret)
+	if stored.TokenExpiry.IsZero() {
+		return 0, nil
+	}
+	lead := min(RefreshLead, max(stored.TokenExpiry.Sub(stored.RotatedAt)/4, time.Second))
+	due := time.Until(stored.TokenExpiry) - lead
+	if due > 0 {
+		return max(due+time.Second-rand.N(lead/2+time.Second), 100*time.Millisecond), nil //nolint:gosec // G404: spreading load, not a secret
+	}
+	// The refreshed Secret's event reconciles the account again, which schedules the next.
+	return 0, r.RefreshOAuth(ctx, ca, secret)
 }
 
 // hasSource reports whether ca names a source of its API key in spec.apiKey.

@@ -80,8 +80,12 @@ const (
 	// ReasonCredentialSecretNameTaken: a Secret the account does not control has the name
 	// of its credential Secret; the operator neither uses nor deletes it.
 	ReasonCredentialSecretNameTaken Reason = "CredentialSecretNameTaken"
-	// ReasonOAuthNotSupported: OAuth connections are not implemented yet.
-	ReasonOAuthNotSupported Reason = "OAuthNotSupported"
+	// ReasonAwaitingAuthorization: no OAuth token yet: the user has not completed the
+	// authorization flow (POST /data-integrations/{slug}/authorize).
+	ReasonAwaitingAuthorization Reason = "AwaitingAuthorization"
+	// ReasonReauthorizationNeeded: the provider refused the stored refresh token
+	// (revoked or expired); the user must connect again.
+	ReasonReauthorizationNeeded Reason = "ReauthorizationNeeded"
 )
 
 // Event reasons, mirroring the hosted product's connection events.

@@ -15,6 +15,9 @@ const (
 	LabelComponent = "pipes.dev/component"
 	// ComponentCredential is LabelComponent's value on Secrets holding encrypted credentials.
 	ComponentCredential = "credential"
+	// ComponentOAuthState is LabelComponent's value on the short-lived Secrets holding an
+	// OAuth authorization in progress (its state and PKCE verifier, encrypted).
+	ComponentOAuthState = "oauth-state"
 	// ComponentKeyset is LabelComponent's value on the key-encryption keyset Secret.
 	ComponentKeyset = "keyset"
 	// LabelCredentialSource opts a user's Secret in as a source of API keys: the operator
@@ -37,6 +40,18 @@ const (
 	// precision (time.RFC3339Nano; Secrets written by earlier versions have whole seconds),
 	// so the vend sidecar can measure how long a rotation takes to reach a workload.
 	AnnotationRotatedAt = "pipes.dev/rotated-at"
+	// AnnotationTokenExpiry is when an OAuth credential's access token expires (RFC 3339):
+	// what refreshes are scheduled by, never the token.
+	AnnotationTokenExpiry = "pipes.dev/token-expiry"
+	// AnnotationNeedsReauthorization on a credential Secret says the provider refused its
+	// refresh token (invalid_grant): the user must connect again. Its value says when.
+	AnnotationNeedsReauthorization = "pipes.dev/needs-reauthorization"
+	// AnnotationRefreshing on a credential Secret is the lock of the replica refreshing
+	// its OAuth token ("<replica> <RFC 3339 deadline>"): a refresh token is spent once.
+	AnnotationRefreshing = "pipes.dev/refreshing"
+	// AnnotationExpiresAt on a short-lived object (an OAuth authorization in progress)
+	// says when it may be removed (RFC 3339).
+	AnnotationExpiresAt = "pipes.dev/expires-at"
 
 	// AnnotationKeysetBackedUpAt, on a keyset Secret (key-encryption, or sealing with
 	// --sealing), is when its key material was last saved by `kubectl pipes keyset backup`

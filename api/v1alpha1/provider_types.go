@@ -90,6 +90,29 @@ type OAuthSpec struct {
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && url(self).getHostname() in ['localhost', '127.0.0.1', '::1']))",message="must be an absolute https URL (http only for localhost/127.0.0.1/::1)"
 	TokenURL string `json:"tokenURL"`
 
+	// refreshURL, when the provider refreshes tokens elsewhere than tokenURL.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && url(self).getHostname() in ['localhost', '127.0.0.1', '::1']))",message="must be an absolute https URL (http only for localhost/127.0.0.1/::1)"
+	RefreshURL string `json:"refreshURL,omitempty"`
+
+	// revocationURL is the provider's token revocation endpoint (RFC 7009). When set,
+	// a disconnect revokes the refresh token there too (best effort).
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && url(self).getHostname() in ['localhost', '127.0.0.1', '::1']))",message="must be an absolute https URL (http only for localhost/127.0.0.1/::1)"
+	RevocationURL string `json:"revocationURL,omitempty"`
+
+	// returnURLs are the only URLs the OAuth flow may send the user back to
+	// (return_to of POST /data-integrations/{slug}/authorize), compared exactly: no
+	// open redirects. Without any, the flow ends on the operator's own page.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=2048
+	// +kubebuilder:validation:items:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && url(self).getHostname() in ['localhost', '127.0.0.1', '::1']))",message="must be an absolute https URL (http only for localhost/127.0.0.1/::1)"
+	ReturnURLs []string `json:"returnURLs,omitempty"`
+
 	// clientID is the application's OAuth client ID (credentialsMode Application).
 	// +optional
 	// +kubebuilder:validation:MinLength=1

@@ -75,7 +75,9 @@ func (c *call) putAPIKey(slug, user, org string, secret []byte, check func(*pipe
 		return nil, nil, stored, err
 	}
 	c.auditAccount = ca.Name
-	stored, err = c.s.storeKey(c.ctx, ca, secret)
+	stored, err = c.s.storeCredential(c.ctx, ca, "API key", secret, func(version int64) credential.Stored {
+		return credential.Stored{Version: version, Last4: validation.Last4(secret)}
+	})
 	return p, ca, stored, err
 }
 
@@ -133,10 +135,10 @@ func checkTarget(ca *pipesv1.ConnectedAccount, slug, user, org string) error {
 
 const cacheWaitTime = 5 * time.Second
 
-// storeKey seals key into the account's Secret, replacing what is stored (version + 1)
-// unless it is the same key, and returns once this replica's cache shows the write, so
-// a vend that follows sees the new key.
-func (s *Server) storeKey(ctx context.Context, ca *pipesv1.ConnectedAccount, key []byte) (credential.Stored, error) {
+// storeCredential seals plaintext (an API key, an OAuth token) into the account's Secret,
+// replacing what is stored (version + 1, described by describe) unless it is the same,
+// and returns once this replica's cache shows the write, so a vend that follows sees it.
+func (s *Server) storeCredential(ctx context.Context, ca *pipesv1.ConnectedAccount, what string, key []byte, describe func(version int64) credential.Stored) (credential.Stored, error) {
 	var stored credential.Stored
 	var notOwned string // why the last attempt found the Secret's name taken
 	err := wait.ExponentialBackoffWithContext(ctx, wait.Backoff{Duration: 20 * time.Millisecond, Factor: 2, Steps: 6}, func(ctx context.Context) (bool, error) {
@@ -153,15 +155,15 @@ func (s *Server) storeKey(ctx context.Context, ca *pipesv1.ConnectedAccount, key
 		if err != nil {
 			return false, err
 		}
-		next := credential.Stored{Version: credential.NextVersion(ca, nil), Last4: validation.Last4(key)}
+		next := describe(credential.NextVersion(ca, nil))
 		if existing != nil {
 			prev := credential.Describe(existing)
-			if plain, err := s.Store.Open(ca, existing); err == nil && bytes.Equal(plain, key) {
+			if plain, err := s.Store.Open(ca, existing); err == nil && bytes.Equal(plain, key) && prev.NeedsReauthorization.IsZero() {
 				clear(plain)
 				stored = prev // the same key again: nothing to rotate
 				return true, nil
 			}
-			next.Version = credential.NextVersion(ca, &prev)
+			next = describe(credential.NextVersion(ca, &prev))
 		}
 		stored, err = s.Store.Put(ctx, ca, existing, key, next)
 		switch {
@@ -174,7 +176,7 @@ func (s *Server) storeKey(ctx context.Context, ca *pipesv1.ConnectedAccount, key
 		case err != nil:
 			return false, err
 		}
-		credential.RecordStored(s.Recorder, ca, stored, existing != nil, " through the backend API")
+		credential.RecordStored(s.Recorder, ca, what, stored, existing != nil, " through the backend API")
 		return true, nil
 	})
 	if wait.Interrupted(err) && notOwned != "" {

@@ -8,26 +8,16 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/util/retry"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
-	"github.com/pipes-dev/pipes-operator/internal/index"
 	"github.com/pipes-dev/pipes-operator/internal/validation"
 	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
 
 // orgProvider finds the OrganizationProvider of (slug, org), or nil.
 func (c *call) orgProvider(slug, org string) (*pipesv1.OrganizationProvider, error) {
-	var list pipesv1.OrganizationProviderList
-	if err := c.s.Client.List(c.ctx, &list, client.InNamespace(c.namespace),
-		client.MatchingFields{index.OrganizationProviderIdentity: index.OrganizationKey(slug, org)}); err != nil {
-		return nil, err
-	}
-	if len(list.Items) == 0 {
-		return nil, nil
-	}
-	return &list.Items[0], nil
+	return credential.FindOrganizationProvider(c.ctx, c.s.Client, c.namespace, slug, org)
 }
 
 func orgConfigView(p *pipesv1.Provider, org string, op *pipesv1.OrganizationProvider) wire.DataIntegrationConfiguration {

@@ -60,6 +60,8 @@ type Server struct {
 	// Widgets issues widget tokens (POST /widgets/token) and verifies them on the widget
 	// API (WidgetHandler); nil disables both.
 	Widgets *widgettoken.Tokens
+	// OAuth runs OAuth providers' flows; nil answers them 501.
+	OAuth   *OAuthFlow
 	Log     logr.Logger
 	Options Options
 
@@ -115,6 +117,7 @@ func (s *Server) Handler() http.Handler {
 		{"GET /organizations/{organization_id}/data_integration_configurations", "list_org_configs", s.listOrgConfigs},
 		{"PUT /organizations/{organization_id}/data_integration_configurations/{slug}", "put_org_config", s.putOrgConfig},
 		{"POST /widgets/token", "widget_token", s.issueWidgetToken},
+		{"POST /data-integrations/{slug}/authorize", "authorize", s.authorizeOAuth},
 	}
 	for _, r := range routes {
 		method, path, _ := strings.Cut(r.pattern, " ")

@@ -58,9 +58,6 @@ func (s *Server) vendStored(c *call, p *pipesv1.Provider, ca *pipesv1.ConnectedA
 		return notInstalled, "", time.Time{}, nil
 	}
 	origin = string(ca.UID)
-	if p.Spec.Method == pipesv1.AuthMethodOAuth {
-		return notInstalled, origin, time.Time{}, errorf(http.StatusNotImplemented, wire.CodeNotImplemented, "OAuth credentials are not supported yet")
-	}
 	avail, err := credential.CheckAvailability(c.ctx, c.s.Client, c.namespace, p.Name, org)
 	if err != nil {
 		return notInstalled, origin, time.Time{}, err
@@ -68,6 +65,9 @@ func (s *Server) vendStored(c *call, p *pipesv1.Provider, ca *pipesv1.ConnectedA
 	if !avail.Available() {
 		c.result = wire.ErrorNotInstalled + ":" + avail.Reason
 		return notInstalled, origin, time.Time{}, nil
+	}
+	if p.Spec.Method == pipesv1.AuthMethodOAuth {
+		return s.vendOAuth(c, p, ca, org)
 	}
 	secret, err := s.Store.Get(c.ctx, ca)
 	if err != nil || secret == nil {
@@ -89,7 +89,8 @@ func (s *Server) vendStored(c *call, p *pipesv1.Provider, ca *pipesv1.ConnectedA
 
 // vendToken is the OAuth access-token route; API-key providers have no token.
 func (s *Server) vendToken(c *call) error {
-	if _, _, err := c.credentialsRequest(); err != nil {
+	req, ca, err := c.credentialsRequest()
+	if err != nil {
 		return err
 	}
 	p, err := c.provider(c.r.PathValue("slug"))
@@ -100,5 +101,9 @@ func (s *Server) vendToken(c *call) error {
 		return errorf(http.StatusUnprocessableEntity, wire.CodeAuthMethodMismatch,
 			"%s", validation.TokenForAPIKeyProvider(p.Name))
 	}
-	return errorf(http.StatusNotImplemented, wire.CodeNotImplemented, "OAuth access tokens are not supported yet")
+	resp, _, err := s.vend(c, p, ca, req.OrganizationID)
+	if err != nil {
+		return err
+	}
+	return c.respond(resp)
 }

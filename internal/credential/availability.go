@@ -57,3 +57,17 @@ func CheckAvailability(ctx context.Context, r client.Reader, namespace, provider
 	}
 	return a, nil
 }
+
+// FindOrganizationProvider finds the OrganizationProvider of (provider, organization) in
+// namespace, or nil. r is normally the manager's cache (it needs the identity index).
+func FindOrganizationProvider(ctx context.Context, r client.Reader, namespace, provider, organization string) (*pipesv1.OrganizationProvider, error) {
+	var list pipesv1.OrganizationProviderList
+	if err := r.List(ctx, &list, client.InNamespace(namespace),
+		client.MatchingFields{index.OrganizationProviderIdentity: index.OrganizationKey(provider, organization)}); err != nil {
+		return nil, err
+	}
+	if len(list.Items) == 0 {
+		return nil, nil
+	}
+	return &list.Items[0], nil
+}

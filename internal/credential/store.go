@@ -61,6 +61,12 @@ type Stored struct {
 	Last4         string
 	RotatedAt     time.Time
 	SourceVersion string
+	// TokenExpiry is when an OAuth credential's access token expires (zero: API keys,
+	// and tokens that do not expire).
+	TokenExpiry time.Time
+	// NeedsReauthorization is when the provider refused the stored OAuth refresh token
+	// (zero: it has not).
+	NeedsReauthorization time.Time
 }
 
 // SecretName is the name of a ConnectedAccount's credential Secret.
@@ -110,12 +116,16 @@ func Describe(s *corev1.Secret) Stored {
 	keyID, _ := strconv.ParseUint(a[pipesv1.AnnotationKeyID], 10, 32)
 	// RFC3339Nano parses whole seconds too (annotations written by earlier versions).
 	rotated, _ := time.Parse(time.RFC3339Nano, a[pipesv1.AnnotationRotatedAt])
+	expiry, _ := time.Parse(time.RFC3339, a[pipesv1.AnnotationTokenExpiry])
+	reauth, _ := time.Parse(time.RFC3339, a[pipesv1.AnnotationNeedsReauthorization])
 	return Stored{
-		Version:       version,
-		KeyID:         uint32(keyID),
-		Last4:         a[pipesv1.AnnotationAPIKeyLast4],
-		RotatedAt:     rotated,
-		SourceVersion: a[pipesv1.AnnotationSourceVersion],
+		TokenExpiry:          expiry,
+		NeedsReauthorization: reauth,
+		Version:              version,
+		KeyID:                uint32(keyID),
+		Last4:                a[pipesv1.AnnotationAPIKeyLast4],
+		RotatedAt:            rotated,
+		SourceVersion:        a[pipesv1.AnnotationSourceVersion],
 	}
 }
 
@@ -223,6 +233,12 @@ func (s *Store) Put(ctx context.Context, ca *pipesv1.ConnectedAccount, existing 
 	}
 	if desc.SourceVersion != "" {
 		secret.Annotations[pipesv1.AnnotationSourceVersion] = desc.SourceVersion
+	}
+	if !desc.TokenExpiry.IsZero() {
+		secret.Annotations[pipesv1.AnnotationTokenExpiry] = desc.TokenExpiry.UTC().Format(time.RFC3339)
+	}
+	if !desc.NeedsReauthorization.IsZero() {
+		secret.Annotations[pipesv1.AnnotationNeedsReauthorization] = desc.NeedsReauthorization.UTC().Format(time.RFC3339)
 	}
 	secret.Data = map[string][]byte{pipesv1.CredentialCiphertextKey: sealed.Ciphertext}
 	secret.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(ca, pipesv1.GroupVersion.WithKind("ConnectedAccount"))}

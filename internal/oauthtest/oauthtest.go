@@ -21,7 +21,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/go-oauth2/oauth2/v4"
@@ -83,8 +82,15 @@ type Server struct {
 	stats         Stats
 }
 
+// T is what Start needs of a test: *testing.T, or Ginkgo's GinkgoT().
+type T interface {
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+}
+
 // Start starts a server that is closed when t's test ends.
-func Start(t testing.TB, o Options) *Server {
+func Start(t T, o Options) *Server {
 	if o.User == "" {
 		o.User = "user"
 	}

@@ -10,19 +10,24 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tink-crypto/tink-go/v2/tink"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -44,12 +49,14 @@ import (
 	"github.com/pipes-dev/pipes-operator/internal/index"
 	"github.com/pipes-dev/pipes-operator/internal/keyring"
 	"github.com/pipes-dev/pipes-operator/internal/logsafe"
+	"github.com/pipes-dev/pipes-operator/internal/oauth"
 	"github.com/pipes-dev/pipes-operator/internal/public"
 	"github.com/pipes-dev/pipes-operator/internal/scheme"
 	"github.com/pipes-dev/pipes-operator/internal/sealing"
 	pipeswebhook "github.com/pipes-dev/pipes-operator/internal/webhook"
 	"github.com/pipes-dev/pipes-operator/internal/widget"
 	"github.com/pipes-dev/pipes-operator/internal/widgettoken"
+	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
 
 // Options configure the manager.
@@ -100,6 +107,10 @@ type Options struct {
 	// PublicCertDir holds tls.crt and tls.key for the public listener; "" serves plain
 	// HTTP, for an Ingress or Gateway that terminates TLS.
 	PublicCertDir string
+	// PublicURL is the public listener's URL as browsers reach it (through the Ingress):
+	// the OAuth callback is PublicURL + /oauth/callback, the redirect URI to register
+	// with providers. Empty: http://PublicAddr (make run, tests).
+	PublicURL string
 	// WidgetAllowedOrigins are the origins whose pages may call the widget API.
 	WidgetAllowedOrigins []string
 	// WidgetTokenTTL is the widget tokens' lifetime (widgettoken.DefaultTTL when 0; at most widgettoken.MaxTTL).
@@ -139,6 +150,38 @@ type Operator struct {
 	API     *backendapi.Server // nil when disabled
 	Public  *public.Server     // nil when disabled
 	Widgets *widgettoken.Tokens
+	// Refresher refreshes OAuth tokens (nil without the public listener).
+	Refresher *oauth.Refresher
+	refresher *atomic.Pointer[oauth.Refresher]
+}
+
+// refreshOAuth is the leader's proactive refresh of an OAuth account's token, once
+// setupOAuth has made the Refresher.
+func refreshOAuth(mgr ctrl.Manager, refresher *atomic.Pointer[oauth.Refresher]) func(context.Context, *pipesv1.ConnectedAccount, *corev1.Secret) error {
+	return func(ctx context.Context, ca *pipesv1.ConnectedAccount, secret *corev1.Secret) error {
+		r := refresher.Load()
+		if r == nil {
+			return nil
+		}
+		avail, err := credential.CheckAvailability(ctx, mgr.GetClient(), ca.Namespace, ca.Spec.ProviderRef.Name, ca.Spec.OrganizationID)
+		if err != nil || avail.Provider == nil {
+			return err
+		}
+		_, _, err = r.Current(ctx, ca, secret, func() (*oauth.Client, error) {
+			var org *pipesv1.OrganizationProvider
+			if ca.Spec.OrganizationID != "" {
+				var err error
+				if org, err = credential.FindOrganizationProvider(ctx, mgr.GetClient(), ca.Namespace, ca.Spec.ProviderRef.Name, ca.Spec.OrganizationID); err != nil {
+					return nil, err
+				}
+			}
+			return oauth.NewClient(ctx, mgr.GetAPIReader(), avail.Provider, org, "")
+		}, true)
+		if errors.Is(err, oauth.ErrNeedsReauthorization) {
+			return nil // recorded on the Secret, whose event brings the account's status along
+		}
+		return err
+	}
 }
 
 // Scheme returns a scheme with the built-in kinds and pipes.dev/v1alpha1.
@@ -261,10 +304,11 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	if err := (&controllers.SealingKeysetReconciler{Secret: sealingKey, Opener: opener, Reader: mgr.GetAPIReader(), Writer: direct}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
+	refresher := &atomic.Pointer[oauth.Refresher]{} // set by setupOAuth
 	if err := (&controllers.ConnectedAccountReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Store: store, Opener: opener,
 		Recorder: mgr.GetEventRecorder("pipes-operator"), SourceMetadata: sourceMetadata, KeysetRotated: rotated,
-		MaxConcurrentReconciles: o.AccountWorkers,
+		MaxConcurrentReconciles: o.AccountWorkers, RefreshOAuth: refreshOAuth(mgr, refresher),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
@@ -297,7 +341,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 			return nil, err
 		}
 	}
-	op := &Operator{Manager: mgr, Keyring: ring, Opener: opener, Store: store, API: api}
+	op := &Operator{Manager: mgr, Keyring: ring, Opener: opener, Store: store, API: api, refresher: refresher}
 	if err := setupPublic(ctx, mgr, o, direct, op, log); err != nil {
 		return nil, err
 	}
@@ -363,9 +407,45 @@ func setupPublic(ctx context.Context, mgr ctrl.Manager, o Options, direct client
 	op.Widgets = tokens
 	op.Public = &public.Server{
 		Options:   public.Options{Addr: o.PublicAddr, CertDir: o.PublicCertDir, AllowedOrigins: origins},
-		WidgetAPI: op.API.WidgetHandler(), Assets: assets, Log: log.WithName("public"),
+		WidgetAPI: op.API.WidgetHandler(), OAuthCallback: op.API.OAuthCallbackHandler(), Assets: assets, Log: log.WithName("public"),
 	}
-	return mgr.Add(op.Public)
+	if err := mgr.Add(op.Public); err != nil {
+		return err
+	}
+	return setupOAuth(mgr, o, direct, op)
+}
+
+// setupOAuth runs OAuth providers' flows: authorizations in progress kept in Secrets of
+// the operator's namespace (expired ones swept by the leader), the callback on the public
+// listener, and tokens refreshed once across replicas.
+func setupOAuth(mgr ctrl.Manager, o Options, direct client.Client, op *Operator) error {
+	publicURL := strings.TrimSuffix(o.PublicURL, "/")
+	if u, err := url.Parse(publicURL); err != nil || (publicURL != "" && (u.Scheme != "https" && u.Scheme != "http" || u.Host == "")) {
+		return fmt.Errorf("--public-url %q: write it as https://host[:port][/prefix], the public listener's URL as browsers reach it", o.PublicURL)
+	}
+	callback := func() string {
+		if publicURL == "" {
+			return "http://" + op.Public.Addr() + wire.OAuthCallbackPath // make run and tests: the listener itself
+		}
+		return publicURL + wire.OAuthCallbackPath
+	}
+	host, _ := os.Hostname()
+	states := &oauth.States{Client: direct, Reader: mgr.GetAPIReader(), Namespace: o.Namespace, AEAD: func() tink.AEAD { return op.Keyring.Keyset().AEAD() }}
+	refresher := &oauth.Refresher{Store: op.Store, Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Replica: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.String(5))}
+	op.API.OAuth = &backendapi.OAuthFlow{States: states, Refresher: refresher, CallbackURL: callback}
+	op.Refresher = refresher
+	op.refresher.Store(refresher)
+	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		log := mgr.GetLogger().WithName("oauth-states")
+		wait.UntilWithContext(ctx, func(ctx context.Context) {
+			if n, err := states.Sweep(ctx); err != nil {
+				log.Error(err, "removing expired OAuth authorizations")
+			} else if n > 0 {
+				log.Info("removed expired OAuth authorizations", "count", n)
+			}
+		}, time.Minute)
+		return nil
+	}))
 }
 
 func setupWebhooks(mgr ctrl.Manager, o Options, certsReady chan struct{}) error {

@@ -40,8 +40,10 @@ type Server struct {
 	Options Options
 	// WidgetAPI serves the routes under backendapi.WidgetAPIPrefix.
 	WidgetAPI http.Handler
-	Assets    *widget.Assets
-	Log       logr.Logger
+	// OAuthCallback serves wire.OAuthCallbackPath, where providers send users back.
+	OAuthCallback http.Handler
+	Assets        *widget.Assets
+	Log           logr.Logger
 	serve.Bound
 }
 
@@ -79,6 +81,9 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	s.Assets.Register(mux)
 	mux.Handle("/widget/api/", s.cors(s.WidgetAPI))
+	if s.OAuthCallback != nil {
+		mux.Handle(wire.OAuthCallbackPath, s.OAuthCallback)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, wire.CodeNotFound, fmt.Sprintf("no route %s %s on the public listener (it serves the widget; the backend API has its own, cluster-internal listener)", r.Method, r.URL.Path))
 	})

@@ -255,6 +255,10 @@ func (e *Env) startReplica(api bool) (operator.Options, *operator.Operator, erro
 	if !api {
 		opts.APIAddr, opts.PublicAddr = "", ""
 	}
+	if opts.PublicAddr != "" && opts.PublicURL == "" {
+		// One URL for every replica, as an Ingress gives them: the first one's listener.
+		opts.PublicURL = e.PublicURL()
+	}
 	if opts.CertRotation != nil {
 		if opts.WebhookCertDir, err = os.MkdirTemp("", "pipes-certs-"); err != nil {
 			return opts, nil, err

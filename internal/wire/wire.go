@@ -91,7 +91,41 @@ type Credential struct {
 	// Version increases each time the stored credential is replaced (an extension of
 	// the hosted shape, used by the vend sidecar to notice rotations).
 	Version int64 `json:"version,omitempty"`
+	// ExpiresAt is when an OAuth access token expires (absent for API keys and tokens
+	// that do not expire).
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// Scopes are the scopes an OAuth token was granted; MissingScopes those requested
+	// (the Provider's, narrowed by the organization) that were not.
+	Scopes        []string `json:"scopes,omitempty"`
+	MissingScopes []string `json:"missing_scopes,omitempty"`
 }
+
+// AuthorizeRequest is the body of POST /data-integrations/{slug}/authorize.
+type AuthorizeRequest struct {
+	UserID         string `json:"user_id"`
+	OrganizationID string `json:"organization_id,omitempty"`
+	// ReturnTo is where the user's browser goes once the flow ends; it must be one of
+	// the Provider's spec.oauth.returnURLs.
+	ReturnTo string `json:"return_to,omitempty"`
+}
+
+// AuthorizeResponse is the URL to send the user to.
+type AuthorizeResponse struct {
+	URL string `json:"url"`
+}
+
+// Codes the OAuth flow ends with: the callback's redirect to return_to carries
+// status=connected, or status=error with one of these in error.
+const (
+	OAuthDenied          = "access_denied"
+	OAuthStateInvalid    = "invalid_state"
+	OAuthStateExpired    = "expired_state"
+	OAuthExchangeFailed  = "token_exchange_failed"
+	OAuthStoreFailed     = "storage_failed"
+	CodeNotConfigured    = "not_configured"
+	OAuthCallbackPath    = "/oauth/callback"
+	OAuthStatusConnected = "connected"
+)
 
 // DataProvider is a Provider as shown to one user.
 type DataProvider struct {

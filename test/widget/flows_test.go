@@ -351,7 +351,9 @@ func TestSubmitPending(t *testing.T) {
 		if e, ok := ev.(*fetch.EventRequestPaused); ok && e.Request.Method == http.MethodPut {
 			paused <- e.RequestID
 		} else if ok {
-			go func() { _, _ = chromedp.Call(p.ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: e.RequestID}) }()
+			go func() {
+				_, _ = chromedp.Call(p.ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: e.RequestID})
+			}()
 		}
 	}))
 	p.check(chromedp.Call(p.ctx, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: "*/api-key"}}}))

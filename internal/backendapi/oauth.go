@@ -1,0 +1,315 @@
+package backendapi
+
+import (
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"slices"
+	"time"
+
+	authnv1 "k8s.io/api/authentication/v1"
+
+	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/credential"
+	"github.com/pipes-dev/pipes-operator/internal/oauth"
+	"github.com/pipes-dev/pipes-operator/internal/widgettoken"
+	"github.com/pipes-dev/pipes-operator/internal/wire"
+)
+
+// OAuthFlow runs OAuth providers' flows: the authorization's state, the callback URL
+// browsers come back to, and the refresh of stored tokens.
+type OAuthFlow struct {
+	States    *oauth.States
+	Refresher *oauth.Refresher
+	// CallbackURL is the public listener's OAuthCallbackPath as browsers reach it
+	// (--public-url): the redirect URI registered with providers.
+	CallbackURL func() string
+}
+
+// oauthClient builds p's client for org, answering what keeps it from being built.
+func (c *call) oauthClient(p *pipesv1.Provider, org string) (*oauth.Client, error) {
+	var op *pipesv1.OrganizationProvider
+	if org != "" {
+		var err error
+		if op, err = c.orgProvider(p.Name, org); err != nil {
+			return nil, err
+		}
+	}
+	cl, err := oauth.NewClient(c.ctx, c.s.APIReader, p, op, c.s.OAuth.CallbackURL())
+	if errors.Is(err, oauth.ErrNotConfigured) {
+		return nil, errorf(http.StatusConflict, wire.CodeNotConfigured, "%s", err)
+	}
+	return cl, err
+}
+
+func (s *Server) oauthAvailable() error {
+	if s.OAuth == nil {
+		return errorf(http.StatusNotImplemented, wire.CodeNotImplemented, "OAuth is off on this operator: it needs the public listener (--public-bind-address) and its URL (--public-url)")
+	}
+	return nil
+}
+
+// authorizeOAuth answers POST /data-integrations/{slug}/authorize: the URL to send the
+// user to. The caller must be allowed to connect that user's account (create or update).
+func (s *Server) authorizeOAuth(c *call) error {
+	var req wire.AuthorizeRequest
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	if err := identityErrors(req.UserID, req.OrganizationID); err != nil {
+		return err
+	}
+	slug := c.r.PathValue("slug")
+	found, err := c.account(slug, req.UserID, req.OrganizationID)
+	if err != nil {
+		return err
+	}
+	verb := "update"
+	if found == nil {
+		verb = "create"
+	}
+	if err := c.authorize(verb, accounts, accountName(found, slug, req.UserID, req.OrganizationID)); err != nil {
+		return err
+	}
+	u, err := c.beginOAuth(slug, req.UserID, req.OrganizationID, req.ReturnTo)
+	if err != nil {
+		return err
+	}
+	return c.respond(wire.AuthorizeResponse{URL: u})
+}
+
+// beginOAuth records an authorization of (slug, user, org) and returns the provider's URL
+// to send the user to; the caller has authorized the connection.
+func (c *call) beginOAuth(slug, user, org, returnTo string) (string, error) {
+	if err := c.s.oauthAvailable(); err != nil {
+		return "", err
+	}
+	p, err := c.provider(slug)
+	if err != nil {
+		return "", err
+	}
+	if p.Spec.Method != pipesv1.AuthMethodOAuth || p.Spec.OAuth == nil {
+		return "", errorf(http.StatusUnprocessableEntity, wire.CodeAuthMethodMismatch, "data integration %q uses API keys: set the user's key with PUT /data-integrations/%s/api-key", slug, slug)
+	}
+	if returnTo != "" && !slices.Contains(p.Spec.OAuth.ReturnURLs, returnTo) {
+		return "", errorf(http.StatusBadRequest, wire.CodeInvalidRequest,
+			"return_to: %q is not one of Provider %q's spec.oauth.returnURLs (compared exactly); add it there, or leave return_to out", returnTo, slug)
+	}
+	avail, err := credential.CheckAvailability(c.ctx, c.s.Client, c.namespace, slug, org)
+	if err != nil {
+		return "", err
+	}
+	if !avail.Available() {
+		return "", errorf(http.StatusConflict, wire.CodeProviderDisabled, "%s", avail.Message)
+	}
+	cl, err := c.oauthClient(p, org)
+	if err != nil {
+		return "", err
+	}
+	pending := oauth.Pending{Namespace: c.namespace, Provider: slug, UserID: user, OrganizationID: org, ReturnTo: returnTo, Scopes: cl.Scopes}
+	pending.Verifier = oauth.NewVerifier()
+	state, err := c.s.OAuth.States.Begin(c.ctx, pending)
+	if err != nil {
+		return "", err
+	}
+	c.auditAccount = accountName(nil, slug, user, org)
+	return cl.AuthCodeURL(state, pending.Verifier), nil
+}
+
+// OAuthCallbackHandler serves wire.OAuthCallbackPath on the public listener: the
+// provider sends the user's browser there with the code (or an error) and the state.
+// It spends the state, exchanges the code, stores the token encrypted like an API key,
+// and sends the browser to return_to with status=connected, or status=error and an
+// error code. Without a usable return_to the flow ends on a plain page.
+func (s *Server) OAuthCallbackHandler() http.Handler {
+	s.init()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		result, account := "", ""
+		defer func() {
+			s.Log.Info("audit", "action", "oauth_callback", "account", account, "result", result, "duration", time.Since(start).String())
+			requestsTotal.WithLabelValues("oauth_callback", resultLabel(result)).Inc()
+		}()
+		if r.Method != http.MethodGet {
+			result = wire.CodeInvalidRequest
+			http.Error(w, "the OAuth callback takes GET", http.StatusMethodNotAllowed)
+			return
+		}
+		if delay := s.sources.take(time.Now(), remoteIP(r)); delay > 0 {
+			result = wire.CodeRateLimited
+			w.Header().Set("Retry-After", fmt.Sprint(int(delay.Seconds())+1))
+			endPage(w, http.StatusTooManyRequests, "Too many attempts", "Wait a moment, then start again from the application.")
+			return
+		}
+		if s.OAuth == nil {
+			result = wire.CodeNotImplemented
+			endPage(w, http.StatusNotFound, "OAuth is off", "This operator does not run OAuth flows.")
+			return
+		}
+		q := r.URL.Query()
+		pending, err := s.OAuth.States.Take(r.Context(), q.Get("state"))
+		switch {
+		case errors.Is(err, oauth.ErrStateUnknown):
+			result = wire.OAuthStateInvalid
+			endPage(w, http.StatusBadRequest, "This link has already been used or is not valid", oauth.ErrStateUnknown.Error())
+			return
+		case errors.Is(err, oauth.ErrStateExpired):
+			result = wire.OAuthStateExpired
+			finish(w, r, pending, wire.OAuthStateExpired, oauth.ErrStateExpired.Error())
+			return
+		case err != nil:
+			result = wire.CodeInternal
+			s.Log.Error(err, "OAuth callback: reading the authorization")
+			endPage(w, http.StatusServiceUnavailable, "Please try again", "The connection could not be completed; start again from the application.")
+			return
+		}
+		account = accountName(nil, pending.Provider, pending.UserID, pending.OrganizationID)
+		if e := q.Get("error"); e != "" {
+			result = wire.OAuthDenied
+			finish(w, r, pending, wire.OAuthDenied, "access was not granted at the provider")
+			return
+		}
+		if err := s.completeOAuth(r, pending, q.Get("code")); err != nil {
+			var ae *apiError
+			code := wire.OAuthStoreFailed
+			switch {
+			case errors.As(err, &ae) && ae.code == wire.OAuthExchangeFailed:
+				code = wire.OAuthExchangeFailed
+			case !errors.As(err, &ae):
+				s.Log.Error(err, "OAuth callback: storing the token", "account", account)
+			}
+			result = code
+			finish(w, r, pending, code, err.Error())
+			return
+		}
+		result = "ok"
+		finish(w, r, pending, "", "")
+	})
+}
+
+// completeOAuth exchanges code for a token and stores it in the account of pending,
+// creating the account when needed: the authorization was checked when the flow began.
+func (s *Server) completeOAuth(r *http.Request, pending *oauth.Pending, code string) error {
+	c := &call{r: r, ctx: r.Context(), s: s, namespace: pending.Namespace,
+		// The caller that began the flow was authorized for this user's account; the
+		// callback acts for that user alone, as a widget session does.
+		session: &widgettoken.Claims{Namespace: pending.Namespace, UserID: pending.UserID, OrganizationID: pending.OrganizationID},
+		id:      &Identity{User: authnv1.UserInfo{Username: "oauth-callback"}, Namespace: pending.Namespace}}
+	p, err := c.provider(pending.Provider)
+	if err != nil {
+		return err
+	}
+	cl, err := c.oauthClient(p, pending.OrganizationID)
+	if err != nil {
+		return err
+	}
+	if code == "" {
+		return errorf(http.StatusBadRequest, wire.OAuthExchangeFailed, "the provider sent no authorization code")
+	}
+	token, err := cl.Exchange(c.ctx, code, pending.Verifier)
+	if err != nil {
+		return errorf(http.StatusBadGateway, wire.OAuthExchangeFailed, "the provider did not exchange the code: %s", err)
+	}
+	found, err := c.account(pending.Provider, pending.UserID, pending.OrganizationID)
+	if err != nil {
+		return err
+	}
+	ca, err := c.targetAccount(found, pending.Provider, pending.UserID, pending.OrganizationID)
+	if err != nil {
+		return err
+	}
+	plain := token.Marshal()
+	defer clear(plain)
+	_, err = s.storeCredential(c.ctx, ca, "OAuth token", plain, func(version int64) credential.Stored {
+		return credential.Stored{Version: version, TokenExpiry: token.Expiry}
+	})
+	return err
+}
+
+// finish sends the browser back to pending's return_to with the outcome, or shows it.
+func finish(w http.ResponseWriter, r *http.Request, pending *oauth.Pending, code, message string) {
+	if pending != nil && pending.ReturnTo != "" {
+		u, err := url.Parse(pending.ReturnTo)
+		if err == nil {
+			q := u.Query()
+			q.Set("provider", pending.Provider)
+			if code == "" {
+				q.Set("status", wire.OAuthStatusConnected)
+			} else {
+				q.Set("status", "error")
+				q.Set("error", code)
+			}
+			u.RawQuery = q.Encode()
+			http.Redirect(w, r, u.String(), http.StatusSeeOther)
+			return
+		}
+	}
+	if code == "" {
+		endPage(w, http.StatusOK, "Connected", "You can close this window and return to the application.")
+		return
+	}
+	endPage(w, http.StatusBadRequest, "The connection was not completed", message)
+}
+
+var endTemplate = template.Must(template.New("end").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.Title}}</title></head>
+<body><main><h1>{{.Title}}</h1><p>{{.Message}}</p></main></body></html>
+`))
+
+// endPage is the plain page a flow ends on without a return_to: no script, nothing to leak.
+func endPage(w http.ResponseWriter, status int, title, message string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = endTemplate.Execute(w, struct{ Title, Message string }{title, message})
+}
+
+// vendOAuth answers with the account's access token, refreshed first when it expires soon.
+func (s *Server) vendOAuth(c *call, p *pipesv1.Provider, ca *pipesv1.ConnectedAccount, org string) (wire.CredentialsResponse, string, time.Time, error) {
+	origin := string(ca.UID)
+	notInstalled := wire.CredentialsResponse{Active: false, Error: wire.ErrorNotInstalled}
+	if err := s.oauthAvailable(); err != nil {
+		return notInstalled, origin, time.Time{}, err
+	}
+	secret, err := s.Store.Get(c.ctx, ca)
+	if err != nil || secret == nil {
+		c.result = wire.ErrorNotInstalled
+		return notInstalled, origin, time.Time{}, err
+	}
+	origin += "/" + string(secret.UID) + "/" + secret.ResourceVersion
+	token, stored, err := s.OAuth.Refresher.Current(c.ctx, ca, secret, func() (*oauth.Client, error) { return c.oauthClient(p, org) }, false)
+	switch {
+	case errors.Is(err, oauth.ErrNeedsReauthorization):
+		c.result = wire.ErrorNeedsReauthorization
+		return wire.CredentialsResponse{Active: false, Error: wire.ErrorNeedsReauthorization}, origin, time.Time{}, nil
+	case err != nil && isAPIError(err):
+		return notInstalled, origin, time.Time{}, err
+	case err != nil:
+		var pe *oauth.ProviderError
+		if errors.As(err, &pe) {
+			e := errorf(http.StatusServiceUnavailable, wire.CodeUnavailable, "the access token expired and %s; retry shortly", pe)
+			e.header = http.Header{"Retry-After": {"5"}}
+			return notInstalled, origin, time.Time{}, e
+		}
+		return notInstalled, origin, time.Time{}, err
+	}
+	c.result = "ok"
+	cred := &wire.Credential{Object: "credential", AuthMethod: wire.AuthMethodOAuth, Value: token.AccessToken, Version: stored.Version,
+		Scopes: token.Scopes, MissingScopes: token.MissingScopes(oauth.RequestedScopes(p, c.orgProviderOrNil(p.Name, org)))}
+	if !token.Expiry.IsZero() {
+		expiry := token.Expiry.UTC()
+		cred.ExpiresAt = &expiry
+	}
+	return wire.CredentialsResponse{Active: true, Credential: cred}, origin, stored.RotatedAt, nil
+}
+
+func (c *call) orgProviderOrNil(slug, org string) *pipesv1.OrganizationProvider {
+	if org == "" {
+		return nil
+	}
+	op, _ := c.orgProvider(slug, org)
+	return op
+}

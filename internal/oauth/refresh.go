@@ -1,0 +1,210 @@
+package oauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/credential"
+)
+
+// ErrNeedsReauthorization: the provider refused the stored refresh token; the account
+// stays so until the user connects again.
+var ErrNeedsReauthorization = errors.New("the provider refused the stored refresh token: the user must connect again")
+
+// Refresher hands out an OAuth account's current token, refreshing it when it expires
+// within Skew. A refresh token is spent once across every replica: the refreshing
+// replica first takes a lock on the credential Secret (an annotation written with the
+// Secret's resourceVersion as precondition), and the others wait and then read the token
+// it stored rather than refresh again.
+type Refresher struct {
+	Store *credential.Store
+	// Reader reads credential Secrets from the API server; Writer writes the lock.
+	Reader client.Reader
+	Writer client.Client
+	// Replica names this replica in the lock.
+	Replica string
+	// Skew: a token expiring within it is refreshed before it is handed out.
+	Skew time.Duration
+	// LockTTL bounds a refresh; a lock older than that is taken over.
+	LockTTL time.Duration
+	Now     func() time.Time
+
+	flight singleflight.Group
+}
+
+// DefaultSkew is Refresher.Skew's default.
+const DefaultSkew = time.Minute
+
+func (r *Refresher) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *Refresher) skew() time.Duration {
+	if r.Skew > 0 {
+		return r.Skew
+	}
+	return DefaultSkew
+}
+
+func (r *Refresher) lockTTL() time.Duration {
+	if r.LockTTL > 0 {
+		return r.LockTTL
+	}
+	return 2 * HTTPTimeout
+}
+
+// Open reads the token stored in secret.
+func (r *Refresher) Open(ca *pipesv1.ConnectedAccount, secret *corev1.Secret) (*Token, error) {
+	plain, err := r.Store.Open(ca, secret)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(plain)
+	return ParseToken(plain)
+}
+
+// Current returns ca's token from secret (the cached credential Secret), refreshed first
+// when it expires within Skew (or, with force, in any case: the leader's proactive
+// refresh). newClient builds the provider's client, only when a refresh is needed. A
+// transient failure of the provider while the stored token is still valid returns that
+// token; a refused refresh token returns ErrNeedsReauthorization. The description is
+// that of the Secret the returned token is stored in.
+func (r *Refresher) Current(ctx context.Context, ca *pipesv1.ConnectedAccount, secret *corev1.Secret, newClient func() (*Client, error), force bool) (*Token, credential.Stored, error) {
+	desc := credential.Describe(secret)
+	if !desc.NeedsReauthorization.IsZero() {
+		return nil, desc, ErrNeedsReauthorization
+	}
+	t, err := r.Open(ca, secret)
+	if err != nil {
+		return nil, desc, err
+	}
+	if !force && !t.ExpiresWithin(r.now(), r.skew()) {
+		return t, desc, nil
+	}
+	v, err, _ := r.flight.Do(string(ca.UID), func() (any, error) {
+		return r.refresh(ctx, ca, desc.Version, newClient, force)
+	})
+	if err != nil {
+		if !errors.Is(err, ErrNeedsReauthorization) && !t.ExpiresWithin(r.now(), 0) {
+			return t, desc, nil // still valid: serve it, the next call retries the refresh
+		}
+		return nil, desc, err
+	}
+	got := v.(refreshed)
+	return got.token, got.stored, nil
+}
+
+// refreshed is a token with the description of the Secret it is stored in.
+type refreshed struct {
+	token  *Token
+	stored credential.Stored
+}
+
+func (r *Refresher) refresh(ctx context.Context, ca *pipesv1.ConnectedAccount, seen int64, newClient func() (*Client, error), force bool) (refreshed, error) {
+	key := types.NamespacedName{Namespace: ca.Namespace, Name: credential.SecretName(ca)}
+	deadline := r.now().Add(r.lockTTL() + 5*time.Second)
+	for {
+		var secret corev1.Secret
+		if err := r.Reader.Get(ctx, key, &secret); err != nil {
+			return refreshed{}, err
+		}
+		desc := credential.Describe(&secret)
+		if !desc.NeedsReauthorization.IsZero() {
+			return refreshed{}, ErrNeedsReauthorization
+		}
+		t, err := r.Open(ca, &secret)
+		if err != nil {
+			return refreshed{}, err
+		}
+		if desc.Version > seen || (!force && !t.ExpiresWithin(r.now(), r.skew())) {
+			return refreshed{t, desc}, nil // refreshed meanwhile, here or by another replica
+		}
+		if holder, until, ok := lock(&secret); ok && holder != r.Replica && r.now().Before(until) {
+			if r.now().After(deadline) {
+				return refreshed{}, fmt.Errorf("replica %s has been refreshing this token since before %s", holder, until.Add(-r.lockTTL()).Format(time.RFC3339))
+			}
+			if err := sleep(ctx, 100*time.Millisecond); err != nil {
+				return refreshed{}, err
+			}
+			continue
+		}
+		locked := secret.DeepCopy()
+		if locked.Annotations == nil {
+			locked.Annotations = map[string]string{}
+		}
+		locked.Annotations[pipesv1.AnnotationRefreshing] = r.Replica + " " + r.now().Add(r.lockTTL()).UTC().Format(time.RFC3339)
+		if err := r.Writer.Update(ctx, locked); apierrors.IsConflict(err) {
+			continue // the Secret changed: read it again
+		} else if err != nil {
+			return refreshed{}, err
+		}
+		return r.refreshLocked(ctx, ca, locked, t, desc, newClient)
+	}
+}
+
+// refreshLocked refreshes t holding the lock on secret, and stores the outcome (which
+// releases the lock).
+func (r *Refresher) refreshLocked(ctx context.Context, ca *pipesv1.ConnectedAccount, secret *corev1.Secret, t *Token, desc credential.Stored, newClient func() (*Client, error)) (refreshed, error) {
+	c, err := newClient()
+	var next *Token
+	if err == nil {
+		next, err = c.Refresh(ctx, t)
+	}
+	if errors.Is(err, ErrInvalidGrant) {
+		desc.NeedsReauthorization = r.now()
+		desc.RotatedAt = time.Time{}
+		plain := t.Marshal()
+		defer clear(plain)
+		if _, err := r.Store.Put(ctx, ca, secret, plain, desc); err != nil {
+			return refreshed{}, err
+		}
+		return refreshed{}, ErrNeedsReauthorization
+	}
+	if err != nil {
+		// Release the lock so the next call can try again at once.
+		delete(secret.Annotations, pipesv1.AnnotationRefreshing)
+		_ = r.Writer.Update(ctx, secret)
+		return refreshed{}, err
+	}
+	plain := next.Marshal()
+	defer clear(plain)
+	stored, err := r.Store.Put(ctx, ca, secret, plain, credential.Stored{Version: credential.NextVersion(ca, &desc), TokenExpiry: next.Expiry})
+	if err != nil {
+		return refreshed{}, err
+	}
+	return refreshed{next, stored}, nil
+}
+
+func lock(s *corev1.Secret) (holder string, until time.Time, ok bool) {
+	v, found := s.Annotations[pipesv1.AnnotationRefreshing]
+	if !found {
+		return "", time.Time{}, false
+	}
+	holder, at, _ := strings.Cut(v, " ")
+	until, err := time.Parse(time.RFC3339, at)
+	return holder, until, err == nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
