@@ -74,6 +74,7 @@ func (s *Server) WidgetHandler() http.Handler {
 		{"PUT /providers/{slug}/api-key", "widget_set_key", s.widgetSetKey},
 		{"DELETE /providers/{slug}/connection", "widget_disconnect", s.widgetDisconnect},
 		{"PUT /providers/{slug}/organization", "widget_set_enabled", s.widgetSetEnabled},
+		{"POST /providers/{slug}/authorize", "widget_authorize", s.widgetAuthorize},
 	}
 	for _, r := range routes {
 		method, path, _ := strings.Cut(r.pattern, " ")
@@ -147,16 +148,16 @@ func (c *call) widgetProvider(p *pipesv1.Provider) (wire.WidgetProvider, error) 
 	}
 	ca, err := c.account(p.Name, user, org)
 	if err != nil || ca == nil {
-		return widgetView(p, avail.Available(), nil, nil), err
+		return c.widgetView(p, avail.Available(), nil, nil), err
 	}
 	stored, err := c.storedOf(ca)
-	return widgetView(p, avail.Available(), ca, stored), err
+	return c.widgetView(p, avail.Available(), ca, stored), err
 }
 
 // widgetView is p with the connection ca (nil for none) holding stored (nil for none).
-func widgetView(p *pipesv1.Provider, enabled bool, ca *pipesv1.ConnectedAccount, stored *credential.Stored) wire.WidgetProvider {
+func (c *call) widgetView(p *pipesv1.Provider, enabled bool, ca *pipesv1.ConnectedAccount, stored *credential.Stored) wire.WidgetProvider {
 	v := wire.WidgetProvider{Slug: p.Name, Name: orDefault(p.Spec.DisplayName, p.Name), Description: p.Spec.Description,
-		Method: authMethod(p), Enabled: enabled, State: wire.StateDisconnected}
+		Method: authMethod(p), Enabled: enabled, State: wire.StateDisconnected, OAuthAvailable: c.oauthReady(p)}
 	if ca == nil {
 		return v
 	}
@@ -211,7 +212,7 @@ func (s *Server) widgetSetKey(c *call) error {
 		return err
 	}
 	// From what was written, not the cache, which may not show the new account yet.
-	return c.respond(widgetView(p, true, ca, &stored))
+	return c.respond(c.widgetView(p, true, ca, &stored))
 }
 
 func (s *Server) widgetDisconnect(c *call) error {
@@ -244,4 +245,33 @@ func (s *Server) widgetSetEnabled(c *call) error {
 	// From what was written: the cache may not show the OrganizationProvider yet.
 	v.Enabled = p.IsEnabled() && op.IsEnabled()
 	return c.respond(v)
+}
+
+// oauthReady reports whether the session's user can start p's OAuth flow: OAuth runs
+// here, and p has a client for the session's organization (its own, or the
+// organization's when credentialsMode is Organization).
+func (c *call) oauthReady(p *pipesv1.Provider) bool {
+	if c.s.OAuth == nil || p.Spec.Method != pipesv1.AuthMethodOAuth || p.Spec.OAuth == nil {
+		return false
+	}
+	if p.Spec.OAuth.CredentialsMode != pipesv1.OAuthCredentialsOrganization {
+		return true
+	}
+	op := c.orgProviderOrNil(p.Name, c.session.OrganizationID)
+	return op != nil && op.Spec.Credentials != nil
+}
+
+// widgetAuthorize starts the session user's OAuth flow for a provider: the URL the widget
+// opens. Without return_to the flow ends on the operator's own page ("you can close this
+// window"), which suits the widget's popup.
+func (s *Server) widgetAuthorize(c *call) error {
+	var req wire.WidgetAuthorizeRequest
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	u, err := c.beginOAuth(c.r.PathValue("slug"), c.session.UserID, c.session.OrganizationID, req.ReturnTo)
+	if err != nil {
+		return err
+	}
+	return c.respond(wire.AuthorizeResponse{URL: u})
 }

@@ -288,6 +288,11 @@ type WidgetAPIKeyRequest struct {
 	Secret string `json:"secret"`
 }
 
+// WidgetAuthorizeRequest is the body of POST /widget/api/v1/providers/{slug}/authorize.
+type WidgetAuthorizeRequest struct {
+	ReturnTo string `json:"return_to,omitempty"`
+}
+
 // WidgetOrganizationRequest is the body of PUT /widget/api/v1/providers/{slug}/organization.
 type WidgetOrganizationRequest struct {
 	Enabled *bool `json:"enabled"`

@@ -31,6 +31,7 @@ import (
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/apiclient"
+	"github.com/pipes-dev/pipes-operator/internal/oauthtest"
 	"github.com/pipes-dev/pipes-operator/internal/testenv"
 	"github.com/pipes-dev/pipes-operator/internal/widget"
 	"github.com/pipes-dev/pipes-operator/internal/wire"
@@ -48,6 +49,20 @@ type suite struct {
 	mu    sync.Mutex
 	mint  func(r *http.Request, admin bool) (string, error)
 	shots string
+	// oauth is the OAuth provider GitLab stands for.
+	oauth *oauthtest.Server
+}
+
+// mainT is what oauthtest needs of a test, for TestMain.
+type mainT struct{ cleanups []func() }
+
+func (m *mainT) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
+func (m *mainT) Logf(string, ...any)               {}
+func (m *mainT) Cleanup(f func())                  { m.cleanups = append(m.cleanups, f) }
+func (m *mainT) run() {
+	for _, f := range m.cleanups {
+		f()
+	}
 }
 
 var s *suite
@@ -90,14 +105,28 @@ func run(m *testing.M) (int, error) {
 	if err := s.env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.ns}}); err != nil {
 		return 0, err
 	}
+	var cleanups mainT
+	defer cleanups.run()
+	s.oauth = oauthtest.Start(&cleanups, oauthtest.Options{ClientID: "widget-client", ClientSecret: "widget-client-secret",
+		RedirectURL: s.env.PublicURL() + wire.OAuthCallbackPath, RequirePKCE: true, RotateRefreshTokens: true})
+	if err := s.env.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: "gitlab-client",
+		Labels: map[string]string{pipesv1.LabelCredentialSource: pipesv1.CredentialSourceValue}},
+		Data: map[string][]byte{"secret": []byte("widget-client-secret")}}); err != nil {
+		return 0, err
+	}
 	for _, p := range []*pipesv1.Provider{
 		{ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: "openai"}, Spec: pipesv1.ProviderSpec{Method: pipesv1.AuthMethodAPIKey, DisplayName: "OpenAI",
 			Description: "Used to draft replies with your own OpenAI account; billed to you."}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: "stripe"}, Spec: pipesv1.ProviderSpec{Method: pipesv1.AuthMethodAPIKey, DisplayName: "Stripe",
 			Description: "Reads your invoices to build monthly reports."}},
+		// Each organization brings its own GitHub client, and none has: not connectable.
 		{ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: "github"}, Spec: pipesv1.ProviderSpec{Method: pipesv1.AuthMethodOAuth, DisplayName: "GitHub",
 			Description: "Lists your repositories.", OAuth: &pipesv1.OAuthSpec{AuthorizationURL: "https://github.com/login/oauth/authorize",
-				TokenURL: "https://github.com/login/oauth/access_token", ClientID: "id", ClientSecretRef: &pipesv1.SecretKeyReference{Name: "gh", Key: "secret"}}}},
+				TokenURL: "https://github.com/login/oauth/access_token", CredentialsMode: pipesv1.OAuthCredentialsOrganization}}},
+		// An OAuth provider users can connect: the in-process authorization server.
+		{ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: "gitlab"}, Spec: pipesv1.ProviderSpec{Method: pipesv1.AuthMethodOAuth, DisplayName: "GitLab",
+			Description: "Reads your merge requests.", OAuth: &pipesv1.OAuthSpec{AuthorizationURL: s.oauth.AuthURL(), TokenURL: s.oauth.TokenURL(),
+				ClientID: "widget-client", ClientSecretRef: &pipesv1.SecretKeyReference{Name: "gitlab-client", Key: "secret"}, Scopes: []string{"read_api"}}}},
 	} {
 		if err := s.env.Client.Create(ctx, p); err != nil {
 			return 0, err

@@ -30,11 +30,13 @@ func TestPasteRotateDisconnect(t *testing.T) {
 	p := newPage(t)
 	p.run(chromedp.Navigate(s.host.URL + "/"))
 	p.waitText(row("openai", `[data-role="state"]`), "Not connected")
-	// GitHub is OAuth: shown, with its Connect disabled and explained.
+	// GitHub is OAuth with each organization's own client, which this one lacks: its
+	// Connect is disabled and explained.
 	oauthDisabled := evaluate[bool](p, string(row("github", `[data-action="oauth-connect"]`)+`.disabled`))
 	if !oauthDisabled {
-		t.Fatal("the OAuth provider's Connect button is enabled before OAuth exists")
+		t.Fatal("Connect of an OAuth provider the organization has no client for is enabled")
 	}
+	p.waitText(row("github", `[data-role="oauth-unavailable"]`), "not set up for your organization")
 	p.screenshot("widget-disconnected")
 
 	p.run(chromedp.Click(row("openai", `[data-action="connect"]`)),
@@ -378,4 +380,29 @@ func TestSubmitPending(t *testing.T) {
 	}
 	p.check(chromedp.Call(p.ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: held}))
 	p.waitText(row("openai", `[data-role="last4"]`), "•••• 4821")
+}
+
+// An OAuth provider: Connect opens the provider's sign-in in a popup, the user consents
+// (the in-process server consents at once), the callback stores the token, and the widget,
+// watching, shows the account connected; the backend then vends the access token.
+func TestOAuthConnect(t *testing.T) {
+	user := "user-oauth"
+	serveTokens(issue(t, user, "org_1"), "")
+	p := newPage(t)
+	p.run(chromedp.Navigate(s.host.URL + "/"))
+	p.waitText(row("gitlab", `[data-role="state"]`), "Not connected")
+	before := s.oauth.Stats().CodeExchanges
+	p.run(chromedp.Click(row("gitlab", `[data-action="oauth-connect"]`)))
+	p.waitText(row("gitlab", `[data-role="state"]`), "Connected")
+	if s.oauth.Stats().CodeExchanges != before+1 {
+		t.Fatalf("code exchanges %d, want one more than %d", s.oauth.Stats().CodeExchanges, before)
+	}
+	p.screenshot("widget-oauth-connected")
+	got, err := s.backend.Token(context.Background(), "gitlab", wire.CredentialsRequest{UserID: user, OrganizationID: "org_1"})
+	if err != nil || !got.Active || !s.oauth.ValidAccessToken(got.Credential.GetValue()) {
+		t.Fatalf("vending the connected account's token: %v %+v", err, got)
+	}
+	if where := p.leaks(got.Credential.GetValue()); len(where) > 0 {
+		t.Fatalf("the access token reached the page: %v", where)
+	}
 }

@@ -57,7 +57,11 @@
     saving: 'Saving…',
     removing: 'Disconnecting…',
     keyRequired: 'Enter a key first.',
-    oauthUnavailable: 'Connecting to {name} by signing in is not available yet.',
+    oauthUnavailable: 'Connecting to {name} is not set up for your organization yet. Ask your organization admin.',
+    oauthWaiting: 'Finish signing in to {name} in the window that opened…',
+    oauthPopupBlocked: 'Your browser blocked the sign-in window.',
+    oauthContinue: 'Continue to {name}',
+    reconnect: 'Reconnect',
     announceConnected: 'Connected {name}, key ending {last4}',
     announceConnectedNoKey: 'Connected {name}',
     announceDisconnected: 'Disconnected {name}',
@@ -511,8 +515,14 @@ background:var(--pipes-muted);transition:transform .15s}
         if (p.state !== 'connected') {
           const hid = 'oauth-' + p.slug;
           const off = p.oauth_available !== true;
-          actions.append(button('oauth-connect', t('connect'), 'primary', off ? { disabled: true, 'aria-describedby': hid } : ctx));
+          const label = p.state === 'needs_reauthorization' ? t('reconnect') : t('connect');
+          actions.append(button('oauth-connect', label, 'primary', off ? { disabled: true, 'aria-describedby': hid } : { 'aria-describedby': nameId, 'aria-busy': s.busy ? 'true' : null }));
           if (off) li.append(h('p', { id: hid, class: 'hint', 'data-role': 'oauth-unavailable', text: t('oauthUnavailable', { name }) }));
+          if (s.waiting) li.append(h('p', { class: 'hint', role: 'status', 'data-role': 'oauth-waiting', text: t('oauthWaiting', { name }) }));
+          if (s.link) {
+            li.append(h('p', { class: 'hint', 'data-role': 'oauth-blocked' }, t('oauthPopupBlocked') + ' ',
+              h('a', { href: s.link, target: '_blank', rel: 'noopener noreferrer', text: t('oauthContinue', { name }) })));
+          }
         }
       } else if (!connected) {
         actions.append(button('connect', t('connect'), 'primary', ctx));
@@ -564,10 +574,69 @@ background:var(--pipes-muted);transition:transform .15s}
           this._disconnect(p, s);
           break;
         case 'oauth-connect':
-          // No authorize flow yet; let the host app react if it wants to.
           this.dispatchEvent(new CustomEvent('pipes-oauth-connect', { bubbles: true, composed: true, detail: { provider: slug } }));
+          this._oauthConnect(p, s);
           break;
       }
+    }
+
+    /**
+     * Opens the provider's sign-in in a popup: opened at once, in the click (so popup
+     * blockers allow it), pointed at the provider once the URL arrives, cut off from
+     * this page (opener = null). The widget then watches the list until the account is
+     * connected; the flow ends on the operator's "you can close this window" page.
+     */
+    async _oauthConnect(p, s) {
+      const slug = p.slug;
+      if (s.busy) return;
+      s.busy = true;
+      s.error = '';
+      s.link = '';
+      let win = null;
+      try { win = window.open('', 'pipes-oauth-' + slug, 'popup,width=600,height=720'); } catch (e) { win = null; }
+      if (win) { try { win.opener = null; } catch (e) { /* cross-origin already */ } }
+      this._updateRow(slug, ['[data-action="oauth-connect"]']);
+      const gen = this._gen;
+      try {
+        const r = await this._api('POST', '/providers/' + encodeURIComponent(slug) + '/authorize', '{}');
+        if (gen !== this._gen) { if (win) win.close(); return; }
+        if (win && !win.closed) win.location.href = r.url;
+        else s.link = r.url;
+        s.waiting = true;
+        this._announce(t('oauthWaiting', { name: p.name || slug }));
+        this._watchConnection(slug, gen, Date.now());
+      } catch (err) {
+        if (win) win.close();
+        if (gen !== this._gen) return;
+        s.error = err.message;
+      }
+      s.busy = false;
+      this._updateRow(slug, ['[data-action="oauth-connect"]']);
+    }
+
+    /** Polls the list every 2 s (for 10 minutes at most) until slug is connected. */
+    _watchConnection(slug, gen, started) {
+      setTimeout(async () => {
+        const s = this._st(slug);
+        if (gen !== this._gen || !this.isConnected || !s.waiting) return;
+        if (Date.now() - started > 600000) { s.waiting = false; this._updateRow(slug); return; }
+        try {
+          const list = await this._api('GET', '/providers');
+          const np = list && Array.isArray(list.data) ? list.data.find((x) => x && x.slug === slug) : null;
+          if (gen !== this._gen) return;
+          if (np && np.state === 'connected') {
+            this._replaceProvider(np);
+            s.waiting = false;
+            s.link = '';
+            this._updateRow(slug, ['[data-action="disconnect"]']);
+            this._announce(t('announceConnectedNoKey', { name: np.name || slug }));
+            return;
+          }
+        } catch (err) {
+          return; // a 401 already shows the expired session
+        }
+        this._watchConnection(slug, gen, started);
+      }, 2000);
     }
 
     _cancel(slug) {
