@@ -264,19 +264,21 @@ func (s *Server) getConnectedAccount(c *call) error {
 
 // disconnect deletes the account; the reconciler then removes the stored credential.
 func (s *Server) disconnect(c *call) error {
-	_, ca, err := c.userAccount("delete")
+	p, ca, err := c.userAccount("delete")
 	if err != nil {
 		return err
 	}
-	return c.deleteAccount(ca)
+	return c.deleteAccount(p, ca)
 }
 
-// deleteAccount deletes ca (answering 204), unless it is declared in Git.
-func (c *call) deleteAccount(ca *pipesv1.ConnectedAccount) error {
+// deleteAccount deletes ca (answering 204), unless it is declared in Git; an OAuth
+// token is revoked at the provider first where it can be.
+func (c *call) deleteAccount(p *pipesv1.Provider, ca *pipesv1.ConnectedAccount) error {
 	if ca.Spec.APIKey != nil {
 		return errorf(http.StatusConflict, wire.CodeConflict,
 			"ConnectedAccount %q is declared with spec.apiKey (GitOps): delete it where it is declared", ca.Name)
 	}
+	c.revokeOnDisconnect(p, ca)
 	if err := c.s.Client.Delete(c.ctx, ca, client.Preconditions{UID: &ca.UID}); err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
@@ -312,4 +314,108 @@ func (c *call) orgProviderOrNil(slug, org string) *pipesv1.OrganizationProvider 
 	}
 	op, _ := c.orgProvider(slug, org)
 	return op
+}
+
+// importConnectedAccount answers POST /user_management/users/{user_id}/connected_accounts/{slug}:
+// an OAuth account with tokens obtained elsewhere, with the hosted product's rules: no
+// tokens, needs reauthorization; an access token (with an expiry only if there is a
+// refresh token too), connected; 409 when the account exists.
+func (s *Server) importConnectedAccount(c *call) error {
+	var req wire.ImportConnectedAccountRequest
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	slug, user := c.r.PathValue("slug"), c.r.PathValue("user_id")
+	if err := identityErrors(user, req.OrganizationID); err != nil {
+		return err
+	}
+	switch {
+	case req.ExpiresAt != nil && req.AccessToken == "":
+		return errorf(http.StatusUnprocessableEntity, wire.CodeInvalidRequest, "expires_at: an expiry needs the access_token it belongs to")
+	case req.ExpiresAt != nil && req.RefreshToken == "":
+		return errorf(http.StatusUnprocessableEntity, wire.CodeInvalidRequest, "expires_at: a token that expires needs a refresh_token to be renewed; send one, or leave expires_at out for a token that does not expire")
+	}
+	found, err := c.account(slug, user, req.OrganizationID)
+	if err != nil {
+		return err
+	}
+	if err := c.authorize("create", accounts, accountName(found, slug, user, req.OrganizationID)); err != nil {
+		return err
+	}
+	p, err := c.provider(slug)
+	if err != nil {
+		return err
+	}
+	if p.Spec.Method != pipesv1.AuthMethodOAuth {
+		return errorf(http.StatusUnprocessableEntity, wire.CodeAuthMethodMismatch, "data integration %q uses API keys: set the user's key with PUT /data-integrations/%s/api-key", slug, slug)
+	}
+	exists := func(name string) error {
+		return errorf(http.StatusConflict, wire.CodeConflict, "user %q already has a connected account for %q%s (ConnectedAccount %q): disconnect it first to import other tokens", user, slug, credential.InOrganization(req.OrganizationID), name)
+	}
+	if found != nil {
+		return exists(found.Name)
+	}
+	ca := &pipesv1.ConnectedAccount{
+		ObjectMeta: metav1.ObjectMeta{Namespace: c.namespace, Name: accountName(nil, slug, user, req.OrganizationID)},
+		Spec:       pipesv1.ConnectedAccountSpec{ProviderRef: pipesv1.LocalObjectReference{Name: slug}, UserID: user, OrganizationID: req.OrganizationID},
+	}
+	if err := c.s.Client.Create(c.ctx, ca); apierrors.IsAlreadyExists(err) {
+		return exists(ca.Name) // the cache did not show it yet, or someone else made it
+	} else if err != nil {
+		return err
+	}
+	c.auditAccount = ca.Name
+	token := &oauth.Token{AccessToken: req.AccessToken, RefreshToken: req.RefreshToken, TokenType: "Bearer", Scopes: req.Scopes}
+	if token.Scopes == nil {
+		token.Scopes = []string{}
+	}
+	if req.ExpiresAt != nil {
+		token.Expiry = req.ExpiresAt.UTC()
+	}
+	plain := token.Marshal()
+	defer clear(plain)
+	stored, err := s.storeCredential(c.ctx, ca, "OAuth token", plain, func(version int64) credential.Stored {
+		d := credential.Stored{Version: version, TokenExpiry: token.Expiry}
+		if req.AccessToken == "" {
+			d.NeedsReauthorization = time.Now() // nothing to vend until the user connects
+		}
+		return d
+	})
+	if err != nil {
+		return err
+	}
+	v := accountView(ca, p, &stored)
+	v.Scopes = token.Scopes
+	if req.AccessToken == "" {
+		v.State = string(pipesv1.StateNeedsReauthorization)
+	}
+	return c.respond(v)
+}
+
+// revokeOnDisconnect revokes ca's refresh token (or its access token, without one) at the
+// provider before the account goes, when the provider has a revocation endpoint. Best
+// effort: the stored token is removed whatever the provider answers.
+func (c *call) revokeOnDisconnect(p *pipesv1.Provider, ca *pipesv1.ConnectedAccount) {
+	if c.s.OAuth == nil || p.Spec.Method != pipesv1.AuthMethodOAuth || p.Spec.OAuth == nil || p.Spec.OAuth.RevocationURL == "" {
+		return
+	}
+	secret, err := c.s.Store.Get(c.ctx, ca)
+	if err != nil || secret == nil {
+		return
+	}
+	token, err := c.s.OAuth.Refresher.Open(ca, secret)
+	if err != nil {
+		return
+	}
+	cl, err := c.oauthClient(p, ca.Spec.OrganizationID)
+	if err != nil {
+		return
+	}
+	value, hint := token.RefreshToken, "refresh_token"
+	if value == "" {
+		value, hint = token.AccessToken, "access_token"
+	}
+	if err := cl.Revoke(c.ctx, value, hint); err != nil {
+		c.s.Log.Info("revoking the token at the provider on disconnect failed; the stored token is removed anyway", "account", ca.Name, "error", err.Error())
+	}
 }

@@ -3,6 +3,7 @@ package backendapi_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -265,6 +266,103 @@ var _ = Describe("OAuth providers", func() {
 		vendor := serviceAccountToken(ctx, ns, "vendor", "pipes-vendor", ns)
 		status, _ = raw(http.MethodPost, "/namespaces/"+ns+"/data-integrations/github/authorize", vendor, `{"user_id":"u"}`)
 		Expect(status).To(Equal(http.StatusForbidden))
+	})
+
+	It("imports existing tokens with the hosted product's rules, and revokes the refresh token on disconnect", func(ctx SpecContext) {
+		path := "/namespaces/" + ns + "/user_management/users/%s/connected_accounts/github"
+		post := func(user, body string) (int, string) {
+			return raw(http.MethodPost, fmt.Sprintf(path, user), backendTok, body)
+		}
+		expires := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+		status, body := post("imp_1", `{"access_token":"at-imported-0001","refresh_token":"rt-imported-0001","expires_at":"`+expires+`","scopes":["repo"]}`)
+		Expect(status).To(Equal(http.StatusOK), body)
+		Expect(body).To(ContainSubstring(`"state":"connected"`))
+		Expect(body).NotTo(ContainSubstring("at-imported"))
+		got := vend(ctx, "imp_1", "")
+		Expect(got.Credential.GetValue()).To(Equal("at-imported-0001"))
+		Expect(got.Credential.MissingScopes).To(ConsistOf("read:user"))
+
+		status, body = post("imp_2", `{"access_token":"at-imported-0002"}`)
+		Expect(status).To(Equal(http.StatusOK), body)
+		Expect(vend(ctx, "imp_2", "").Credential.GetValue()).To(Equal("at-imported-0002"))
+
+		status, body = post("imp_3", `{}`)
+		Expect(status).To(Equal(http.StatusOK), body)
+		Expect(body).To(ContainSubstring(`"state":"needs_reauthorization"`))
+		Expect(vend(ctx, "imp_3", "").Error).To(Equal(wire.ErrorNeedsReauthorization))
+		Eventually(func() pipesv1.ConnectedAccountState { return account(ctx, "imp_3", "").Status.State }).Should(Equal(pipesv1.StateNeedsReauthorization))
+
+		status, body = post("imp_4", `{"access_token":"at-x","expires_at":"`+expires+`"}`)
+		Expect(status).To(Equal(http.StatusUnprocessableEntity), body)
+		Expect(body).To(ContainSubstring("refresh_token"))
+		status, _ = post("imp_4", `{"refresh_token":"rt-x","expires_at":"`+expires+`"}`)
+		Expect(status).To(Equal(http.StatusUnprocessableEntity))
+		status, body = post("imp_1", `{"access_token":"at-again"}`)
+		Expect(status).To(Equal(http.StatusConflict), body)
+
+		// A token from the real flow is revoked at the provider when the user disconnects.
+		connect(authorize(ctx, "user_7", "", returnTo))
+		access := vend(ctx, "user_7", "").Credential.Value
+		Expect(server.ValidAccessToken(access)).To(BeTrue())
+		Expect(api(backendTok, ns).Disconnect(ctx, "user_7", "github", "")).To(Succeed())
+		Expect(server.ValidAccessToken(access)).To(BeFalse())
+		Eventually(func() string { return vend(ctx, "user_7", "").Error }).Should(Equal(wire.ErrorNotInstalled))
+	})
+
+	It("ends on return_to with token_exchange_failed when the provider's token endpoint fails, and refreshes ahead of expiry without any vend", func(ctx SpecContext) {
+		_, callback, _ := hop(authorize(ctx, "user_8", "", returnTo))
+		server.FailTokenEndpoint(http.StatusInternalServerError, 1)
+		status, back, _ := hop(callback)
+		Expect(status).To(Equal(http.StatusSeeOther))
+		Expect(mustQuery(back).Get("error")).To(Equal(wire.OAuthExchangeFailed))
+		Expect(vend(ctx, "user_8", "").Error).To(Equal(wire.ErrorNotInstalled))
+
+		connect(authorize(ctx, "user_9", "", returnTo))
+		var secret corev1.Secret
+		key := client.ObjectKey{Namespace: ns, Name: credential.SecretName(account(ctx, "user_9", ""))}
+		Expect(env.Client.Get(ctx, key, &secret)).To(Succeed())
+		first := credential.Describe(&secret)
+		// The leader refreshes a quarter of the lifetime before expiry, with nobody vending.
+		Eventually(func() int64 {
+			Expect(env.Client.Get(ctx, key, &secret)).To(Succeed())
+			return credential.Describe(&secret).Version
+		}, 3*ttl).Should(BeNumerically(">", first.Version))
+		Expect(credential.Describe(&secret).TokenExpiry).To(BeTemporally(">", first.TokenExpiry))
+		Expect(server.Stats().DoubleSpends).To(BeZero())
+	})
+
+	It("uses an organization's own client when the Provider says so", func(ctx SpecContext) {
+		org := oauthtest.Start(GinkgoT(), oauthtest.Options{ClientID: "org-client", ClientSecret: "org-secret",
+			RedirectURL: env.PublicURL() + wire.OAuthCallbackPath, RequirePKCE: true})
+		Expect(env.Client.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "org-client", Labels: map[string]string{pipesv1.LabelCredentialSource: pipesv1.CredentialSourceValue}},
+			Data:       map[string][]byte{"secret": []byte("org-secret")},
+		})).To(Succeed())
+		Expect(env.Client.Create(ctx, &pipesv1.Provider{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "slack"},
+			Spec: pipesv1.ProviderSpec{Method: pipesv1.AuthMethodOAuth, OAuth: &pipesv1.OAuthSpec{
+				AuthorizationURL: org.AuthURL(), TokenURL: org.TokenURL(), CredentialsMode: pipesv1.OAuthCredentialsOrganization, ReturnURLs: []string{returnTo},
+			}},
+		})).To(Succeed())
+		Expect(env.Client.Create(ctx, &pipesv1.OrganizationProvider{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "slack-org-5"},
+			Spec: pipesv1.OrganizationProviderSpec{ProviderRef: pipesv1.LocalObjectReference{Name: "slack"}, OrganizationID: "org_5",
+				Credentials: &pipesv1.OrganizationOAuthCredentials{ClientID: "org-client", ClientSecretRef: pipesv1.SecretKeyReference{Name: "org-client", Key: "secret"}}},
+		})).To(Succeed())
+		var authURL string
+		Eventually(func() int {
+			var status int
+			var body string
+			status, body = raw(http.MethodPost, "/namespaces/"+ns+"/data-integrations/slack/authorize", backendTok, `{"user_id":"u","organization_id":"org_5","return_to":"`+returnTo+`"}`)
+			var out wire.AuthorizeResponse
+			_ = decodeJSON(body, &out)
+			authURL = out.URL
+			return status
+		}).Should(Equal(http.StatusOK))
+		Expect(mustQuery(authURL).Get("client_id")).To(Equal("org-client"))
+		back := connect(authURL)
+		Expect(mustQuery(back).Get("status")).To(Equal(wire.OAuthStatusConnected))
+		Expect(org.Stats().CodeExchanges).To(Equal(1))
 	})
 })
 

@@ -118,6 +118,7 @@ func (s *Server) Handler() http.Handler {
 		{"PUT /organizations/{organization_id}/data_integration_configurations/{slug}", "put_org_config", s.putOrgConfig},
 		{"POST /widgets/token", "widget_token", s.issueWidgetToken},
 		{"POST /data-integrations/{slug}/authorize", "authorize", s.authorizeOAuth},
+		{"POST /user_management/users/{user_id}/connected_accounts/{slug}", "import_connected_account", s.importConnectedAccount},
 	}
 	for _, r := range routes {
 		method, path, _ := strings.Cut(r.pattern, " ")

@@ -216,11 +216,11 @@ func (s *Server) widgetSetKey(c *call) error {
 }
 
 func (s *Server) widgetDisconnect(c *call) error {
-	_, ca, err := c.userAccountOf("delete", c.r.PathValue("slug"), c.session.UserID, c.session.OrganizationID)
+	p, ca, err := c.userAccountOf("delete", c.r.PathValue("slug"), c.session.UserID, c.session.OrganizationID)
 	if err != nil {
 		return err
 	}
-	return c.deleteAccount(ca)
+	return c.deleteAccount(p, ca)
 }
 
 func (s *Server) widgetSetEnabled(c *call) error {

@@ -10,7 +10,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -180,6 +182,37 @@ func (c *Client) Refresh(ctx context.Context, t *Token) (*Token, error) {
 		return nil, describe(err)
 	}
 	return fromOAuth2(next, c.Scopes, t), nil
+}
+
+// CanRevoke reports whether the provider has a revocation endpoint.
+func (c *Client) CanRevoke() bool { return c.revoke != "" }
+
+// Revoke asks the provider to revoke token (RFC 7009), authenticating as the client does
+// at the token endpoint. Providers answer 200 for tokens they do not know.
+func (c *Client) Revoke(ctx context.Context, token, hint string) error {
+	form := url.Values{"token": {token}, "token_type_hint": {hint}}
+	if c.config.Endpoint.AuthStyle == oauth2.AuthStyleInParams {
+		form.Set("client_id", c.config.ClientID)
+		form.Set("client_secret", c.config.ClientSecret)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.revoke, strings.NewReader(form.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if c.config.Endpoint.AuthStyle != oauth2.AuthStyleInParams {
+		req.SetBasicAuth(url.QueryEscape(c.config.ClientID), url.QueryEscape(c.config.ClientSecret))
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return &ProviderError{Cause: err}
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return &ProviderError{Status: resp.StatusCode}
+	}
+	return nil
 }
 
 // describe turns an oauth2 error into one that never quotes the provider's body (which

@@ -109,6 +109,18 @@ type AuthorizeRequest struct {
 	ReturnTo string `json:"return_to,omitempty"`
 }
 
+// ImportConnectedAccountRequest is the body of POST
+// /user_management/users/{user_id}/connected_accounts/{slug}: tokens obtained elsewhere
+// (a migration). Without tokens the account needs reauthorization; an expiry needs both
+// an access token and a refresh token.
+type ImportConnectedAccountRequest struct {
+	OrganizationID string     `json:"organization_id,omitempty"`
+	AccessToken    string     `json:"access_token,omitempty"`
+	RefreshToken   string     `json:"refresh_token,omitempty"`
+	ExpiresAt      *time.Time `json:"expires_at,omitempty"`
+	Scopes         []string   `json:"scopes,omitempty"`
+}
+
 // AuthorizeResponse is the URL to send the user to.
 type AuthorizeResponse struct {
 	URL string `json:"url"`
