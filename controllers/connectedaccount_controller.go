@@ -295,13 +295,24 @@ func (r *ConnectedAccountReconciler) refreshAhead(ctx context.Context, ca *pipes
 	if stored.TokenExpiry.IsZero() {
 		return 0, nil
 	}
-	lead := min(RefreshLead, max(stored.TokenExpiry.Sub(stored.RotatedAt)/4, time.Second))
-	due := time.Until(stored.TokenExpiry) - lead
-	if due > 0 {
-		return max(due+time.Second-rand.N(lead/2+time.Second), 100*time.Millisecond), nil //nolint:gosec // G404: spreading load, not a secret
+	if wait := refreshDelay(stored, time.Now(), rand.N[time.Duration]); wait > 0 {
+		return wait, nil
 	}
 	// The refreshed Secret's event reconciles the account again, which schedules the next.
 	return 0, r.RefreshOAuth(ctx, ca, secret)
+}
+
+// refreshDelay is how long until stored's token should be refreshed (0: now): a quarter
+// of its lifetime before expiry (at most RefreshLead), brought forward by a random part
+// of up to half that (random returns a duration below its argument), so that tokens
+// issued together are refreshed spread over a while rather than all at once.
+func refreshDelay(stored credential.Stored, now time.Time, random func(time.Duration) time.Duration) time.Duration {
+	lead := min(RefreshLead, max(stored.TokenExpiry.Sub(stored.RotatedAt)/4, time.Second))
+	due := stored.TokenExpiry.Sub(now) - lead
+	if due <= 0 {
+		return 0
+	}
+	return max(due+time.Second-random(lead/2+time.Second), 100*time.Millisecond)
 }
 
 // hasSource reports whether ca names a source of its API key in spec.apiKey.
