@@ -70,7 +70,7 @@ var _ = Describe("OAuth providers", func() {
 		env.Operator.Refresher.Skew = time.Second
 	})
 
-	authorize := func(ctx context.Context, user, org, ret string) string {
+	authorize := func(_ context.Context, user, org, ret string) string {
 		var out wire.AuthorizeResponse
 		status, body := raw(http.MethodPost, "/namespaces/"+ns+"/data-integrations/github/authorize", backendTok,
 			`{"user_id":"`+user+`","organization_id":"`+org+`","return_to":"`+ret+`"}`)

@@ -26,11 +26,11 @@ import (
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 )
 
-// ErrNotConfigured: the organization must bring its own OAuth client first
+// ErrNotConfigured means the organization must bring its own OAuth client first
 // (credentialsMode Organization), or the client secret cannot be read.
 var ErrNotConfigured = errors.New("the OAuth client is not configured")
 
-// ErrInvalidGrant: the provider refused the refresh token (revoked, expired, or spent):
+// ErrInvalidGrant means the provider refused the refresh token (revoked, expired, or spent):
 // only the user can fix it, by connecting again.
 var ErrInvalidGrant = errors.New("the provider refused the refresh token (invalid_grant): the user must connect again")
 
@@ -58,7 +58,7 @@ const HTTPTimeout = 15 * time.Second
 func NewClient(ctx context.Context, r client.Reader, p *pipesv1.Provider, op *pipesv1.OrganizationProvider, callbackURL string) (*Client, error) {
 	o := p.Spec.OAuth
 	if p.Spec.Method != pipesv1.AuthMethodOAuth || o == nil {
-		return nil, fmt.Errorf("Provider %q does not use OAuth", p.Name)
+		return nil, fmt.Errorf("provider %q does not use OAuth", p.Name)
 	}
 	clientID, secretRef := o.ClientID, o.ClientSecretRef
 	if o.CredentialsMode == pipesv1.OAuthCredentialsOrganization {

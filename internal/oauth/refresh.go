@@ -17,7 +17,7 @@ import (
 	"github.com/pipes-dev/pipes-operator/internal/credential"
 )
 
-// ErrNeedsReauthorization: the provider refused the stored refresh token; the account
+// ErrNeedsReauthorization means the provider refused the stored refresh token; the account
 // stays so until the user connects again.
 var ErrNeedsReauthorization = errors.New("the provider refused the stored refresh token: the user must connect again")
 

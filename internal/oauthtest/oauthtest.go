@@ -106,7 +106,9 @@ func Start(t T, o Options) *Server {
 	}
 	s.tokens = &tokenStore{TokenStore: mem, issued: map[string]bool{}, spent: map[string]bool{}}
 	clients := store.NewClientStore()
-	clients.Set(o.ClientID, &models.Client{ID: o.ClientID, Secret: o.ClientSecret, Domain: o.RedirectURL})
+	if err := clients.Set(o.ClientID, &models.Client{ID: o.ClientID, Secret: o.ClientSecret, Domain: o.RedirectURL}); err != nil {
+		t.Fatalf("oauthtest: client store: %v", err)
+	}
 
 	m := manage.NewDefaultManager()
 	m.MapTokenStorage(s.tokens)
@@ -296,7 +298,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		data, _, _ := s.srv.GetErrorData(err)
 		req := &server.AuthorizeRequest{RedirectURI: s.opts.RedirectURL, ResponseType: oauth2.Code, State: r.Form.Get("state")}
 		to, _ := s.srv.GetRedirectURI(req, data)
-		http.Redirect(w, r, to, http.StatusFound)
+		http.Redirect(w, r, to, http.StatusFound) //nolint:gosec // G710: the registered redirect URI, compared exactly
 		return
 	}
 	if to, err := url.Parse(w.Header().Get("Location")); err == nil && to.Query().Get("code") != "" {

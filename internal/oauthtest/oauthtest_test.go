@@ -47,7 +47,7 @@ func authorize(t *testing.T, authURL string) url.Values {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	loc := resp.Header.Get("Location")
 	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, redirectURL+"?") {
 		t.Fatalf("authorize: %s, Location %q; want a redirect to %s", resp.Status, loc, redirectURL)
@@ -199,7 +199,7 @@ func TestDenyAndBadRedirect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("unregistered redirect_uri: %s; want 400 without redirect", resp.Status)
 	}
@@ -274,7 +274,7 @@ func TestScopes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode != want {
 				t.Errorf("refresh with scope %s: %s; want %d", scope, resp.Status, want)
 			}
@@ -305,7 +305,7 @@ func TestRevocationEndpoint(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		return resp.StatusCode
 	}
 
