@@ -125,7 +125,7 @@ func TestValuesReachTheManifests(t *testing.T) {
 		"resources": map[string]any{"limits": map[string]any{"memory": "1Gi"}, "requests": map[string]any{"cpu": "200m", "memory": "512Mi"}},
 		"webhook":   map[string]any{"validation": map[string]any{"failurePolicy": "Ignore"}},
 		"metrics":   map[string]any{"port": 9090},
-		"widget":    map[string]any{"allowedOrigins": []any{"https://app.example.com", "http://localhost:3000"}},
+		"widget":    map[string]any{"allowedOrigins": []any{"https://app.example.com", "http://localhost:3000"}, "publicURL": "https://widget.example.com"},
 	}
 	m := byID(t, render(t, "pipes-system", vals))
 	dep := m["apps/v1/Deployment/pipes-system/pipes-controller-manager"]
@@ -147,7 +147,7 @@ func TestValuesReachTheManifests(t *testing.T) {
 	}
 	args := strings.Join(toStrings(c.(map[string]any)["args"]), " ")
 	for _, want := range []string{"--vend-image=registry.example/pipes/vend:v1.2.3", "--metrics-bind-address=:9090",
-		"--public-bind-address=:8082", "--widget-allowed-origins=https://app.example.com,http://localhost:3000"} {
+		"--public-bind-address=:8082", "--widget-allowed-origins=https://app.example.com,http://localhost:3000", "--public-url=https://widget.example.com"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("manager args %q lack %s", args, want)
 		}

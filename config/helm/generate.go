@@ -215,6 +215,7 @@ func (t *templater) manager(o map[string]any) error {
 	flag, addr, _ := strings.Cut(args[i].(string), "=")
 	args[i] = flag + "=" + t.expr("{{ if "+widgetOn+" }}"+addr+"{{ end }}")
 	args = append(args, t.block("{{- with .Values.widget.allowedOrigins }}", `- --widget-allowed-origins={{ join "," . }}`, "{{- end }}"))
+	args = append(args, t.block("{{- with .Values.widget.publicURL }}", `- --public-url={{ . }}`, "{{- end }}"))
 	// cert-manager writes the certificate: cert-controller must not fight over it.
 	c["args"] = append(args, t.block("{{- if "+certManager+" }}", "- --cert-rotation=false", "{{- end }}"))
 
