@@ -64,6 +64,7 @@ func managerFlags(fs *flag.FlagSet, o *operator.Options, zo *zap.Options) {
 	fs.StringVar(&o.PublicAddr, "public-bind-address", ":8082", "public listener address, for browsers through an Ingress: the widget's script and API (docs/widget.md); empty disables the widget and widget tokens")
 	fs.StringVar(&o.PublicCertDir, "public-cert-dir", "", "directory of the public listener's certificate (tls.crt, tls.key); empty serves plain HTTP for an Ingress or Gateway that terminates TLS")
 	fs.StringVar(&o.PublicURL, "public-url", "", "the public listener's URL as browsers reach it (https://widget.example.com): OAuth providers send users back to this URL + /oauth/callback; empty: http://<public-bind-address>")
+	fs.StringVar(&o.ProviderCAFile, "provider-ca-file", "", "PEM file of CAs trusted for OAuth providers' endpoints besides the system's (a provider behind a private CA); read at start")
 	fs.Func("widget-allowed-origins", "comma-separated origins (scheme://host[:port]) whose pages may call the widget API; none by default", func(v string) error {
 		o.WidgetAllowedOrigins = append(o.WidgetAllowedOrigins, strings.Split(v, ",")...)
 		return nil

@@ -293,6 +293,13 @@ func (c *Client) PutOrganizationConfiguration(ctx context.Context, orgID, slug s
 	return &out, c.do(ctx, http.MethodPut, "/organizations/"+url.PathEscape(orgID)+"/data_integration_configurations/"+url.PathEscape(slug), nil, req, &out)
 }
 
+// Authorize returns the URL that connects a user to an OAuth provider (docs/oauth.md).
+func (c *Client) Authorize(ctx context.Context, slug string, req wire.AuthorizeRequest) (string, error) {
+	var out wire.AuthorizeResponse
+	err := c.do(ctx, http.MethodPost, "/data-integrations/"+url.PathEscape(slug)+"/authorize", nil, req, &out)
+	return out.URL, err
+}
+
 // WidgetToken issues a widget token for one user (docs/widget.md), as the hosted SDKs'
 // widgets.getToken does.
 func (c *Client) WidgetToken(ctx context.Context, req wire.WidgetTokenRequest) (string, error) {

@@ -28,6 +28,8 @@ type OAuthFlow struct {
 	// CallbackURL is the public listener's OAuthCallbackPath as browsers reach it
 	// (--public-url): the redirect URI registered with providers.
 	CallbackURL func() string
+	// HTTP calls providers (oauth.NewHTTPClient); nil: the default.
+	HTTP *http.Client
 }
 
 // oauthClient builds p's client for org, answering what keeps it from being built.
@@ -39,7 +41,7 @@ func (c *call) oauthClient(p *pipesv1.Provider, org string) (*oauth.Client, erro
 			return nil, err
 		}
 	}
-	cl, err := oauth.NewClient(c.ctx, c.s.APIReader, p, op, c.s.OAuth.CallbackURL())
+	cl, err := oauth.NewClient(c.ctx, c.s.APIReader, p, op, c.s.OAuth.CallbackURL(), c.s.OAuth.HTTP)
 	if errors.Is(err, oauth.ErrNotConfigured) {
 		return nil, errorf(http.StatusConflict, wire.CodeNotConfigured, "%s", err)
 	}

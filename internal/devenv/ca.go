@@ -32,15 +32,18 @@ const (
 // addresses the webhooks and the backend API listen on.
 var ServingNames = []string{"localhost", "127.0.0.1", "::1"}
 
-// WriteServingCerts creates a throwaway CA and a serving certificate it issues for
-// ServingNames, and writes ca.crt, tls.crt and tls.key into dir. It returns the CA's
+// WriteServingCerts creates a throwaway CA and a serving certificate it issues for names
+// (ServingNames when none), and writes ca.crt, tls.crt and tls.key into dir. It returns the CA's
 // certificate (PEM). The CA's key is never written: nothing else can be issued by it.
 //
 // envtest's own webhook certificate cannot be used for this: envtest hands out the
 // serving certificate itself as the "CA" (WebhookInstallOptions.LocalServingCAData),
 // which Go and curl accept as a trust anchor but OpenSSL-based clients and Node do not
 // (UNABLE_TO_VERIFY_LEAF_SIGNATURE).
-func WriteServingCerts(dir string) (caPEM []byte, err error) {
+func WriteServingCerts(dir string, names ...string) (caPEM []byte, err error) {
+	if len(names) == 0 {
+		names = ServingNames
+	}
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -78,7 +81,7 @@ func WriteServingCerts(dir string) (caPEM []byte, err error) {
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	for _, name := range ServingNames {
+	for _, name := range names {
 		if ip := net.ParseIP(name); ip != nil {
 			leafTmpl.IPAddresses = append(leafTmpl.IPAddresses, ip)
 		} else {

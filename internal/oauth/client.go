@@ -8,11 +8,14 @@ package oauth
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -55,7 +58,7 @@ const HTTPTimeout = 15 * time.Second
 // with the client secret read through r (the API server: client secrets are the
 // application's own Secrets, opted in with the credential-source label like API key
 // sources), redirecting to callbackURL.
-func NewClient(ctx context.Context, r client.Reader, p *pipesv1.Provider, op *pipesv1.OrganizationProvider, callbackURL string) (*Client, error) {
+func NewClient(ctx context.Context, r client.Reader, p *pipesv1.Provider, op *pipesv1.OrganizationProvider, callbackURL string, h *http.Client) (*Client, error) {
 	o := p.Spec.OAuth
 	if p.Spec.Method != pipesv1.AuthMethodOAuth || o == nil {
 		return nil, fmt.Errorf("provider %q does not use OAuth", p.Name)
@@ -83,7 +86,10 @@ func NewClient(ctx context.Context, r client.Reader, p *pipesv1.Provider, op *pi
 		Provider: p.Name, Scopes: scopes, pkce: o.PKCE == nil || *o.PKCE, separator: o.ScopeSeparator, revoke: o.RevocationURL,
 		config: oauth2.Config{ClientID: clientID, ClientSecret: secret, RedirectURL: callbackURL,
 			Endpoint: oauth2.Endpoint{AuthURL: o.AuthorizationURL, TokenURL: o.TokenURL, AuthStyle: style}},
-		http: &http.Client{Timeout: HTTPTimeout},
+		http: h,
+	}
+	if c.http == nil {
+		c.http = &http.Client{Timeout: HTTPTimeout}
 	}
 	if c.separator == "" {
 		c.separator = " "
@@ -116,6 +122,29 @@ func RequestedScopes(p *pipesv1.Provider, op *pipesv1.OrganizationProvider) []st
 	// Narrowing only: the webhook refuses wider sets; a Provider narrowed later is
 	// honoured here too.
 	return slices.DeleteFunc(slices.Clone(op.Spec.Scopes), func(s string) bool { return !slices.Contains(all, s) })
+}
+
+// NewHTTPClient is the client for providers' endpoints: the system's CA roots plus, when
+// caFile is set (--provider-ca-file), the CAs in that PEM file, for providers behind a
+// private CA (a self-hosted GitLab, a test server).
+func NewHTTPClient(caFile string) (*http.Client, error) {
+	if caFile == "" {
+		return &http.Client{Timeout: HTTPTimeout}, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--provider-ca-file: %w", err)
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--provider-ca-file %s holds no PEM certificate", caFile)
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	return &http.Client{Timeout: HTTPTimeout, Transport: t}, nil
 }
 
 // NewVerifier makes a PKCE code verifier (RFC 7636).

@@ -38,11 +38,11 @@ func secret(optedIn bool) *corev1.Secret {
 func TestNewClientReadsOnlyOptedInSecretsAndNarrowsScopes(t *testing.T) {
 	ctx := context.Background()
 	notOptedIn := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(secret(false)).Build()
-	if _, err := NewClient(ctx, notOptedIn, provider(""), nil, "https://cb"); !errors.Is(err, ErrNotConfigured) {
+	if _, err := NewClient(ctx, notOptedIn, provider(""), nil, "https://cb", nil); !errors.Is(err, ErrNotConfigured) {
 		t.Fatalf("a client secret not opted in: %v", err)
 	}
 	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(secret(true)).Build()
-	cl, err := NewClient(ctx, c, provider(""), nil, "https://cb")
+	cl, err := NewClient(ctx, c, provider(""), nil, "https://cb", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,11 +57,11 @@ func TestNewClientReadsOnlyOptedInSecretsAndNarrowsScopes(t *testing.T) {
 	}
 	noPKCE := provider("")
 	noPKCE.Spec.OAuth.PKCE = ptr.To(false)
-	cl, _ = NewClient(ctx, c, noPKCE, nil, "https://cb")
+	cl, _ = NewClient(ctx, c, noPKCE, nil, "https://cb", nil)
 	if u, _ := url.Parse(cl.AuthCodeURL("state", NewVerifier())); u.Query().Has("code_challenge") {
 		t.Fatal("PKCE sent although turned off")
 	}
-	if _, err := NewClient(ctx, c, provider(pipesv1.OAuthCredentialsOrganization), nil, "https://cb"); !errors.Is(err, ErrNotConfigured) {
+	if _, err := NewClient(ctx, c, provider(pipesv1.OAuthCredentialsOrganization), nil, "https://cb", nil); !errors.Is(err, ErrNotConfigured) {
 		t.Fatalf("organization credentials mode without the organization's client: %v", err)
 	}
 }

@@ -14,7 +14,9 @@ package oauthtest
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -51,6 +53,10 @@ type Options struct {
 	// with any other scope is refused (invalid_scope); one without scope gets
 	// all of them. Otherwise any scope is granted as requested.
 	AllowedScopes []string
+	// TLS, when set, serves HTTPS with this certificate; Listen is the address to
+	// listen on (default 127.0.0.1:0), e.g. the node's address for pods to reach it.
+	TLS    *tls.Certificate
+	Listen string
 }
 
 // Stats counts what the server saw.
@@ -186,7 +192,21 @@ func Start(t T, o Options) *Server {
 	mux.HandleFunc("/authorize", s.authorize)
 	mux.HandleFunc("/token", s.token)
 	mux.HandleFunc("/revoke", s.revoke)
-	hs := httptest.NewServer(mux)
+	hs := httptest.NewUnstartedServer(mux)
+	if o.Listen != "" {
+		ln, err := net.Listen("tcp", o.Listen)
+		if err != nil {
+			t.Fatalf("oauthtest: listen on %s: %v", o.Listen, err)
+		}
+		_ = hs.Listener.Close()
+		hs.Listener = ln
+	}
+	if o.TLS != nil {
+		hs.TLS = &tls.Config{Certificates: []tls.Certificate{*o.TLS}, MinVersion: tls.VersionTLS12}
+		hs.StartTLS()
+	} else {
+		hs.Start()
+	}
 	t.Cleanup(hs.Close)
 	s.URL = hs.URL
 	return s

@@ -111,6 +111,9 @@ type Options struct {
 	// the OAuth callback is PublicURL + /oauth/callback, the redirect URI to register
 	// with providers. Empty: http://PublicAddr (make run, tests).
 	PublicURL string
+	// ProviderCAFile is a PEM bundle of CAs trusted for OAuth providers' endpoints besides
+	// the system's (--provider-ca-file).
+	ProviderCAFile string
 	// WidgetAllowedOrigins are the origins whose pages may call the widget API.
 	WidgetAllowedOrigins []string
 	// WidgetTokenTTL is the widget tokens' lifetime (widgettoken.DefaultTTL when 0; at most widgettoken.MaxTTL).
@@ -153,11 +156,12 @@ type Operator struct {
 	// Refresher refreshes OAuth tokens (nil without the public listener).
 	Refresher *oauth.Refresher
 	refresher *atomic.Pointer[oauth.Refresher]
+	providers *http.Client
 }
 
 // refreshOAuth is the leader's proactive refresh of an OAuth account's token, once
 // setupOAuth has made the Refresher.
-func refreshOAuth(mgr ctrl.Manager, refresher *atomic.Pointer[oauth.Refresher]) func(context.Context, *pipesv1.ConnectedAccount, *corev1.Secret) error {
+func refreshOAuth(mgr ctrl.Manager, refresher *atomic.Pointer[oauth.Refresher], providers *http.Client) func(context.Context, *pipesv1.ConnectedAccount, *corev1.Secret) error {
 	return func(ctx context.Context, ca *pipesv1.ConnectedAccount, secret *corev1.Secret) error {
 		r := refresher.Load()
 		if r == nil {
@@ -175,7 +179,7 @@ func refreshOAuth(mgr ctrl.Manager, refresher *atomic.Pointer[oauth.Refresher]) 
 					return nil, err
 				}
 			}
-			return oauth.NewClient(ctx, mgr.GetAPIReader(), avail.Provider, org, "")
+			return oauth.NewClient(ctx, mgr.GetAPIReader(), avail.Provider, org, "", providers)
 		}, true)
 		if errors.Is(err, oauth.ErrNeedsReauthorization) {
 			return nil // recorded on the Secret, whose event brings the account's status along
@@ -305,10 +309,14 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 		return nil, err
 	}
 	refresher := &atomic.Pointer[oauth.Refresher]{} // set by setupOAuth
+	providers, err := oauth.NewHTTPClient(o.ProviderCAFile)
+	if err != nil {
+		return nil, err
+	}
 	if err := (&controllers.ConnectedAccountReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Store: store, Opener: opener,
 		Recorder: mgr.GetEventRecorder("pipes-operator"), SourceMetadata: sourceMetadata, KeysetRotated: rotated,
-		MaxConcurrentReconciles: o.AccountWorkers, RefreshOAuth: refreshOAuth(mgr, refresher),
+		MaxConcurrentReconciles: o.AccountWorkers, RefreshOAuth: refreshOAuth(mgr, refresher, providers),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
@@ -341,7 +349,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 			return nil, err
 		}
 	}
-	op := &Operator{Manager: mgr, Keyring: ring, Opener: opener, Store: store, API: api, refresher: refresher}
+	op := &Operator{Manager: mgr, Keyring: ring, Opener: opener, Store: store, API: api, refresher: refresher, providers: providers}
 	if err := setupPublic(ctx, mgr, o, direct, op, log); err != nil {
 		return nil, err
 	}
@@ -432,7 +440,7 @@ func setupOAuth(mgr ctrl.Manager, o Options, direct client.Client, op *Operator)
 	host, _ := os.Hostname()
 	states := &oauth.States{Client: direct, Reader: mgr.GetAPIReader(), Namespace: o.Namespace, AEAD: func() tink.AEAD { return op.Keyring.Keyset().AEAD() }}
 	refresher := &oauth.Refresher{Store: op.Store, Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Replica: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.String(5))}
-	op.API.OAuth = &backendapi.OAuthFlow{States: states, Refresher: refresher, CallbackURL: callback}
+	op.API.OAuth = &backendapi.OAuthFlow{States: states, Refresher: refresher, CallbackURL: callback, HTTP: op.providers}
 	op.Refresher = refresher
 	op.refresher.Store(refresher)
 	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {

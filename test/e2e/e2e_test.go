@@ -275,6 +275,8 @@ spec:
 
 	Context("kubectl pipes", Ordered, pluginSpecs)
 
+	Context("OAuth", Ordered, oauthSpecs)
+
 	// Last: these replace the config/e2e deployment every spec above runs against.
 	Context("Helm: moved to the chart and upgraded", Ordered, helmSpecs)
 })

@@ -80,6 +80,8 @@ var _ = BeforeSuite(func() {
 			dumpClusterState()
 		}
 	}()
+	By("making the OAuth provider's CA, which config/e2e has the manager trust")
+	prepareProvider()
 	By("deploying the operator with kubectl apply -k config/e2e (config/default with local images)")
 	kubectl("apply", "--server-side", "-k", filepath.Join(root, "config", "e2e"))
 	start := time.Now()
