@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
+	"github.com/pipes-dev/pipes-operator/internal/credential"
 	"github.com/pipes-dev/pipes-operator/internal/crypto"
 	"github.com/pipes-dev/pipes-operator/internal/scheme"
 )
@@ -137,5 +138,24 @@ func TestStatesAreSpentOnceAndExpire(t *testing.T) {
 	}
 	if _, err := states.Take(ctx, abandoned); !errors.Is(err, ErrStateUnknown) {
 		t.Fatalf("a swept state: %v", err)
+	}
+}
+
+// A token living 20 s is refreshed in its last 5 s, not on every vend (which, with the
+// watch waking sidecars on every refresh, would refresh without end).
+func TestSkewFollowsTheTokensLifetime(t *testing.T) {
+	now := time.Now()
+	r := &Refresher{}
+	short := credential.Stored{RotatedAt: now, TokenExpiry: now.Add(20 * time.Second)}
+	if got := r.skew(short); got != 5*time.Second {
+		t.Fatalf("skew of a 20 s token %s, want 5s", got)
+	}
+	long := credential.Stored{RotatedAt: now, TokenExpiry: now.Add(time.Hour)}
+	if got := r.skew(long); got != DefaultSkew {
+		t.Fatalf("skew of an hour's token %s, want %s", got, DefaultSkew)
+	}
+	r.Skew = time.Second
+	if got := r.skew(long); got != time.Second {
+		t.Fatalf("a set skew is not used: %s", got)
 	}
 }

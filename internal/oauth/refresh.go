@@ -33,7 +33,9 @@ type Refresher struct {
 	Writer client.Client
 	// Replica names this replica in the lock.
 	Replica string
-	// Skew: a token expiring within it is refreshed before it is handed out.
+	// Skew: a token expiring within it is refreshed before it is handed out. Zero: a
+	// quarter of the token's lifetime, at most DefaultSkew, so that short-lived tokens
+	// are not refreshed on every vend.
 	Skew time.Duration
 	// LockTTL bounds a refresh; a lock older than that is taken over.
 	LockTTL time.Duration
@@ -52,9 +54,12 @@ func (r *Refresher) now() time.Time {
 	return time.Now()
 }
 
-func (r *Refresher) skew() time.Duration {
+func (r *Refresher) skew(d credential.Stored) time.Duration {
 	if r.Skew > 0 {
 		return r.Skew
+	}
+	if lifetime := d.TokenExpiry.Sub(d.RotatedAt); !d.RotatedAt.IsZero() && lifetime > 0 {
+		return min(DefaultSkew, lifetime/4)
 	}
 	return DefaultSkew
 }
@@ -91,7 +96,7 @@ func (r *Refresher) Current(ctx context.Context, ca *pipesv1.ConnectedAccount, s
 	if err != nil {
 		return nil, desc, err
 	}
-	if !force && !t.ExpiresWithin(r.now(), r.skew()) {
+	if !force && !t.ExpiresWithin(r.now(), r.skew(desc)) {
 		return t, desc, nil
 	}
 	v, err, _ := r.flight.Do(string(ca.UID), func() (any, error) {
@@ -129,7 +134,7 @@ func (r *Refresher) refresh(ctx context.Context, ca *pipesv1.ConnectedAccount, s
 		if err != nil {
 			return refreshed{}, err
 		}
-		if desc.Version > seen || (!force && !t.ExpiresWithin(r.now(), r.skew())) {
+		if desc.Version > seen || (!force && !t.ExpiresWithin(r.now(), r.skew(desc))) {
 			return refreshed{t, desc}, nil // refreshed meanwhile, here or by another replica
 		}
 		if holder, until, ok := lock(&secret); ok && holder != r.Replica && r.now().Before(until) {
