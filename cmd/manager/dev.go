@@ -231,6 +231,9 @@ func serve(ctx context.Context, env *envtest.Environment, cfg *rest.Config, o op
 	if o.APIAddr == "" {
 		api = ""
 	}
+	if op.API != nil && op.API.OAuth != nil {
+		api += fmt.Sprintf("OAuth callback: %s (register it as your OAuth apps' redirect URI; docs/oauth.md)\n", op.API.OAuth.CallbackURL())
+	}
 	if demoAddr != "" && op.Public != nil {
 		demo, err := serveDemo(ctx, op, demoAddr)
 		if err != nil {

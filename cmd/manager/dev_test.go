@@ -124,6 +124,9 @@ https.get(process.env.PIPES_API_URL + "/", {ca: fs.readFileSync(process.env.PIPE
 	}
 
 	t.Run("the widget demo page embeds the widget for the demo user, who can connect a key", func(t *testing.T) {
+		if !strings.Contains(r.term.String(), "OAuth callback: http://"+r.public+"/oauth/callback") {
+			t.Errorf("the banner does not give the OAuth callback URL:\n%s", r.term)
+		}
 		if !strings.Contains(r.term.String(), "Widget demo: http://"+r.demo+"/") {
 			t.Fatalf("the banner does not give the demo page's URL:\n%s", r.term)
 		}

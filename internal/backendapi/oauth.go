@@ -1,6 +1,7 @@
 package backendapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"html/template"
@@ -34,14 +35,20 @@ type OAuthFlow struct {
 
 // oauthClient builds p's client for org, answering what keeps it from being built.
 func (c *call) oauthClient(p *pipesv1.Provider, org string) (*oauth.Client, error) {
+	return c.s.oauthClient(c.ctx, c.namespace, p, org)
+}
+
+// oauthClient builds p's client for org with ctx (which may outlive a request: a
+// background refresh).
+func (s *Server) oauthClient(ctx context.Context, namespace string, p *pipesv1.Provider, org string) (*oauth.Client, error) {
 	var op *pipesv1.OrganizationProvider
 	if org != "" {
 		var err error
-		if op, err = c.orgProvider(p.Name, org); err != nil {
+		if op, err = credential.FindOrganizationProvider(ctx, s.Client, namespace, p.Name, org); err != nil {
 			return nil, err
 		}
 	}
-	cl, err := oauth.NewClient(c.ctx, c.s.APIReader, p, op, c.s.OAuth.CallbackURL(), c.s.OAuth.HTTP)
+	cl, err := oauth.NewClient(ctx, s.APIReader, p, op, s.OAuth.CallbackURL(), s.OAuth.HTTP)
 	if errors.Is(err, oauth.ErrNotConfigured) {
 		return nil, errorf(http.StatusConflict, wire.CodeNotConfigured, "%s", err)
 	}
@@ -286,7 +293,9 @@ func (s *Server) vendOAuth(c *call, p *pipesv1.Provider, ca *pipesv1.ConnectedAc
 		return notInstalled, origin, time.Time{}, err
 	}
 	origin += "/" + string(secret.UID) + "/" + secret.ResourceVersion
-	token, stored, err := s.OAuth.Refresher.Current(c.ctx, ca, secret, func() (*oauth.Client, error) { return c.oauthClient(p, org) }, false)
+	token, stored, err := s.OAuth.Refresher.Current(c.ctx, ca, secret, func(ctx context.Context) (*oauth.Client, error) {
+		return s.oauthClient(ctx, c.namespace, p, org)
+	}, false)
 	switch {
 	case errors.Is(err, oauth.ErrNeedsReauthorization):
 		c.result = wire.ErrorNeedsReauthorization

@@ -207,11 +207,19 @@ var _ = Describe("OAuth providers", func() {
 		Expect(server.Stats().Refreshes).To(BeNumerically(">=", 1))
 	})
 
-	It("keeps serving a still-valid token while the token endpoint fails, and needs reauthorization once the refresh token is revoked", func(ctx SpecContext) {
+	It("serves a still-valid token without waiting while the token endpoint is slow or fails, and needs reauthorization once the refresh token is revoked", func(ctx SpecContext) {
 		connect(authorize(ctx, "user_5", "", returnTo))
 		time.Sleep(ttl - 900*time.Millisecond) // within the skew, not yet expired
-		server.FailTokenEndpoint(http.StatusServiceUnavailable, 3)
+		// A slow provider: the vend does not wait for the refresh of a token still valid.
+		server.SlowTokenEndpoint(2 * time.Second)
+		start := time.Now()
 		got := vend(ctx, "user_5", "")
+		Expect(time.Since(start)).To(BeNumerically("<", time.Second))
+		Expect(got.Active).To(BeTrue())
+		server.SlowTokenEndpoint(0)
+		// A failing one: still valid, still served.
+		server.FailTokenEndpoint(http.StatusServiceUnavailable, 3)
+		got = vend(ctx, "user_5", "")
 		Expect(got.Active).To(BeTrue())
 		Expect(server.ValidAccessToken(got.Credential.Value)).To(BeTrue())
 

@@ -83,11 +83,12 @@ func (r *Refresher) Open(ca *pipesv1.ConnectedAccount, secret *corev1.Secret) (*
 
 // Current returns ca's token from secret (the cached credential Secret), refreshed first
 // when it expires within Skew (or, with force, in any case: the leader's proactive
-// refresh). newClient builds the provider's client, only when a refresh is needed. A
+// refresh). newClient builds the provider's client (with the refresh's context, which
+// may outlive ctx), only when a refresh is needed. A
 // transient failure of the provider while the stored token is still valid returns that
 // token; a refused refresh token returns ErrNeedsReauthorization. The description is
 // that of the Secret the returned token is stored in.
-func (r *Refresher) Current(ctx context.Context, ca *pipesv1.ConnectedAccount, secret *corev1.Secret, newClient func() (*Client, error), force bool) (*Token, credential.Stored, error) {
+func (r *Refresher) Current(ctx context.Context, ca *pipesv1.ConnectedAccount, secret *corev1.Secret, newClient func(context.Context) (*Client, error), force bool) (*Token, credential.Stored, error) {
 	desc := credential.Describe(secret)
 	if !desc.NeedsReauthorization.IsZero() {
 		return nil, desc, ErrNeedsReauthorization
@@ -99,9 +100,17 @@ func (r *Refresher) Current(ctx context.Context, ca *pipesv1.ConnectedAccount, s
 	if !force && !t.ExpiresWithin(r.now(), r.skew(desc)) {
 		return t, desc, nil
 	}
-	v, err, _ := r.flight.Do(string(ca.UID), func() (any, error) {
-		return r.refresh(ctx, ca, desc.Version, newClient, force)
-	})
+	refresh := func() (any, error) { return r.refresh(ctx, ca, desc.Version, newClient, force) }
+	if !force && !t.ExpiresWithin(r.now(), 0) {
+		// Still valid: refresh in the background and hand this one out now, so a vend
+		// never waits on the provider for a token it does not need yet.
+		bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.lockTTL()+10*time.Second)
+		refresh = func() (any, error) { return r.refresh(bg, ca, desc.Version, newClient, force) }
+		ch := r.flight.DoChan(string(ca.UID), refresh)
+		go func() { <-ch; cancel() }()
+		return t, desc, nil
+	}
+	v, err, _ := r.flight.Do(string(ca.UID), refresh)
 	if err != nil {
 		if !errors.Is(err, ErrNeedsReauthorization) && !t.ExpiresWithin(r.now(), 0) {
 			return t, desc, nil // still valid: serve it, the next call retries the refresh
@@ -118,7 +127,7 @@ type refreshed struct {
 	stored credential.Stored
 }
 
-func (r *Refresher) refresh(ctx context.Context, ca *pipesv1.ConnectedAccount, seen int64, newClient func() (*Client, error), force bool) (refreshed, error) {
+func (r *Refresher) refresh(ctx context.Context, ca *pipesv1.ConnectedAccount, seen int64, newClient func(context.Context) (*Client, error), force bool) (refreshed, error) {
 	key := types.NamespacedName{Namespace: ca.Namespace, Name: credential.SecretName(ca)}
 	deadline := r.now().Add(r.lockTTL() + 5*time.Second)
 	for {
@@ -162,8 +171,8 @@ func (r *Refresher) refresh(ctx context.Context, ca *pipesv1.ConnectedAccount, s
 
 // refreshLocked refreshes t holding the lock on secret, and stores the outcome (which
 // releases the lock).
-func (r *Refresher) refreshLocked(ctx context.Context, ca *pipesv1.ConnectedAccount, secret *corev1.Secret, t *Token, desc credential.Stored, newClient func() (*Client, error)) (refreshed, error) {
-	c, err := newClient()
+func (r *Refresher) refreshLocked(ctx context.Context, ca *pipesv1.ConnectedAccount, secret *corev1.Secret, t *Token, desc credential.Stored, newClient func(context.Context) (*Client, error)) (refreshed, error) {
+	c, err := newClient(ctx)
 	var next *Token
 	if err == nil {
 		next, err = c.Refresh(ctx, t)

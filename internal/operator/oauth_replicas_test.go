@@ -21,7 +21,7 @@ import (
 	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
 
-// Two replicas vend an expired OAuth token at once, many times: the provider rotates
+// Two replicas vend an expiring OAuth token at once, many times: the provider rotates
 // refresh tokens (each one spends once), so a refresh done twice would spend a token twice
 // and the loser would see invalid_grant. Neither may happen: one replica refreshes, the
 // other reads its token; the account never falls into needs_reauthorization.
@@ -120,6 +120,10 @@ func TestOAuthRefreshRaceAcrossReplicas(t *testing.T) {
 		if s := server.Stats(); s.DoubleSpends > 0 {
 			t.Fatalf("round %d: a refresh token was spent twice (%+v)", round, s)
 		}
+		time.Sleep(500 * time.Millisecond) // the replicas' refreshes (in the background: the token is valid) finish
+	}
+	if s := server.Stats(); s.Refreshes < 3 || s.DoubleSpends > 0 {
+		t.Fatalf("the replicas did not race to refresh, or spent a token twice: %+v", s)
 	}
 	t.Logf("provider saw %+v", server.Stats())
 }

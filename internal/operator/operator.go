@@ -171,7 +171,7 @@ func refreshOAuth(mgr ctrl.Manager, refresher *atomic.Pointer[oauth.Refresher], 
 		if err != nil || avail.Provider == nil {
 			return err
 		}
-		_, _, err = r.Current(ctx, ca, secret, func() (*oauth.Client, error) {
+		_, _, err = r.Current(ctx, ca, secret, func(ctx context.Context) (*oauth.Client, error) {
 			var org *pipesv1.OrganizationProvider
 			if ca.Spec.OrganizationID != "" {
 				var err error
