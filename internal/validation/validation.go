@@ -280,10 +280,16 @@ func ConnectedAccountUpdate(oldCA, newCA *pipesv1.ConnectedAccount) field.ErrorL
 // author may read: otherwise the operator, which can read every Secret, would hand the
 // author a value RBAC keeps from them.
 func SourceSecretNotReadable(user, namespace, name string) *field.Error {
-	return problem(field.ErrorTypeForbidden, specPath.Child("apiKey", "secretKeyRef", "name"), name,
-		"spec.apiKey.secretKeyRef.name: %s may not get Secret %q in namespace %q, so it may not name it as a key source: the operator would read the Secret on its behalf; "+
-			"grant it get on secrets (resourceNames: [%s]) in that namespace, or have someone who may read the Secret create the ConnectedAccount",
-		user, name, namespace, name)
+	return SecretNotReadable(specPath.Child("apiKey", "secretKeyRef", "name"), "ConnectedAccount", "a key source", user, namespace, name)
+}
+
+// SecretNotReadable is the rule that whoever names a Secret for the operator to read (at
+// path, in a kind) may get it: the operator would otherwise read it on their behalf.
+func SecretNotReadable(path *field.Path, kind, as, user, namespace, name string) *field.Error {
+	return problem(field.ErrorTypeForbidden, path, name,
+		"%s: %s may not get Secret %q in namespace %q, so it may not name it as %s: the operator would read the Secret on its behalf; "+
+			"grant it get on secrets (resourceNames: [%s]) in that namespace, or have someone who may read the Secret create the %s",
+		path, user, name, namespace, as, name, kind)
 }
 
 // DuplicateOrganizationProvider is the rule of at most one OrganizationProvider per

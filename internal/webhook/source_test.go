@@ -77,4 +77,36 @@ var _ = Describe("ConnectedAccount source Secrets and the requester's own rights
 		By("an administrator, who may read it, can make the same change")
 		Expect(update(env.Client, ca, func(c *pipesv1.ConnectedAccount) { c.Spec.APIKey.SecretKeyRef.Name = "db-password" })).To(Succeed())
 	})
+
+	It("rejects a Provider or OrganizationProvider whose OAuth client secret the requester may not get", func() {
+		By("letting the backend write Providers and OrganizationProviders")
+		Expect(env.Client.Create(ctx, &rbacv1.Role{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "provider-author"},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{"pipes.dev"}, Resources: []string{"providers", "organizationproviders"},
+				Verbs: []string{"get", "create", "update"}}},
+		})).To(Succeed())
+		Expect(env.Bind(ctx, ns, "provider-author", rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "provider-author"}, ns, "backend")).To(Succeed())
+		p := oauthProvider("gitlab")
+		p.Namespace = ns
+		p.Spec.OAuth.ClientSecretRef = &pipesv1.SecretKeyReference{Name: "db-password", Key: "api-key"}
+		Eventually(func() string {
+			err := backend.Create(ctx, p.DeepCopy())
+			if err == nil {
+				return "created"
+			}
+			return err.Error()
+		}).Should(ContainSubstring(`spec.oauth.clientSecretRef.name: ` + user + ` may not get Secret "db-password"`))
+		p.Spec.OAuth.ClientSecretRef.Name = "allowed-key"
+		Expect(backend.Create(ctx, p)).To(Succeed())
+		err := update(backend, p, func(p *pipesv1.Provider) { p.Spec.OAuth.ClientSecretRef.Name = "db-password" })
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+
+		op := orgProvider("gitlab-org-1", "gitlab", "org_1")
+		op.Namespace = ns
+		op.Spec.Credentials = &pipesv1.OrganizationOAuthCredentials{ClientID: "org", ClientSecretRef: pipesv1.SecretKeyReference{Name: "db-password", Key: "api-key"}}
+		err = backend.Create(ctx, op)
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring(`spec.credentials.clientSecretRef.name: ` + user + ` may not get Secret "db-password"`))
+		Expect(err.Error()).To(ContainSubstring("OAuth client secret"))
+	})
 })

@@ -36,10 +36,10 @@ func Setup(mgr ctrl.Manager, injector *PodInjector) error {
 			return err
 		}
 	}
-	if err := ctrl.NewWebhookManagedBy(mgr, &pipesv1.Provider{}).WithValidator(&ProviderValidator{}).Complete(); err != nil {
+	if err := ctrl.NewWebhookManagedBy(mgr, &pipesv1.Provider{}).WithValidator(&ProviderValidator{Reviews: r}).Complete(); err != nil {
 		return err
 	}
-	if err := ctrl.NewWebhookManagedBy(mgr, &pipesv1.OrganizationProvider{}).WithValidator(&OrganizationProviderValidator{Reader: r, Live: mgr.GetAPIReader()}).Complete(); err != nil {
+	if err := ctrl.NewWebhookManagedBy(mgr, &pipesv1.OrganizationProvider{}).WithValidator(&OrganizationProviderValidator{Reader: r, Live: mgr.GetAPIReader(), Reviews: r}).Complete(); err != nil {
 		return err
 	}
 	return ctrl.NewWebhookManagedBy(mgr, &pipesv1.ConnectedAccount{}).WithValidator(&ConnectedAccountValidator{Reader: r, Live: mgr.GetAPIReader(), Reviews: r}).Complete()
@@ -89,19 +89,49 @@ func getProvider(ctx context.Context, r, live client.Reader, namespace, name str
 
 // +kubebuilder:webhook:path=/validate-pipes-dev-v1alpha1-provider,mutating=false,failurePolicy=fail,sideEffects=None,groups=pipes.dev,resources=providers,verbs=create;update,versions=v1alpha1,name=vprovider.pipes.dev,admissionReviewVersions=v1
 
-// ProviderValidator validates Providers.
-type ProviderValidator struct{}
+// ProviderValidator validates Providers, and checks that whoever names the OAuth client
+// secret's Secret may read it.
+type ProviderValidator struct {
+	Reviews client.Writer
+}
 
 var _ admission.Validator[*pipesv1.Provider] = &ProviderValidator{}
 
 // ValidateCreate implements admission.Validator.
-func (v *ProviderValidator) ValidateCreate(_ context.Context, p *pipesv1.Provider) (admission.Warnings, error) {
-	return nil, invalid("Provider", p.Name, validation.Provider(p))
+func (v *ProviderValidator) ValidateCreate(ctx context.Context, p *pipesv1.Provider) (admission.Warnings, error) {
+	errs := validation.Provider(p)
+	if err := checkReadable(ctx, v.Reviews, p.Namespace, "", providerClientSecret(p), clientSecretPath, "Provider", &errs); err != nil {
+		return nil, err
+	}
+	return nil, invalid("Provider", p.Name, errs)
 }
 
 // ValidateUpdate implements admission.Validator.
-func (v *ProviderValidator) ValidateUpdate(_ context.Context, oldP, newP *pipesv1.Provider) (admission.Warnings, error) {
-	return nil, invalid("Provider", newP.Name, validation.ProviderUpdate(oldP, newP))
+func (v *ProviderValidator) ValidateUpdate(ctx context.Context, oldP, newP *pipesv1.Provider) (admission.Warnings, error) {
+	errs := validation.ProviderUpdate(oldP, newP)
+	if err := checkReadable(ctx, v.Reviews, newP.Namespace, providerClientSecret(oldP), providerClientSecret(newP), clientSecretPath, "Provider", &errs); err != nil {
+		return nil, err
+	}
+	return nil, invalid("Provider", newP.Name, errs)
+}
+
+var (
+	clientSecretPath    = field.NewPath("spec", "oauth", "clientSecretRef", "name")
+	orgClientSecretPath = field.NewPath("spec", "credentials", "clientSecretRef", "name")
+)
+
+func providerClientSecret(p *pipesv1.Provider) string {
+	if p.Spec.OAuth == nil || p.Spec.OAuth.ClientSecretRef == nil {
+		return ""
+	}
+	return p.Spec.OAuth.ClientSecretRef.Name
+}
+
+func orgClientSecret(op *pipesv1.OrganizationProvider) string {
+	if op.Spec.Credentials == nil {
+		return ""
+	}
+	return op.Spec.Credentials.ClientSecretRef.Name
 }
 
 // ValidateDelete implements admission.Validator.
@@ -117,6 +147,8 @@ type OrganizationProviderValidator struct {
 	Reader client.Reader
 	// Live confirms with the API server what the cache does not hold (may be nil).
 	Live client.Reader
+	// Reviews checks that whoever names the organization's client secret may read it.
+	Reviews client.Writer
 }
 
 var _ admission.Validator[*pipesv1.OrganizationProvider] = &OrganizationProviderValidator{}
@@ -138,12 +170,18 @@ func (v *OrganizationProviderValidator) ValidateCreate(ctx context.Context, op *
 			break
 		}
 	}
+	if err := checkReadable(ctx, v.Reviews, op.Namespace, "", orgClientSecret(op), orgClientSecretPath, "OrganizationProvider", &errs); err != nil {
+		return nil, err
+	}
 	return nil, invalid("OrganizationProvider", op.Name, errs)
 }
 
 // ValidateUpdate implements admission.Validator.
 func (v *OrganizationProviderValidator) ValidateUpdate(ctx context.Context, oldOP, newOP *pipesv1.OrganizationProvider) (admission.Warnings, error) {
 	errs := validation.OrganizationProviderUpdate(oldOP, newOP)
+	if err := checkReadable(ctx, v.Reviews, newOP.Namespace, orgClientSecret(oldOP), orgClientSecret(newOP), orgClientSecretPath, "OrganizationProvider", &errs); err != nil {
+		return nil, err
+	}
 	if newOP.DeletionTimestamp == nil {
 		// The Provider may be gone or narrowed since creation; updates that leave the
 		// settings alone (labels, disabling, cleanup) must still go through, so settings
@@ -240,8 +278,19 @@ func (v *ConnectedAccountValidator) ValidateDelete(context.Context, *pipesv1.Con
 // create, or by changing the reference) that it may not get itself. Updates that keep
 // the reference (the operator's finalizer, labels) are not re-checked.
 func (v *ConnectedAccountValidator) checkSourceReadable(ctx context.Context, oldCA, ca *pipesv1.ConnectedAccount, errs *field.ErrorList) error {
-	ref := sourceSecret(ca)
-	if ref == "" || (oldCA != nil && sourceSecret(oldCA) == ref) {
+	old := ""
+	if oldCA != nil {
+		old = sourceSecret(oldCA)
+	}
+	return checkReadable(ctx, v.Reviews, ca.Namespace, old, sourceSecret(ca), field.NewPath("spec", "apiKey", "secretKeyRef", "name"), "ConnectedAccount", errs)
+}
+
+// checkReadable appends an error when the requester names Secret ref in namespace (on
+// create, or by changing it from old) that it may not get itself: the operator reads it
+// with its own rights, so naming it must not be a way to have it read. reviews is nil
+// only in unit tests that call a validator directly.
+func checkReadable(ctx context.Context, reviews client.Writer, namespace, old, ref string, path *field.Path, kind string, errs *field.ErrorList) error {
+	if ref == "" || ref == old || reviews == nil {
 		return nil
 	}
 	req, err := admission.RequestFromContext(ctx)
@@ -255,13 +304,17 @@ func (v *ConnectedAccountValidator) checkSourceReadable(ctx context.Context, old
 	}
 	sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
 		User: user.Username, UID: user.UID, Groups: user.Groups, Extra: extra,
-		ResourceAttributes: &authzv1.ResourceAttributes{Verb: "get", Version: "v1", Resource: "secrets", Namespace: ca.Namespace, Name: ref},
+		ResourceAttributes: &authzv1.ResourceAttributes{Verb: "get", Version: "v1", Resource: "secrets", Namespace: namespace, Name: ref},
 	}}
-	if err := v.Reviews.Create(ctx, sar); err != nil {
-		return fmt.Errorf("checking whether %s may read Secret %s/%s: %w", user.Username, ca.Namespace, ref, err)
+	if err := reviews.Create(ctx, sar); err != nil {
+		return fmt.Errorf("checking whether %s may read Secret %s/%s: %w", user.Username, namespace, ref, err)
 	}
 	if !sar.Status.Allowed {
-		*errs = append(*errs, validation.SourceSecretNotReadable(user.Username, ca.Namespace, ref))
+		as := "the OAuth client secret"
+		if kind == "ConnectedAccount" {
+			as = "a key source"
+		}
+		*errs = append(*errs, validation.SecretNotReadable(path, kind, as, user.Username, namespace, ref))
 	}
 	return nil
 }
