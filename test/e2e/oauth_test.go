@@ -132,6 +132,12 @@ spec:
 				return true
 			}, 3*ttl).Should(BeTrue(), "a refreshed token in the pod's file")
 		}
+		By("loopback HTTP answers the same token, with its expiry")
+		Eventually(func() bool {
+			out, err := inApp(appNS, pod.Name, "post", "http://127.0.0.1:8299/data-integrations/gitlab/token", `{"user_id":"user_o"}`)
+			v := read()
+			return err == nil && v != "" && strings.Contains(out, `"value":"`+v+`"`) && strings.Contains(out, `"expires_at"`)
+		}).Should(BeTrue())
 		pod = podOf(ctx, appNS, "oauth-app")
 		for _, s := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
 			Expect(s.RestartCount).To(BeZero(), "container %s restarted", s.Name)
