@@ -185,10 +185,15 @@ func (s *Server) storeCredential(ctx context.Context, ca *pipesv1.ConnectedAccou
 	if err != nil {
 		return stored, err
 	}
-	// Read-your-writes on this replica.
+	// Read-your-writes on this replica: the Secret and the account (a new one may reach
+	// the cache after its Secret: a vend then would find no account).
 	err = wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, cacheWaitTime, true, func(ctx context.Context) (bool, error) {
 		got, err := s.Store.Get(ctx, ca)
-		return got != nil && credential.Describe(got).Version >= stored.Version, err
+		if err != nil || got == nil || credential.Describe(got).Version < stored.Version {
+			return false, err
+		}
+		cached, err := credential.FindAccount(ctx, s.Client, ca.Namespace, ca.Spec.ProviderRef.Name, ca.Spec.UserID, ca.Spec.OrganizationID)
+		return cached != nil && cached.UID == ca.UID, err
 	})
 	return stored, err
 }
