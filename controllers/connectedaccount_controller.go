@@ -449,7 +449,7 @@ func (r *ConnectedAccountReconciler) finalize(ctx context.Context, ca *pipesv1.C
 
 // removeOrphan removes the credential Secret of a deleted account.
 func (r *ConnectedAccountReconciler) removeOrphan(ctx context.Context, account types.NamespacedName) error {
-	gone, err := r.Store.DeleteOrphan(ctx, account)
+	gone, err := r.Store.DeleteOrphan(ctx, r.APIReader, account)
 	if gone != nil {
 		r.event(gone, corev1.EventTypeNormal, pipesv1.EventDisconnected, pipesv1.ActionDisconnect, "ConnectedAccount deleted; stored credential removed")
 	}

@@ -275,8 +275,10 @@ func (s *Store) Delete(ctx context.Context, ca *pipesv1.ConnectedAccount) (bool,
 // DeleteOrphan removes the credential Secret of the deleted ConnectedAccount at account
 // (its owner reference is garbage collection's job too, but an orphan lingering until
 // then would block an account created again under the name). It returns the account
-// the Secret belonged to, nil when there was none.
-func (s *Store) DeleteOrphan(ctx context.Context, account types.NamespacedName) (*pipesv1.ConnectedAccount, error) {
+// the Secret belonged to, nil when there was none. live confirms with the API server
+// that the Secret's account is gone: a cache may not show a new account yet while it
+// already shows its Secret, and that Secret is no orphan.
+func (s *Store) DeleteOrphan(ctx context.Context, live client.Reader, account types.NamespacedName) (*pipesv1.ConnectedAccount, error) {
 	var secret corev1.Secret
 	err := s.client.Get(ctx, types.NamespacedName{Namespace: account.Namespace, Name: secretNameFor(account.Name)}, &secret)
 	if apierrors.IsNotFound(err) {
@@ -288,6 +290,12 @@ func (s *Store) DeleteOrphan(ctx context.Context, account types.NamespacedName) 
 	owner := previousAccount(&secret, account.Name)
 	if owner == nil {
 		return nil, nil
+	}
+	var current pipesv1.ConnectedAccount
+	if err := live.Get(ctx, account, &current); err == nil && current.UID == owner.UID {
+		return nil, nil // alive: the cache is behind
+	} else if client.IgnoreNotFound(err) != nil {
+		return nil, err
 	}
 	if deleted, err := s.deleteSecret(ctx, &secret); !deleted || err != nil {
 		return nil, err
