@@ -11,6 +11,7 @@ import (
 	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -53,6 +54,26 @@ func (s *Server) oauthClient(ctx context.Context, namespace string, p *pipesv1.P
 		return nil, errorf(http.StatusConflict, wire.CodeNotConfigured, "%s", err)
 	}
 	return cl, err
+}
+
+// RefreshAhead refreshes ca's token stored in secret now, ahead of its expiry: the
+// leader's reconciler calls it. A refused refresh token is recorded on the Secret (whose
+// event brings the account's status along), not returned.
+func (s *Server) RefreshAhead(ctx context.Context, ca *pipesv1.ConnectedAccount, secret *corev1.Secret) error {
+	if s.OAuth == nil {
+		return nil
+	}
+	avail, err := credential.CheckAvailability(ctx, s.Client, ca.Namespace, ca.Spec.ProviderRef.Name, ca.Spec.OrganizationID)
+	if err != nil || avail.Provider == nil {
+		return err
+	}
+	_, _, err = s.OAuth.Refresher.Current(ctx, ca, secret, func(ctx context.Context) (*oauth.Client, error) {
+		return s.oauthClient(ctx, ca.Namespace, avail.Provider, ca.Spec.OrganizationID)
+	}, true)
+	if errors.Is(err, oauth.ErrNeedsReauthorization) {
+		return nil
+	}
+	return err
 }
 
 func (s *Server) oauthAvailable() error {
@@ -281,7 +302,9 @@ func endPage(w http.ResponseWriter, status int, title, message string) {
 }
 
 // vendOAuth answers with the account's access token, refreshed first when it expires soon.
-func (s *Server) vendOAuth(c *call, p *pipesv1.Provider, ca *pipesv1.ConnectedAccount, org string) (wire.CredentialsResponse, string, time.Time, error) {
+// avail is the account's availability, already checked: its OrganizationProvider narrows
+// the scopes missing_scopes is computed against.
+func (s *Server) vendOAuth(c *call, p *pipesv1.Provider, ca *pipesv1.ConnectedAccount, avail credential.Availability) (wire.CredentialsResponse, string, time.Time, error) {
 	origin := string(ca.UID)
 	notInstalled := wire.CredentialsResponse{Active: false, Error: wire.ErrorNotInstalled}
 	if err := s.oauthAvailable(); err != nil {
@@ -294,7 +317,7 @@ func (s *Server) vendOAuth(c *call, p *pipesv1.Provider, ca *pipesv1.ConnectedAc
 	}
 	origin += "/" + string(secret.UID) + "/" + secret.ResourceVersion
 	token, stored, err := s.OAuth.Refresher.Current(c.ctx, ca, secret, func(ctx context.Context) (*oauth.Client, error) {
-		return s.oauthClient(ctx, c.namespace, p, org)
+		return s.oauthClient(ctx, c.namespace, p, ca.Spec.OrganizationID)
 	}, false)
 	switch {
 	case errors.Is(err, oauth.ErrNeedsReauthorization):
@@ -313,20 +336,12 @@ func (s *Server) vendOAuth(c *call, p *pipesv1.Provider, ca *pipesv1.ConnectedAc
 	}
 	c.result = "ok"
 	cred := &wire.Credential{Object: "credential", AuthMethod: wire.AuthMethodOAuth, Value: token.AccessToken, Version: stored.Version,
-		Scopes: token.Scopes, MissingScopes: token.MissingScopes(oauth.RequestedScopes(p, c.orgProviderOrNil(p.Name, org)))}
+		Scopes: token.Scopes, MissingScopes: token.MissingScopes(oauth.RequestedScopes(p, avail.Organization))}
 	if !token.Expiry.IsZero() {
 		expiry := token.Expiry.UTC()
 		cred.ExpiresAt = &expiry
 	}
 	return wire.CredentialsResponse{Active: true, Credential: cred}, origin, stored.RotatedAt, nil
-}
-
-func (c *call) orgProviderOrNil(slug, org string) *pipesv1.OrganizationProvider {
-	if org == "" {
-		return nil
-	}
-	op, _ := c.orgProvider(slug, org)
-	return op
 }
 
 // importConnectedAccount answers POST /user_management/users/{user_id}/connected_accounts/{slug}:

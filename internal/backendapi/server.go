@@ -120,11 +120,7 @@ func (s *Server) Handler() http.Handler {
 		{"POST /data-integrations/{slug}/authorize", "authorize", s.authorizeOAuth},
 		{"POST /user_management/users/{user_id}/connected_accounts/{slug}", "import_connected_account", s.importConnectedAccount},
 	}
-	for _, r := range routes {
-		method, path, _ := strings.Cut(r.pattern, " ")
-		mux.Handle(r.pattern, s.wrap(r.action, s.authenticate, r.fn))
-		mux.Handle(method+" /namespaces/{namespace}"+path, s.wrap(r.action, s.authenticate, r.fn))
-	}
+	s.register(mux, routes, s.authenticate, "", "/namespaces/{namespace}")
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, wire.ErrorResponse{Code: wire.CodeNotFound, Message: fmt.Sprintf("no route %s %s; see docs/api.md", r.Method, r.URL.Path)})
 	})
@@ -136,6 +132,16 @@ type route struct {
 	pattern string
 	action  string
 	fn      func(*call) error
+}
+
+// register adds routes to mux under each of prefixes, authenticated by authenticate.
+func (s *Server) register(mux *http.ServeMux, routes []route, authenticate func(*call) error, prefixes ...string) {
+	for _, r := range routes {
+		method, path, _ := strings.Cut(r.pattern, " ")
+		for _, prefix := range prefixes {
+			mux.Handle(method+" "+prefix+path, s.wrap(r.action, authenticate, r.fn))
+		}
+	}
 }
 
 // apiError is an error with its HTTP status and code.

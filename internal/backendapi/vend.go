@@ -67,7 +67,7 @@ func (s *Server) vendStored(c *call, p *pipesv1.Provider, ca *pipesv1.ConnectedA
 		return notInstalled, origin, time.Time{}, nil
 	}
 	if p.Spec.Method == pipesv1.AuthMethodOAuth {
-		return s.vendOAuth(c, p, ca, org)
+		return s.vendOAuth(c, p, ca, avail)
 	}
 	secret, err := s.Store.Get(c.ctx, ca)
 	if err != nil || secret == nil {

@@ -76,10 +76,7 @@ func (s *Server) WidgetHandler() http.Handler {
 		{"PUT /providers/{slug}/organization", "widget_set_enabled", s.widgetSetEnabled},
 		{"POST /providers/{slug}/authorize", "widget_authorize", s.widgetAuthorize},
 	}
-	for _, r := range routes {
-		method, path, _ := strings.Cut(r.pattern, " ")
-		mux.Handle(method+" "+WidgetAPIPrefix+path, s.wrap(r.action, s.authenticateWidget, r.fn))
-	}
+	s.register(mux, routes, s.authenticateWidget, WidgetAPIPrefix)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, wire.ErrorResponse{Code: wire.CodeNotFound, Message: fmt.Sprintf("no widget route %s %s; see docs/widget.md", r.Method, r.URL.Path)})
 	})
@@ -148,16 +145,17 @@ func (c *call) widgetProvider(p *pipesv1.Provider) (wire.WidgetProvider, error) 
 	}
 	ca, err := c.account(p.Name, user, org)
 	if err != nil || ca == nil {
-		return c.widgetView(p, avail.Available(), nil, nil), err
+		return c.widgetView(p, avail, nil, nil), err
 	}
 	stored, err := c.storedOf(ca)
-	return c.widgetView(p, avail.Available(), ca, stored), err
+	return c.widgetView(p, avail, ca, stored), err
 }
 
-// widgetView is p with the connection ca (nil for none) holding stored (nil for none).
-func (c *call) widgetView(p *pipesv1.Provider, enabled bool, ca *pipesv1.ConnectedAccount, stored *credential.Stored) wire.WidgetProvider {
+// widgetView is p, whose availability for the session's organization is avail, with the
+// connection ca (nil for none) holding stored (nil for none).
+func (c *call) widgetView(p *pipesv1.Provider, avail credential.Availability, ca *pipesv1.ConnectedAccount, stored *credential.Stored) wire.WidgetProvider {
 	v := wire.WidgetProvider{Slug: p.Name, Name: orDefault(p.Spec.DisplayName, p.Name), Description: p.Spec.Description,
-		Method: authMethod(p), Enabled: enabled, State: wire.StateDisconnected, OAuthAvailable: c.oauthReady(p)}
+		Method: authMethod(p), Enabled: avail.Available(), State: wire.StateDisconnected, OAuthAvailable: c.s.oauthReady(p, avail.Organization)}
 	if ca == nil {
 		return v
 	}
@@ -212,7 +210,8 @@ func (s *Server) widgetSetKey(c *call) error {
 		return err
 	}
 	// From what was written, not the cache, which may not show the new account yet.
-	return c.respond(c.widgetView(p, true, ca, &stored))
+	// Available: checked before the key was stored. An API-key provider has no OAuth client.
+	return c.respond(c.widgetView(p, credential.Availability{Provider: p}, ca, &stored))
 }
 
 func (s *Server) widgetDisconnect(c *call) error {
@@ -247,17 +246,16 @@ func (s *Server) widgetSetEnabled(c *call) error {
 	return c.respond(v)
 }
 
-// oauthReady reports whether the session's user can start p's OAuth flow: OAuth runs
-// here, and p has a client for the session's organization (its own, or the
-// organization's when credentialsMode is Organization).
-func (c *call) oauthReady(p *pipesv1.Provider) bool {
-	if c.s.OAuth == nil || p.Spec.Method != pipesv1.AuthMethodOAuth || p.Spec.OAuth == nil {
+// oauthReady reports whether p's OAuth flow can start for an organization whose
+// OrganizationProvider is op (nil: none): OAuth runs here, and p has a client for it (its
+// own, or the organization's when credentialsMode is Organization).
+func (s *Server) oauthReady(p *pipesv1.Provider, op *pipesv1.OrganizationProvider) bool {
+	if s.OAuth == nil || p.Spec.Method != pipesv1.AuthMethodOAuth || p.Spec.OAuth == nil {
 		return false
 	}
 	if p.Spec.OAuth.CredentialsMode != pipesv1.OAuthCredentialsOrganization {
 		return true
 	}
-	op := c.orgProviderOrNil(p.Name, c.session.OrganizationID)
 	return op != nil && op.Spec.Credentials != nil
 }
 

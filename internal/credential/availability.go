@@ -16,8 +16,11 @@ import (
 // vended, and if not, why (a condition reason and a message for people).
 type Availability struct {
 	Provider *pipesv1.Provider // nil when the Provider does not exist
-	Reason   string            // empty when available
-	Message  string
+	// Organization is the organization's OrganizationProvider (nil: none, or no
+	// organization), read on the way: its scopes and OAuth client matter to OAuth.
+	Organization *pipesv1.OrganizationProvider
+	Reason       string // empty when available
+	Message      string
 }
 
 // Available reports whether nothing stands in the way.
@@ -48,7 +51,11 @@ func CheckAvailability(ctx context.Context, r client.Reader, namespace, provider
 		client.MatchingFields{index.OrganizationProviderIdentity: index.OrganizationKey(providerName, organizationID)}); err != nil {
 		return Availability{}, err
 	}
-	for _, op := range ops.Items {
+	for i := range ops.Items {
+		op := &ops.Items[i]
+		if a.Organization == nil {
+			a.Organization = op
+		}
 		if !op.IsEnabled() {
 			a.Reason, a.Message = pipesv1.ReasonOrganizationDisabled,
 				fmt.Sprintf("OrganizationProvider %q disables Provider %q for organization %q; credentials are kept and vended again once it is enabled", op.Name, providerName, organizationID)

@@ -155,36 +155,19 @@ type Operator struct {
 	Widgets *widgettoken.Tokens
 	// Refresher refreshes OAuth tokens (nil without the public listener).
 	Refresher *oauth.Refresher
-	refresher *atomic.Pointer[oauth.Refresher]
-	providers *http.Client
+	// oauthAPI is API once setupOAuth has given it its OAuth flow: the leader's
+	// reconciler refreshes tokens ahead of expiry through it.
+	oauthAPI *atomic.Pointer[backendapi.Server]
 }
 
-// refreshOAuth is the leader's proactive refresh of an OAuth account's token, once
-// setupOAuth has made the Refresher.
-func refreshOAuth(mgr ctrl.Manager, refresher *atomic.Pointer[oauth.Refresher], providers *http.Client) func(context.Context, *pipesv1.ConnectedAccount, *corev1.Secret) error {
+// refreshOAuth is the leader's proactive refresh of an OAuth account's token, through
+// the backend API's OAuth flow once setupOAuth has made it (nothing before).
+func refreshOAuth(api *atomic.Pointer[backendapi.Server]) func(context.Context, *pipesv1.ConnectedAccount, *corev1.Secret) error {
 	return func(ctx context.Context, ca *pipesv1.ConnectedAccount, secret *corev1.Secret) error {
-		r := refresher.Load()
-		if r == nil {
-			return nil
+		if s := api.Load(); s != nil {
+			return s.RefreshAhead(ctx, ca, secret)
 		}
-		avail, err := credential.CheckAvailability(ctx, mgr.GetClient(), ca.Namespace, ca.Spec.ProviderRef.Name, ca.Spec.OrganizationID)
-		if err != nil || avail.Provider == nil {
-			return err
-		}
-		_, _, err = r.Current(ctx, ca, secret, func(ctx context.Context) (*oauth.Client, error) {
-			var org *pipesv1.OrganizationProvider
-			if ca.Spec.OrganizationID != "" {
-				var err error
-				if org, err = credential.FindOrganizationProvider(ctx, mgr.GetClient(), ca.Namespace, ca.Spec.ProviderRef.Name, ca.Spec.OrganizationID); err != nil {
-					return nil, err
-				}
-			}
-			return oauth.NewClient(ctx, mgr.GetAPIReader(), avail.Provider, org, "", providers)
-		}, true)
-		if errors.Is(err, oauth.ErrNeedsReauthorization) {
-			return nil // recorded on the Secret, whose event brings the account's status along
-		}
-		return err
+		return nil
 	}
 }
 
@@ -308,15 +291,11 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	if err := (&controllers.SealingKeysetReconciler{Secret: sealingKey, Opener: opener, Reader: mgr.GetAPIReader(), Writer: direct}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	refresher := &atomic.Pointer[oauth.Refresher]{} // set by setupOAuth
-	providers, err := oauth.NewHTTPClient(o.ProviderCAFile)
-	if err != nil {
-		return nil, err
-	}
+	oauthAPI := &atomic.Pointer[backendapi.Server]{} // set by setupOAuth
 	if err := (&controllers.ConnectedAccountReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Store: store, Opener: opener,
 		Recorder: mgr.GetEventRecorder("pipes-operator"), SourceMetadata: sourceMetadata, KeysetRotated: rotated,
-		MaxConcurrentReconciles: o.AccountWorkers, RefreshOAuth: refreshOAuth(mgr, refresher, providers),
+		MaxConcurrentReconciles: o.AccountWorkers, RefreshOAuth: refreshOAuth(oauthAPI),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
@@ -349,7 +328,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 			return nil, err
 		}
 	}
-	op := &Operator{Manager: mgr, Keyring: ring, Opener: opener, Store: store, API: api, refresher: refresher, providers: providers}
+	op := &Operator{Manager: mgr, Keyring: ring, Opener: opener, Store: store, API: api, oauthAPI: oauthAPI}
 	if err := setupPublic(ctx, mgr, o, direct, op, log); err != nil {
 		return nil, err
 	}
@@ -437,12 +416,16 @@ func setupOAuth(mgr ctrl.Manager, o Options, direct client.Client, op *Operator)
 		}
 		return publicURL + wire.OAuthCallbackPath
 	}
+	providers, err := oauth.NewHTTPClient(o.ProviderCAFile)
+	if err != nil {
+		return err
+	}
 	host, _ := os.Hostname()
 	states := &oauth.States{Client: direct, Reader: mgr.GetAPIReader(), Namespace: o.Namespace, AEAD: func() tink.AEAD { return op.Keyring.Keyset().AEAD() }}
 	refresher := &oauth.Refresher{Store: op.Store, Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Replica: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.String(5))}
-	op.API.OAuth = &backendapi.OAuthFlow{States: states, Refresher: refresher, CallbackURL: callback, HTTP: op.providers}
+	op.API.OAuth = &backendapi.OAuthFlow{States: states, Refresher: refresher, CallbackURL: callback, HTTP: providers}
 	op.Refresher = refresher
-	op.refresher.Store(refresher)
+	op.oauthAPI.Store(op.API)
 	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		log := mgr.GetLogger().WithName("oauth-states")
 		wait.UntilWithContext(ctx, func(ctx context.Context) {

@@ -100,7 +100,7 @@ var _ admission.Validator[*pipesv1.Provider] = &ProviderValidator{}
 // ValidateCreate implements admission.Validator.
 func (v *ProviderValidator) ValidateCreate(ctx context.Context, p *pipesv1.Provider) (admission.Warnings, error) {
 	errs := validation.Provider(p)
-	if err := checkReadable(ctx, v.Reviews, p.Namespace, "", providerClientSecret(p), clientSecretPath, "Provider", &errs); err != nil {
+	if err := checkReadable(ctx, v.Reviews, p.Namespace, "", providerClientSecret(p), clientSecretPath, "Provider", asClientSecret, &errs); err != nil {
 		return nil, err
 	}
 	return nil, invalid("Provider", p.Name, errs)
@@ -109,11 +109,14 @@ func (v *ProviderValidator) ValidateCreate(ctx context.Context, p *pipesv1.Provi
 // ValidateUpdate implements admission.Validator.
 func (v *ProviderValidator) ValidateUpdate(ctx context.Context, oldP, newP *pipesv1.Provider) (admission.Warnings, error) {
 	errs := validation.ProviderUpdate(oldP, newP)
-	if err := checkReadable(ctx, v.Reviews, newP.Namespace, providerClientSecret(oldP), providerClientSecret(newP), clientSecretPath, "Provider", &errs); err != nil {
+	if err := checkReadable(ctx, v.Reviews, newP.Namespace, providerClientSecret(oldP), providerClientSecret(newP), clientSecretPath, "Provider", asClientSecret, &errs); err != nil {
 		return nil, err
 	}
 	return nil, invalid("Provider", newP.Name, errs)
 }
+
+// asClientSecret is what a clientSecretRef names a Secret as, in messages.
+const asClientSecret = "the OAuth client secret"
 
 var (
 	clientSecretPath    = field.NewPath("spec", "oauth", "clientSecretRef", "name")
@@ -170,7 +173,7 @@ func (v *OrganizationProviderValidator) ValidateCreate(ctx context.Context, op *
 			break
 		}
 	}
-	if err := checkReadable(ctx, v.Reviews, op.Namespace, "", orgClientSecret(op), orgClientSecretPath, "OrganizationProvider", &errs); err != nil {
+	if err := checkReadable(ctx, v.Reviews, op.Namespace, "", orgClientSecret(op), orgClientSecretPath, "OrganizationProvider", asClientSecret, &errs); err != nil {
 		return nil, err
 	}
 	return nil, invalid("OrganizationProvider", op.Name, errs)
@@ -179,7 +182,7 @@ func (v *OrganizationProviderValidator) ValidateCreate(ctx context.Context, op *
 // ValidateUpdate implements admission.Validator.
 func (v *OrganizationProviderValidator) ValidateUpdate(ctx context.Context, oldOP, newOP *pipesv1.OrganizationProvider) (admission.Warnings, error) {
 	errs := validation.OrganizationProviderUpdate(oldOP, newOP)
-	if err := checkReadable(ctx, v.Reviews, newOP.Namespace, orgClientSecret(oldOP), orgClientSecret(newOP), orgClientSecretPath, "OrganizationProvider", &errs); err != nil {
+	if err := checkReadable(ctx, v.Reviews, newOP.Namespace, orgClientSecret(oldOP), orgClientSecret(newOP), orgClientSecretPath, "OrganizationProvider", asClientSecret, &errs); err != nil {
 		return nil, err
 	}
 	if newOP.DeletionTimestamp == nil {
@@ -282,14 +285,15 @@ func (v *ConnectedAccountValidator) checkSourceReadable(ctx context.Context, old
 	if oldCA != nil {
 		old = sourceSecret(oldCA)
 	}
-	return checkReadable(ctx, v.Reviews, ca.Namespace, old, sourceSecret(ca), field.NewPath("spec", "apiKey", "secretKeyRef", "name"), "ConnectedAccount", errs)
+	return checkReadable(ctx, v.Reviews, ca.Namespace, old, sourceSecret(ca), field.NewPath("spec", "apiKey", "secretKeyRef", "name"), "ConnectedAccount", "a key source", errs)
 }
 
-// checkReadable appends an error when the requester names Secret ref in namespace (on
-// create, or by changing it from old) that it may not get itself: the operator reads it
-// with its own rights, so naming it must not be a way to have it read. reviews is nil
-// only in unit tests that call a validator directly.
-func checkReadable(ctx context.Context, reviews client.Writer, namespace, old, ref string, path *field.Path, kind string, errs *field.ErrorList) error {
+// checkReadable appends an error when the requester names Secret ref in namespace, at
+// path of a kind, as something the operator reads (as), on create or by changing it from
+// old, and may not get it itself: the operator reads it with its own rights, so naming it
+// must not be a way to have it read. reviews is nil only in unit tests that call a
+// validator directly.
+func checkReadable(ctx context.Context, reviews client.Writer, namespace, old, ref string, path *field.Path, kind, as string, errs *field.ErrorList) error {
 	if ref == "" || ref == old || reviews == nil {
 		return nil
 	}
@@ -310,10 +314,6 @@ func checkReadable(ctx context.Context, reviews client.Writer, namespace, old, r
 		return fmt.Errorf("checking whether %s may read Secret %s/%s: %w", user.Username, namespace, ref, err)
 	}
 	if !sar.Status.Allowed {
-		as := "the OAuth client secret"
-		if kind == "ConnectedAccount" {
-			as = "a key source"
-		}
 		*errs = append(*errs, validation.SecretNotReadable(path, kind, as, user.Username, namespace, ref))
 	}
 	return nil
