@@ -116,7 +116,7 @@ func (v *ProviderValidator) ValidateUpdate(ctx context.Context, oldP, newP *pipe
 }
 
 // asClientSecret is what a clientSecretRef names a Secret as, in messages.
-const asClientSecret = "the OAuth client secret"
+const asClientSecret = "the OAuth client secret" //nolint:gosec // G101: words in a message, not a credential
 
 var (
 	clientSecretPath    = field.NewPath("spec", "oauth", "clientSecretRef", "name")
