@@ -209,7 +209,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
-		Logger: log,
+		Logger: voluntaryStepDown(ctx, log),
 		Cache: cache.Options{
 			// Only the Secrets we own are cached: caching every Secret of a cluster is how
 			// operators run out of memory.
@@ -226,8 +226,12 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 		LeaderElection:          o.LeaderElection,
 		LeaderElectionID:        orDefault(o.LeaderElectionID, "pipes-operator.pipes.dev"),
 		LeaderElectionNamespace: o.Namespace,
-		WebhookServer:           webhookServer,
-		Controller:              ctrlConfig(o),
+		// Every leader-only runnable has stopped before the lease is released, and the
+		// process exits right after: the next leader takes over at once rather than a
+		// lease duration (15 s) later.
+		LeaderElectionReleaseOnCancel: true,
+		WebhookServer:                 webhookServer,
+		Controller:                    ctrlConfig(o),
 	})
 	if err != nil {
 		return nil, err
