@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/pipes-dev/pipes-operator/controllers"
+	"github.com/pipes-dev/pipes-operator/internal/backendapi"
 	"github.com/pipes-dev/pipes-operator/internal/logsafe"
 	"github.com/pipes-dev/pipes-operator/internal/memlimit"
 	"github.com/pipes-dev/pipes-operator/internal/operator"
@@ -61,6 +62,7 @@ func managerFlags(fs *flag.FlagSet, o *operator.Options, zo *zap.Options) {
 	fs.StringVar(&o.APICertDir, "api-cert-dir", "", "directory of the backend API's certificate (tls.crt, tls.key); default: --webhook-cert-dir")
 	fs.Float64Var(&o.APIRateLimit, "api-rate-limit", 50, "backend API requests per second allowed per caller (burst: twice that)")
 	fs.BoolVar(&o.APIRequireAudience, "api-require-audience", true, "backend API accepts only tokens for audience pipes.dev (kubectl create token SA --audience pipes.dev, or a projected token), not pods' automounted tokens; false also accepts tokens for the API server's audiences")
+	fs.DurationVar(&o.APIReviewTimeout, "api-review-timeout", backendapi.DefaultReviewTimeout, "longest wait for each TokenReview and SubjectAccessReview the backend API makes; past it the caller gets 503 with Retry-After")
 	fs.StringVar(&o.PublicAddr, "public-bind-address", ":8082", "public listener address, for browsers through an Ingress: the widget's script and API (docs/widget.md); empty disables the widget and widget tokens")
 	fs.StringVar(&o.PublicCertDir, "public-cert-dir", "", "directory of the public listener's certificate (tls.crt, tls.key); empty serves plain HTTP for an Ingress or Gateway that terminates TLS")
 	fs.StringVar(&o.PublicURL, "public-url", "", "the public listener's URL as browsers reach it (https://widget.example.com): OAuth providers send users back to this URL + /oauth/callback; empty: http://<public-bind-address>")

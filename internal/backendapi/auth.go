@@ -12,6 +12,8 @@ import (
 
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilcache "k8s.io/apimachinery/pkg/util/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -29,6 +31,59 @@ const maxTokenReviewsInFlight = 32
 
 // errTokenReviewsBusy is returned when maxTokenReviewsInFlight reviews are running.
 var errTokenReviewsBusy = errors.New("too many tokens are being verified at once")
+
+// DefaultReviewTimeout bounds each TokenReview and SubjectAccessReview: a slow API
+// server costs callers a 503 they can retry, never a request that hangs with them.
+const DefaultReviewTimeout = 5 * time.Second
+
+// errReviewUnavailable is a TokenReview or SubjectAccessReview that failed or timed out:
+// the caller is neither accepted nor refused, and is told to retry (503).
+type errReviewUnavailable struct {
+	review  string // "TokenReview" or "SubjectAccessReview"
+	timeout time.Duration
+	err     error
+}
+
+func (e errReviewUnavailable) Error() string {
+	return fmt.Sprintf("%s: %v", e.summary(), e.err)
+}
+
+// summary says what went wrong without the underlying error's details (addresses),
+// for the caller's answer.
+func (e errReviewUnavailable) summary() string {
+	if errors.Is(e.err, context.DeadlineExceeded) {
+		return fmt.Sprintf("the Kubernetes API server did not answer the %s within %s", e.review, e.timeout)
+	}
+	why := "unreachable"
+	if reason := apierrors.ReasonForError(e.err); reason != metav1.StatusReasonUnknown {
+		why = string(reason)
+	}
+	return fmt.Sprintf("the Kubernetes API server could not complete the %s (%s)", e.review, why)
+}
+
+// unavailableMessage is the answer to a request a dependency could not complete.
+func unavailableMessage(err error) string {
+	var e errReviewUnavailable
+	if errors.As(err, &e) {
+		return "could not check the caller's rights: " + e.summary() + "; retry in a few seconds"
+	}
+	return "the Kubernetes API server did not answer in time; retry in a few seconds"
+}
+
+func (e errReviewUnavailable) Unwrap() error { return e.err }
+
+// review runs create (one TokenReview or SubjectAccessReview) within timeout.
+func review(ctx context.Context, what string, timeout time.Duration, create func(context.Context) error) error {
+	if timeout <= 0 {
+		timeout = DefaultReviewTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := create(ctx); err != nil {
+		return errReviewUnavailable{review: what, timeout: timeout, err: err}
+	}
+	return nil
+}
 
 // Identity is an authenticated caller.
 type Identity struct {
@@ -81,6 +136,8 @@ type TokenReviewer struct {
 	// RequireAudience accepts only tokens for Audience: a pod's automounted token (for the
 	// API server) is not enough to call the API.
 	RequireAudience bool
+	// Timeout bounds each review (default DefaultReviewTimeout).
+	Timeout time.Duration
 
 	accepted *ttlCache[*Identity]
 	rejected *ttlCache[string] // the reason
@@ -139,20 +196,20 @@ func (t *TokenReviewer) Authenticate(ctx context.Context, token string) (*Identi
 	}
 	var lastErr string
 	for _, audiences := range attempts {
-		review := &authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: token, Audiences: audiences}}
-		if err := t.Client.Create(ctx, review); err != nil {
-			return nil, fmt.Errorf("TokenReview: %w", err)
+		tr := &authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: token, Audiences: audiences}}
+		if err := review(ctx, "TokenReview", t.Timeout, func(ctx context.Context) error { return t.Client.Create(ctx, tr) }); err != nil {
+			return nil, err
 		}
 		// An authenticator that ignores audiences answers without ours: not good enough when it is required.
-		if review.Status.Authenticated && (!t.RequireAudience || slices.Contains(review.Status.Audiences, Audience)) {
-			id := &Identity{User: review.Status.User}
+		if tr.Status.Authenticated && (!t.RequireAudience || slices.Contains(tr.Status.Audiences, Audience)) {
+			id := &Identity{User: tr.Status.User}
 			if rest, ok := strings.CutPrefix(id.User.Username, "system:serviceaccount:"); ok {
 				id.Namespace, _, _ = strings.Cut(rest, ":")
 			}
 			t.accepted.put(key, id)
 			return id, nil
 		}
-		lastErr = review.Status.Error
+		lastErr = tr.Status.Error
 	}
 	msg := "the bearer token was rejected by the Kubernetes API server"
 	if lastErr != "" {
@@ -169,7 +226,9 @@ func (t *TokenReviewer) Authenticate(ctx context.Context, token string) (*Identi
 // AccessReviewer authorizes with the SubjectAccessReview API, caching answers briefly.
 type AccessReviewer struct {
 	Client client.Client
-	cache  *ttlCache[accessAnswer]
+	// Timeout bounds each review (default DefaultReviewTimeout).
+	Timeout time.Duration
+	cache   *ttlCache[accessAnswer]
 }
 
 type accessAnswer struct {
@@ -209,8 +268,8 @@ func (a *AccessReviewer) Authorize(ctx context.Context, id *Identity, verb, reso
 	if ok {
 		return ans.allowed, ans.reason, nil
 	}
-	if err := a.Client.Create(ctx, sar); err != nil {
-		return false, "", fmt.Errorf("SubjectAccessReview: %w", err)
+	if err := review(ctx, "SubjectAccessReview", a.Timeout, func(ctx context.Context) error { return a.Client.Create(ctx, sar) }); err != nil {
+		return false, "", err
 	}
 	ans = accessAnswer{allowed: sar.Status.Allowed, reason: sar.Status.Reason}
 	a.cache.put(key, ans)

@@ -116,7 +116,7 @@ func BenchmarkUnauthenticatedFlood(b *testing.B) {
 		counter := &countingClient{Client: e.Client}
 		tr := backendapi.NewTokenReviewer(counter, 10*time.Second)
 		tr.RequireAudience = true
-		url, stop, err := serveExtra(e, tr, backendapi.Options{RateLimit: 1e6, PreAuthRateLimit: bc.preAuth})
+		url, stop, err := serveExtra(e, tr, nil, backendapi.Options{RateLimit: 1e6, PreAuthRateLimit: bc.preAuth})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -183,7 +183,10 @@ func (s *Server) wrap(action string, authenticate func(*call) error, fn func(*ca
 			c.r.Body = http.MaxBytesReader(c.w, c.r.Body, MaxBodyBytes)
 			err = fn(c)
 		}
-		var ae *apiError
+		var (
+			ae          *apiError
+			unavailable errReviewUnavailable
+		)
 		switch {
 		case err == nil:
 		case errors.As(err, &ae):
@@ -192,6 +195,13 @@ func (s *Server) wrap(action string, authenticate func(*call) error, fn func(*ca
 			}
 			writeJSON(w, ae.status, wire.ErrorResponse{Code: ae.code, Message: ae.message})
 			c.result = ae.code
+		case errors.As(err, &unavailable) || errors.Is(err, context.DeadlineExceeded):
+			// A dependency (the API server) failed or is slow: retryable, and never an
+			// answer made without the review it stood for.
+			s.Log.Error(err, "backend API request could not be completed", "action", action, "path", r.URL.Path)
+			w.Header().Set("Retry-After", "2")
+			writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Code: wire.CodeUnavailable, Message: unavailableMessage(err)})
+			c.result = wire.CodeUnavailable
 		default:
 			s.Log.Error(err, "backend API request failed", "action", action, "path", r.URL.Path)
 			writeJSON(w, http.StatusInternalServerError, wire.ErrorResponse{Code: wire.CodeInternal, Message: "internal error; the operator's log has details"})

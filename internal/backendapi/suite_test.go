@@ -112,20 +112,24 @@ func oauthProvider(ns, name string) *pipesv1.Provider {
 // startServer serves the backend API from the suite's manager with its own authenticator
 // and options (see serveExtra) until the spec ends.
 func startServer(authn backendapi.Authenticator, o backendapi.Options) string {
-	url, stop, err := serveExtra(env, authn, o)
+	url, stop, err := serveExtra(env, authn, nil, o)
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(func() { Expect(stop()).To(Succeed()) })
 	return url
 }
 
 // serveExtra serves the backend API from e's manager (its cache, store and recorder) with
-// its own authenticator and options on a free loopback port: for specs that need another
-// configuration, or limiter state of their own. stop stops it.
-func serveExtra(e *testenv.Env, authn backendapi.Authenticator, o backendapi.Options) (url string, stop func() error, err error) {
+// its own authenticator, authorizer (nil: SubjectAccessReviews through e's client) and
+// options on a free loopback port: for specs that need another configuration, or limiter
+// state of their own. stop stops it.
+func serveExtra(e *testenv.Env, authn backendapi.Authenticator, authz backendapi.Authorizer, o backendapi.Options) (url string, stop func() error, err error) {
 	base := e.Operator.API
+	if authz == nil {
+		authz = backendapi.NewAccessReviewer(e.Client, 10*time.Second)
+	}
 	s := &backendapi.Server{
 		Client: base.Client, Informers: base.Informers, APIReader: base.APIReader, Store: base.Store, Recorder: base.Recorder,
-		Authn: authn, Authz: backendapi.NewAccessReviewer(e.Client, 10*time.Second), Log: base.Log.WithName("extra"), Options: o,
+		Authn: authn, Authz: authz, Log: base.Log.WithName("extra"), Options: o,
 	}
 	s.Options.Addr, s.Options.CertDir = "127.0.0.1:0", e.Env.WebhookInstallOptions.LocalServingCertDir
 	ctx, cancel := context.WithCancel(context.Background())

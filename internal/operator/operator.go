@@ -99,6 +99,9 @@ type Options struct {
 	// not pods' automounted ones (--api-require-audience, true in the binary; off here
 	// for embedders such as the test environment).
 	APIRequireAudience bool
+	// APIReviewTimeout bounds each TokenReview and SubjectAccessReview the backend API
+	// makes (0: backendapi.DefaultReviewTimeout); past it the caller gets 503.
+	APIReviewTimeout time.Duration
 
 	// PublicAddr serves the public listener there: the widget's script and API, for
 	// browsers, through an Ingress ("" disables it, and widget tokens with it). It needs
@@ -319,12 +322,14 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	var api *backendapi.Server
 	if o.APIAddr != "" {
 		authn := backendapi.NewTokenReviewer(direct, 10*time.Second)
-		authn.RequireAudience = o.APIRequireAudience
+		authn.RequireAudience, authn.Timeout = o.APIRequireAudience, o.APIReviewTimeout
+		authz := backendapi.NewAccessReviewer(direct, 10*time.Second)
+		authz.Timeout = o.APIReviewTimeout
 		api = &backendapi.Server{
 			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Informers: mgr.GetCache(), Store: store,
 			Recorder: mgr.GetEventRecorder("pipes-backend-api"),
 			Authn:    authn,
-			Authz:    backendapi.NewAccessReviewer(direct, 10*time.Second),
+			Authz:    authz,
 			Log:      log.WithName("backend-api"),
 			Options:  backendapi.Options{Addr: o.APIAddr, CertDir: orDefault(o.APICertDir, o.WebhookCertDir), RateLimit: o.APIRateLimit, WaitFor: certsReady},
 		}
