@@ -60,6 +60,8 @@ type harness struct {
 	logPath  string
 	ports    managerPorts
 	restarts int
+	// managerArgs are added to the manager's command line (e.g. another rate limit).
+	managerArgs []string
 }
 
 type managerPorts struct{ metrics, probe, api, pprof string }
@@ -150,6 +152,7 @@ func (h *harness) startManager(ctx context.Context, t *testing.T) {
 		"--api-rate-limit", "100000",
 		"--vend-image", "",
 	)
+	cmd.Args = append(cmd.Args, h.managerArgs...) // later flags win
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+h.kubecfg)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	must(t, cmd.Start())

@@ -37,6 +37,8 @@ type loadgenConfig struct {
 	// MetricsURL is the manager's /metrics: the handler's own latency histogram is read
 	// around the paced run (not the warm-up) for the server's view.
 	MetricsURL string
+	// Load, when set, runs the load steps of TestBackendAPILoad instead.
+	Load *loadSteps
 }
 
 type loadgenResult struct {
@@ -171,37 +173,84 @@ func runLoadgen() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	if cfg.Load != nil {
+		return runLoadSteps(cfg)
+	}
 	ctx := context.Background()
 	var res loadgenResult
-	clients := make([]*apiclient.Client, len(cfg.Tokens))
-	for i, tok := range cfg.Tokens {
-		hc, err := apiclient.HTTPClientWithCA(cfg.CAFile, 5*time.Second)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		if tr, ok := hc.Transport.(*http.Transport); ok {
-			tr.MaxIdleConnsPerHost = 16
-			// Each caller from its own address, as pods are: the API limits requests with
-			// tokens not yet verified per source address, and 100 new callers from one
-			// address within a second would be (rightly) taken for a flood.
-			d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, byte(1+(i+1)/250), byte(1+(i+1)%250))}, Timeout: 5 * time.Second}
-			tr.DialContext = d.DialContext
-		}
-		clients[i] = apiclient.New(cfg.URL, apiclient.WithHTTPClient(hc), apiclient.WithToken(tok), apiclient.WithNamespace(cfg.Namespace))
+	clients, err := loadgenClients(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	for i, c := range clients {
 		// First call of a new caller: new connection, token and access reviews not cached.
 		start := time.Now()
-		if _, err := clients[i].Credentials(ctx, provider, wire.CredentialsRequest{UserID: cfg.Users[i%len(cfg.Users)]}); err != nil {
+		if _, err := c.Credentials(ctx, provider, wire.CredentialsRequest{UserID: cfg.Users[i%len(cfg.Users)]}); err != nil {
 			res.Errors++
 			continue
 		}
 		res.FirstCallsMs = append(res.FirstCallsMs, ms(time.Since(start)))
 	}
-	// Each caller vends its own accounts, as a workload vends its users' credentials:
-	// caller i the users i, i+callers, ... Warm-up: one vend of each (not measured), so
-	// the run measures the authorization cache warm, as the target is stated.
+	owned := warmUp(ctx, clients, cfg.Users)
+	buckets := vendHistogram(cfg.MetricsURL)
+	var mu sync.Mutex
+	var ru0 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	start := time.Now()
+	pace(cfg.Rate, cfg.Duration, func(k int, due time.Time) {
+		i := k % len(clients)
+		users := owned[i]
+		c, user := clients[i], users[rand.IntN(len(users))] //nolint:gosec // load pattern, not security
+		resp, err := c.Credentials(ctx, provider, wire.CredentialsRequest{UserID: user})
+		lat := ms(time.Since(due))
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil || !resp.Active {
+			res.Errors++
+			return
+		}
+		res.LatenciesMs = append(res.LatenciesMs, lat)
+	})
+	res.Seconds = time.Since(start).Seconds()
+	server := subtractHistogram(vendHistogram(cfg.MetricsURL), buckets)
+	res.ServerP50Ms, res.ServerP99Ms = server.quantile(0.5)*1000, server.quantile(0.99)*1000
+	var ru1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	res.CPUSeconds = cpu(ru1) - cpu(ru0)
+	out, _ := json.Marshal(res)
+	fmt.Println(string(out))
+	return 0
+}
+
+// loadgenClients makes one API client per token, each dialing from its own loopback
+// address as pods do: the API limits requests with tokens not yet verified per source
+// address, and 100 new callers from one address within a second would be (rightly) taken
+// for a flood.
+func loadgenClients(cfg loadgenConfig) ([]*apiclient.Client, error) {
+	clients := make([]*apiclient.Client, len(cfg.Tokens))
+	for i, tok := range cfg.Tokens {
+		hc, err := apiclient.HTTPClientWithCA(cfg.CAFile, 5*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		if tr, ok := hc.Transport.(*http.Transport); ok {
+			tr.MaxIdleConnsPerHost = 16
+			d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, byte(1+(i+1)/250), byte(1+(i+1)%250))}, Timeout: 5 * time.Second}
+			tr.DialContext = d.DialContext
+		}
+		clients[i] = apiclient.New(cfg.URL, apiclient.WithHTTPClient(hc), apiclient.WithToken(tok), apiclient.WithNamespace(cfg.Namespace))
+	}
+	return clients, nil
+}
+
+// warmUp gives each caller its own accounts, as a workload vends its users' credentials
+// (caller i the users i, i+callers, ...), and vends each once (not measured), so that
+// runs measure the authorization cache warm, as the targets are stated. It returns each
+// caller's users.
+func warmUp(ctx context.Context, clients []*apiclient.Client, users []string) [][]string {
 	owned := make([][]string, len(clients))
-	for u, user := range cfg.Users {
+	for u, user := range users {
 		owned[u%len(clients)] = append(owned[u%len(clients)], user)
 	}
 	var warm sync.WaitGroup
@@ -213,50 +262,29 @@ func runLoadgen() int {
 		})
 	}
 	warm.Wait()
-	// Open loop: request k is due at start + k/rate whether or not earlier ones have
-	// answered, and its latency counts from when it was due (no coordinated omission).
-	total := int(cfg.Duration.Seconds() * float64(cfg.Rate))
-	buckets := vendHistogram(cfg.MetricsURL)
-	var (
-		mu  sync.Mutex
-		wg  sync.WaitGroup
-		sem = make(chan struct{}, 512)
-	)
-	var ru0 syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	return owned
+}
+
+// pace calls fn open loop, rate times a second for d: call k is due at start + k/rate
+// whether or not earlier ones have answered, and fn counts its latency from due (no
+// coordinated omission). It returns once every call has returned.
+func pace(rate int, d time.Duration, fn func(k int, due time.Time)) {
+	total := int(d.Seconds() * float64(rate))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 512)
 	start := time.Now()
 	for k := range total {
-		due := start.Add(time.Duration(k) * time.Second / time.Duration(cfg.Rate))
+		due := start.Add(time.Duration(k) * time.Second / time.Duration(rate))
 		if wait := time.Until(due); wait > 0 {
 			time.Sleep(wait)
 		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			i := k % len(clients)
-			users := owned[i]
-			c, user := clients[i], users[rand.IntN(len(users))] //nolint:gosec // load pattern, not security
-			resp, err := c.Credentials(ctx, provider, wire.CredentialsRequest{UserID: user})
-			lat := ms(time.Since(due))
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil || !resp.Active {
-				res.Errors++
-				return
-			}
-			res.LatenciesMs = append(res.LatenciesMs, lat)
+			fn(k, due)
 		})
 	}
 	wg.Wait()
-	res.Seconds = time.Since(start).Seconds()
-	server := subtractHistogram(vendHistogram(cfg.MetricsURL), buckets)
-	res.ServerP50Ms, res.ServerP99Ms = server.quantile(0.5)*1000, server.quantile(0.99)*1000
-	var ru1 syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
-	res.CPUSeconds = cpu(ru1) - cpu(ru0)
-	out, _ := json.Marshal(res)
-	fmt.Println(string(out))
-	return 0
 }
 
 func cpu(r syscall.Rusage) float64 {
