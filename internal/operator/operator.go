@@ -46,6 +46,7 @@ import (
 	"github.com/pipes-dev/pipes-operator/internal/certsync"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
 	"github.com/pipes-dev/pipes-operator/internal/crypto"
+	"github.com/pipes-dev/pipes-operator/internal/eventrec"
 	"github.com/pipes-dev/pipes-operator/internal/index"
 	"github.com/pipes-dev/pipes-operator/internal/keyring"
 	"github.com/pipes-dev/pipes-operator/internal/logsafe"
@@ -298,10 +299,18 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	if err := (&controllers.SealingKeysetReconciler{Secret: sealingKey, Opener: opener, Reader: mgr.GetAPIReader(), Writer: direct}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
+	// Events go through a writer of our own, whose memory stays bounded (see eventrec).
+	events, err := eventrec.New(mgr.GetClient(), log.WithName("events"))
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(events); err != nil {
+		return nil, err
+	}
 	oauthAPI := &atomic.Pointer[backendapi.Server]{} // set by setupOAuth
 	if err := (&controllers.ConnectedAccountReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Store: store, Opener: opener,
-		Recorder: mgr.GetEventRecorder("pipes-operator"), SourceMetadata: sourceMetadata, KeysetRotated: rotated,
+		Recorder: events.Recorder(scheme, "pipes-operator"), SourceMetadata: sourceMetadata, KeysetRotated: rotated,
 		MaxConcurrentReconciles: o.AccountWorkers, RefreshOAuth: refreshOAuth(oauthAPI),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
@@ -327,7 +336,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 		authz.Timeout = o.APIReviewTimeout
 		api = &backendapi.Server{
 			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Informers: mgr.GetCache(), Store: store,
-			Recorder: mgr.GetEventRecorder("pipes-backend-api"),
+			Recorder: events.Recorder(scheme, "pipes-backend-api"),
 			Authn:    authn,
 			Authz:    authz,
 			Log:      log.WithName("backend-api"),
