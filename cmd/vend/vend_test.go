@@ -325,6 +325,7 @@ func TestOnceAndFlags(t *testing.T) {
 		"--api-url=https://x --ca-file=/ca --credentials=a":                          "--credentials: entry 1",
 		"--api-url=https://x --ca-file=/ca --credentials=a:b --listen=0.0.0.0:80":    "--listen",
 		"--api-url=https://x --ca-file=/ca --credentials=a:b --watch-timeout=2h":     "--watch-timeout",
+		"--api-url=https://x --ca-file=/ca --credentials=a:b --max-backoff=100ms":    "--max-backoff",
 		"--api-url=https://x --ca-file=/ca --credentials=a:b --no-such-flag=1":       "no-such-flag",
 		"--api-url=https://x --ca-file=/ca --credentials=a:b --metrics-listen=:8299": "--metrics-listen",
 		"--api-url=https://x --ca-file=/ca --credentials=a:b --metrics-listen=9299":  "--metrics-listen",
