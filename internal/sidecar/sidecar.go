@@ -277,6 +277,14 @@ func (s *Sidecar) writeFiles(c wire.WatchedCredential) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
+	// Only this process writes here, one credential at a time: a temporary file already
+	// present was left by a sidecar killed mid-write (e.g. OOM). It may hold part of a
+	// key and takes space in the small memory volume.
+	if stale, err := filepath.Glob(filepath.Join(dir, ".tmp-*")); err == nil {
+		for _, name := range stale {
+			_ = os.Remove(name) // a leftover that cannot be removed does not stop the write
+		}
+	}
 	meta, _ := json.MarshalIndent(Metadata{
 		Provider: c.Provider, UserID: c.UserID, OrganizationID: c.OrganizationID, AuthMethod: c.Credential.AuthMethod,
 		Version: c.Credential.Version, Last4: wire.Last4(c.Credential.Value), UpdatedAt: time.Now().UTC().Format(time.RFC3339),

@@ -178,12 +178,23 @@ func TestAFileFailureDoesNotKeepARevokedCredential(t *testing.T) {
 	}
 	revokedValue := active(1, time.Now()).Credential.Value
 	backend.set("e1", notInstalled(blocked), active(1, time.Now()))
+	// What a sidecar killed mid-write leaves: the first write removes it.
+	stale := filepath.Join(FilePath(dir, ref), ".tmp-1234")
+	if err := os.MkdirAll(filepath.Dir(stale), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stale, []byte("sk-plaint"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Sync(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	valueFile := filepath.Join(FilePath(dir, ref), "value")
 	if b, err := os.ReadFile(valueFile); err != nil || string(b) != revokedValue {
 		t.Fatalf("value file before: %v", err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("a temporary file left by an earlier process is still there: %v", err)
 	}
 
 	// A regular file where the blocked credential's directory goes: its files cannot be
