@@ -39,6 +39,7 @@ func TestSidecarFaults(t *testing.T) {
 	t.Run("TokenFileRotated", func(t *testing.T) { testTokenFileRotated(t, f) })
 	t.Run("CARotated", func(t *testing.T) { testCARotated(t, f) })
 	t.Run("BackendUnreachable", func(t *testing.T) { testBackendUnreachable(t, f) })
+	t.Run("BackendSilent", func(t *testing.T) { testBackendSilent(t, f) })
 	t.Run("Revoked", func(t *testing.T) { testRevoked(t, f) })
 	t.Run("VolumeFull", func(t *testing.T) { testVolumeFull(t, f) })
 }
@@ -53,6 +54,8 @@ type front struct {
 
 	mu       sync.Mutex
 	down     bool
+	silent   bool       // a network partition: nothing answers, nothing fails
+	held     []net.Conn // connections accepted while silent, never served
 	conns    []net.Conn
 	attempts []time.Time // connections attempted while down
 	revoked  map[string]bool
@@ -80,7 +83,14 @@ func newFront(t *testing.T, f *fixture, ca *testCA) *front {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
 	go func() { _ = srv.ServeTLS(frontListener{ln, fr}, "", "") }()
-	t.Cleanup(func() { _ = srv.Close() })
+	t.Cleanup(func() {
+		_ = srv.Close()
+		fr.mu.Lock()
+		defer fr.mu.Unlock()
+		for _, c := range fr.held {
+			_ = c.Close()
+		}
+	})
 	fr.url = "https://" + ln.Addr().String()
 	return fr
 }
@@ -89,6 +99,13 @@ func (fr *front) serve(next http.Handler) func(http.ResponseWriter, *http.Reques
 	return func(w http.ResponseWriter, r *http.Request) {
 		token := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 		fr.mu.Lock()
+		if fr.silent {
+			// Nothing answers on a connection that went silent, even once the partition
+			// heals: only the client's own timeout ends the wait.
+			fr.mu.Unlock()
+			<-r.Context().Done()
+			return
+		}
 		revoked := fr.revoked[token]
 		if revoked {
 			fr.refused++
@@ -102,9 +119,30 @@ func (fr *front) serve(next http.Handler) func(http.ResponseWriter, *http.Reques
 			_, _ = io.WriteString(w, `{"code":"unauthorized","message":"the token is no longer valid"}`)
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(silenceable{w, fr, r.Context()}, r)
 	}
 }
+
+// silenceable holds back an answer that would leave once the front has gone silent, so
+// that a long poll in flight goes silent too.
+type silenceable struct {
+	http.ResponseWriter
+	fr  *front
+	ctx context.Context
+}
+
+func (w silenceable) hold() {
+	w.fr.mu.Lock()
+	silent := w.fr.silent
+	w.fr.mu.Unlock()
+	if silent {
+		<-w.ctx.Done()
+	}
+}
+
+func (w silenceable) WriteHeader(code int) { w.hold(); w.ResponseWriter.WriteHeader(code) }
+
+func (w silenceable) Write(b []byte) (int, error) { w.hold(); return w.ResponseWriter.Write(b) }
 
 // frontListener closes what it accepts while the front is down, noting the attempt.
 type frontListener struct {
@@ -119,6 +157,11 @@ func (l frontListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		l.fr.mu.Lock()
+		if l.fr.silent {
+			l.fr.held = append(l.fr.held, c)
+			l.fr.mu.Unlock()
+			continue
+		}
 		down := l.fr.down
 		if down {
 			l.fr.attempts = append(l.fr.attempts, time.Now())
@@ -344,6 +387,45 @@ func testBackendUnreachable(t *testing.T, f *fixture) {
 	p.logged(t, k1, k2)
 	t.Logf("FIGURE backend outage %s: noticed after %s, last good value served throughout, %d retries, longest wait %s (cap %s), new key served %s after the backend was back",
 		outage, noticed.Round(time.Millisecond), len(attempts)-2, longest.Round(time.Millisecond), faultBackoff, recovered.Round(time.Millisecond))
+}
+
+// A partition rather than a refusal: the connection carrying the long poll goes silent
+// (no answer, no reset) and stays dead after the network heals, as one to a vanished
+// node does. The sidecar must give it up by itself (HTTP timeout: the watch timeout plus
+// 15 s) and reconnect, serving the last good value meanwhile.
+func testBackendSilent(t *testing.T, f *fixture) {
+	ca := newTestCA(t, "silent-ca")
+	fr := newFront(t, f, ca)
+	k1, k2 := key("sil-0001"), key("sil-0002")
+	f.upsert(t, "sil", k1)
+	const watchTimeout = time.Second
+	p, _, _ := vendBehind(t, f, fr, f.token(t, "sil", "pipes-vendor", webhook.TokenAudience), ca.pem, "openai:sil",
+		fmt.Sprintf("--watch-timeout=%s", watchTimeout))
+
+	fr.mu.Lock()
+	fr.silent = true
+	fr.mu.Unlock()
+	start := time.Now()
+	f.upsert(t, "sil", k2)
+	for time.Since(start) < 3*time.Second {
+		if !p.serves("sil", k1)() {
+			t.Fatal("the last good value must be served while the backend API is silent")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fr.mu.Lock()
+	fr.silent = false
+	fr.mu.Unlock()
+	healed := time.Now()
+	giveUp := watchTimeout + 15*time.Second // apiHTTPClient's timeout
+	eventually(t, giveUp+faultBackoff+5*time.Second, "the sidecar gives up the silent connection and reconnects", p.serves("sil", k2))
+	took := time.Since(start)
+	if took > giveUp+faultBackoff+2*time.Second {
+		t.Fatalf("served again %s after the connection went silent; want within the HTTP timeout %s plus the backoff", took, giveUp)
+	}
+	p.logged(t, k1, k2)
+	t.Logf("FIGURE silent backend (partition): last good value served, new key served %s after the connection went silent (%s after the network healed; bound: HTTP timeout %s + backoff)",
+		took.Round(time.Millisecond), time.Since(healed).Round(time.Millisecond), giveUp)
 }
 
 // A disconnect: from the moment loopback answers not_installed the file is already gone
