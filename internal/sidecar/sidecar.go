@@ -120,7 +120,7 @@ func (s *Sidecar) Sync(ctx context.Context, wait bool) error {
 	if len(fileErrs) > 0 {
 		// The etag stays, so the next watch answers at once with the same credentials
 		// and the files are written again (after the backoff) until they can be.
-		err := &FileError{Err: errors.Join(fileErrs...)}
+		err := &FileError{Errs: fileErrs}
 		s.fileError = err.Error()
 		return err
 	}
@@ -131,11 +131,18 @@ func (s *Sidecar) Sync(ctx context.Context, wait bool) error {
 
 // FileError is a failure to bring the credential files up to date (e.g. the memory
 // volume is full), as opposed to the backend API's. Its text names paths, never values.
-type FileError struct{ Err error }
+type FileError struct{ Errs []error }
 
-func (e *FileError) Error() string { return "writing credential files: " + e.Err.Error() }
+// Error is one line (readiness and logs), each credential's failure after a semicolon.
+func (e *FileError) Error() string {
+	msgs := make([]string, len(e.Errs))
+	for i, err := range e.Errs {
+		msgs[i] = err.Error()
+	}
+	return "writing credential files: " + strings.Join(msgs, "; ")
+}
 
-func (e *FileError) Unwrap() error { return e.Err }
+func (e *FileError) Unwrap() []error { return e.Errs }
 
 // observeRotation records, for a credential that has just become visible (files written,
 // loopback serving it once the lock is released), how long ago it was stored. Only a new

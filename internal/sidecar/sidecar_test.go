@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -210,8 +211,8 @@ func TestAFileFailureDoesNotKeepARevokedCredential(t *testing.T) {
 	backend.set("e2", newer, notInstalled(ref))
 	err := s.Sync(ctx, true)
 	var fe *FileError
-	if !errors.As(err, &fe) {
-		t.Fatalf("Sync: %v; want a FileError", err)
+	if !errors.As(err, &fe) || !errors.Is(err, syscall.ENOTDIR) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("Sync: %q; want a one-line FileError wrapping the cause", err)
 	}
 	if _, err := os.Stat(valueFile); !os.IsNotExist(err) {
 		t.Fatalf("the revoked credential's file is still there: %v", err)
