@@ -228,7 +228,7 @@ func vendBehind(t *testing.T, f *fixture, fr *front, token string, ca []byte, cr
 	project(t, caDir, "ca.crt", ca)
 	args := append([]string{"--api-url=" + fr.url, "--ca-file=" + filepath.Join(caDir, "ca.crt"),
 		"--token-file=" + filepath.Join(tokenDir, "token"), fmt.Sprintf("--max-backoff=%s", faultBackoff)}, extra...)
-	p = f.start(t, "unused", credentials, args...)
+	p = f.start(t, "unused", credentials, args...) // the later --token-file, --api-url and --ca-file win
 	p.waitReady(t)
 	return p, tokenDir, caDir
 }
