@@ -55,7 +55,7 @@ type options struct {
 	apiURL, caFile, caData, tokenFile, credentials, listen, dir string
 	metricsListen                                               string
 	once                                                        bool
-	watchTimeout                                                time.Duration
+	watchTimeout, maxBackoff                                    time.Duration
 	fileGID                                                     int
 }
 
@@ -82,6 +82,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.once, "once", once == "true" || once == "1", "fetch once, write files and exit, for Jobs' init containers (env PIPES_ONCE)")
 	timeout := envOr("PIPES_WATCH_TIMEOUT", "30s")
 	fs.Func("watch-timeout", "long-poll duration, 1s to 60s (env PIPES_WATCH_TIMEOUT; default 30s)", func(v string) error { timeout = v; return nil })
+	maxBackoff := envOr("PIPES_MAX_BACKOFF", "30s")
+	fs.Func("max-backoff", "longest wait between retries after a failure, 1s to 5m: how long the sidecar may take to notice the backend API is back (env PIPES_MAX_BACKOFF; default 30s)", func(v string) error { maxBackoff = v; return nil })
 	gid := envOr("PIPES_FILE_GID", "-1")
 	fs.Func("file-gid", "group given read access to credential files; -1 keeps the process's (env PIPES_FILE_GID)", func(v string) error { gid = v; return nil })
 	if err := fs.Parse(args); err != nil {
@@ -90,6 +92,9 @@ func parseFlags(args []string) (*options, error) {
 	var err error
 	if o.watchTimeout, err = time.ParseDuration(timeout); err != nil || o.watchTimeout < time.Second || o.watchTimeout > time.Minute {
 		return nil, usageError{fmt.Errorf("--watch-timeout %q: want a duration from 1s to 60s", timeout)}
+	}
+	if o.maxBackoff, err = time.ParseDuration(maxBackoff); err != nil || o.maxBackoff < time.Second || o.maxBackoff > 5*time.Minute {
+		return nil, usageError{fmt.Errorf("--max-backoff %q: want a duration from 1s to 5m", maxBackoff)}
 	}
 	if o.fileGID, err = strconv.Atoi(gid); err != nil || o.fileGID < -1 {
 		return nil, usageError{fmt.Errorf("--file-gid %q: want a group id, or -1", gid)}
@@ -142,7 +147,7 @@ func run(args []string) error {
 		return usageError{err}
 	}
 	api := apiclient.New(o.apiURL, apiclient.WithHTTPClient(httpClient), apiclient.WithTokenFile(o.tokenFile))
-	s := sidecar.New(sidecar.Config{Credentials: refs, Dir: o.dir, WatchTimeout: o.watchTimeout, FileGID: o.fileGID}, api, log)
+	s := sidecar.New(sidecar.Config{Credentials: refs, Dir: o.dir, WatchTimeout: o.watchTimeout, FileGID: o.fileGID, MaxBackoff: o.maxBackoff}, api, log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

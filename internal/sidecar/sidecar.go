@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -31,7 +32,13 @@ type Config struct {
 	Dir          string        // where credential files go ("" writes none)
 	WatchTimeout time.Duration // long-poll duration
 	FileGID      int           // group that may read credential files (-1: leave as is)
+	// MaxBackoff caps the wait between retries after a failure (default 30 s): how long
+	// the sidecar may take to notice that the backend API is back, or that space freed.
+	MaxBackoff time.Duration
 }
+
+// minBackoff is the first wait after a failure.
+const minBackoff = 500 * time.Millisecond
 
 // Sidecar holds the current credentials. The zero value is not usable; use New.
 type Sidecar struct {
@@ -45,6 +52,9 @@ type Sidecar struct {
 	synced      bool      // a full snapshot has been received
 	lastSuccess time.Time // last answer from the backend
 	lastError   string    // why the last call failed ("" after a success)
+	// fileError is why the files could not be brought up to date ("" once they are):
+	// loopback serves the new values meanwhile, and each file keeps its last complete one.
+	fileError string
 	// forbidden is the backend's 403 answer while it refuses this workload: nothing is
 	// served until it allows it again.
 	forbidden *wire.ErrorResponse
@@ -59,6 +69,9 @@ type Sidecar struct {
 func New(cfg Config, api *apiclient.Client, log *slog.Logger) *Sidecar {
 	if cfg.WatchTimeout == 0 {
 		cfg.WatchTimeout = 30 * time.Second
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 30 * time.Second
 	}
 	return &Sidecar{cfg: cfg, api: api, log: log, creds: map[wire.CredentialRef]wire.CredentialsResponse{},
 		lastActive: map[wire.CredentialRef]int64{}, rotation: newHistogram(rotationBuckets)}
@@ -90,22 +103,46 @@ func (s *Sidecar) Sync(ctx context.Context, wait bool) error {
 	if !resp.Changed {
 		return nil
 	}
+	// Every credential is applied, in memory and in files, even after one's files failed:
+	// a full memory volume must not keep a revoked credential of the same answer served.
+	var fileErrs []error
 	for _, c := range resp.Credentials {
 		prev, had := s.creds[c.CredentialRef]
 		s.creds[c.CredentialRef] = c.CredentialsResponse
 		if err := s.writeFiles(c); err != nil {
-			s.lastError = "writing credential files: " + err.Error()
-			return err
+			fileErrs = append(fileErrs, err)
 		}
 		s.observeRotation(c, had)
 		if !had || versionOf(prev) != versionOf(c.CredentialsResponse) || prev.Error != c.Error {
 			s.log.Info("credential updated", "credential", c.String(), "active", c.Active, "error", c.Error, "version", versionOf(c.CredentialsResponse))
 		}
 	}
-	s.etag, s.synced = resp.ETag, true
+	if len(fileErrs) > 0 {
+		// The etag stays, so the next watch answers at once with the same credentials
+		// and the files are written again (after the backoff) until they can be.
+		err := &FileError{Errs: fileErrs}
+		s.fileError = err.Error()
+		return err
+	}
+	s.etag, s.synced, s.fileError = resp.ETag, true, ""
 	s.syncs++
 	return nil
 }
+
+// FileError is a failure to bring the credential files up to date (e.g. the memory
+// volume is full), as opposed to the backend API's. Its text names paths, never values.
+type FileError struct{ Errs []error }
+
+// Error is one line (readiness and logs), each credential's failure after a semicolon.
+func (e *FileError) Error() string {
+	msgs := make([]string, len(e.Errs))
+	for i, err := range e.Errs {
+		msgs[i] = err.Error()
+	}
+	return "writing credential files: " + strings.Join(msgs, "; ")
+}
+
+func (e *FileError) Unwrap() []error { return e.Errs }
 
 // observeRotation records, for a credential that has just become visible (files written,
 // loopback serving it once the lock is released), how long ago it was stored. Only a new
@@ -131,9 +168,10 @@ func (s *Sidecar) observeRotation(c wire.WatchedCredential, had bool) {
 // kept — neither in memory nor in files. The next success starts from a full snapshot.
 func (s *Sidecar) revoke(ae *apiclient.Error) {
 	s.forbidden = &wire.ErrorResponse{Code: ae.Code, Message: ae.Message}
+	s.fileError = ""
 	for _, ref := range s.cfg.Credentials {
 		if err := s.writeFiles(wire.WatchedCredential{CredentialRef: ref}); err != nil {
-			s.lastError += "; removing credential files: " + err.Error()
+			s.fileError = "removing credential files: " + err.Error()
 		}
 	}
 	clear(s.creds)
@@ -150,6 +188,10 @@ func versionOf(r wire.CredentialsResponse) int64 {
 // describe turns an API error into a readiness reason.
 func describe(err error) string {
 	var ae *apiclient.Error
+	var fe *FileError
+	if errors.As(err, &fe) {
+		return fe.Error()
+	}
 	if errors.As(err, &ae) {
 		return fmt.Sprintf("backend API answered %d %s: %s", ae.Status, ae.Code, ae.Message)
 	}
@@ -157,35 +199,46 @@ func describe(err error) string {
 }
 
 // Run keeps credentials current until ctx ends: long polls back to back, with
-// exponential backoff (0.5 s to 30 s) after errors. After an outage (unreachable, 5xx,
-// also 401, which a token the kubelet has not refreshed yet gives) the last good values
-// keep being served; after a 403 none are (see revoke).
+// exponential backoff (0.5 s to MaxBackoff, jittered) after errors. After an outage
+// (unreachable, 5xx, also 401, which a token the kubelet has not refreshed yet gives) the
+// last good values keep being served; after a 403 none are (see revoke).
 func (s *Sidecar) Run(ctx context.Context) {
-	backoff := 500 * time.Millisecond
+	backoff := minBackoff
 	for ctx.Err() == nil {
 		s.mu.RLock()
 		wait := s.synced
 		s.mu.RUnlock()
 		err := s.Sync(ctx, wait)
 		if err == nil {
-			backoff = 500 * time.Millisecond
+			backoff = minBackoff
 			continue
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		if s.Forbidden() {
-			s.log.Warn("the backend API refuses this workload's credentials; serving none until it allows them", "error", describe(err), "retryIn", backoff.String())
-		} else {
-			s.log.Warn("syncing credentials failed; serving the last good values", "error", describe(err), "retryIn", backoff.String())
+		delay := jitter(backoff)
+		var fe *FileError
+		switch {
+		case s.Forbidden():
+			s.log.Warn("the backend API refuses this workload's credentials; serving none until it allows them", "error", describe(err), "retryIn", delay.String())
+		case errors.As(err, &fe):
+			s.log.Warn("writing credential files failed; each file keeps its last complete value, loopback serves the new ones", "error", describe(err), "retryIn", delay.String())
+		default:
+			s.log.Warn("syncing credentials failed; serving the last good values", "error", describe(err), "retryIn", delay.String())
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(delay):
 		}
-		backoff = min(2*backoff, 30*time.Second)
+		backoff = min(2*backoff, s.cfg.MaxBackoff)
 	}
+}
+
+// jitter waits between half and all of d, so that the sidecars of every pod, which an
+// outage of the backend API hits at the same moment, do not all come back at once.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1) //nolint:gosec // G404: spreading retries needs no secrecy
 }
 
 // safeName keeps IDs that are plain file names as they are.
@@ -215,54 +268,78 @@ type Metadata struct {
 	UpdatedAt      string `json:"updated_at"`
 }
 
-// writeFiles writes or removes one credential's files. Each file is written to a
-// temporary name and renamed, so readers see the old or the new value, never a mix.
+// writeFiles writes or removes one credential's files. Both files are first written in
+// full under temporary names, then renamed over the old ones: readers see the old or the
+// new content, never a part of a file, and a full volume (which fails the writes, not the
+// renames) leaves both old files as they were rather than a new value beside old
+// metadata.
 func (s *Sidecar) writeFiles(c wire.WatchedCredential) error {
 	if s.cfg.Dir == "" {
 		return nil
 	}
 	dir := FilePath(s.cfg.Dir, c.CredentialRef)
 	if !c.Active || c.Credential == nil {
-		if err := os.RemoveAll(dir); err != nil {
-			return err
-		}
-		return nil
+		return os.RemoveAll(dir)
 	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
+	}
+	// Only this process writes here, one credential at a time: a temporary file already
+	// present was left by a sidecar killed mid-write (e.g. OOM). It may hold part of a
+	// key and takes space in the small memory volume.
+	if stale, err := filepath.Glob(filepath.Join(dir, ".tmp-*")); err == nil {
+		for _, name := range stale {
+			_ = os.Remove(name) // a leftover that cannot be removed does not stop the write
+		}
 	}
 	meta, _ := json.MarshalIndent(Metadata{
 		Provider: c.Provider, UserID: c.UserID, OrganizationID: c.OrganizationID, AuthMethod: c.Credential.AuthMethod,
 		Version: c.Credential.Version, Last4: wire.Last4(c.Credential.Value), UpdatedAt: time.Now().UTC().Format(time.RFC3339),
 	}, "", "  ")
-	if err := s.atomicWrite(filepath.Join(dir, "value"), []byte(c.Credential.Value)); err != nil {
-		return err
-	}
-	return s.atomicWrite(filepath.Join(dir, "metadata.json"), append(meta, '\n'))
-}
-
-func (s *Sidecar) atomicWrite(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-")
+	value, err := s.writeTemp(dir, []byte(c.Credential.Value))
 	if err != nil {
 		return err
 	}
-	defer func() { _ = os.Remove(f.Name()) }() // no-op after the rename
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close() // the write error is the one to report
+	defer func() { _ = os.Remove(value) }() // no-op after the rename
+	metadata, err := s.writeTemp(dir, append(meta, '\n'))
+	if err != nil {
 		return err
 	}
-	if err := f.Close(); err != nil {
+	defer func() { _ = os.Remove(metadata) }()
+	if err := os.Rename(value, filepath.Join(dir, "value")); err != nil {
 		return err
+	}
+	return os.Rename(metadata, filepath.Join(dir, "metadata.json"))
+}
+
+// writeTemp writes data to a new hidden file in dir, readable as the credential files
+// are, and returns its name; nothing is left behind when it fails.
+func (s *Sidecar) writeTemp(dir string, data []byte) (name string, err error) {
+	f, err := os.CreateTemp(dir, ".tmp-")
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			_ = os.Remove(f.Name())
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close() // the write error is the one to report
+		return "", err
+	}
+	if err := f.Close(); err != nil {
+		return "", err
 	}
 	if s.cfg.FileGID >= 0 {
 		if err := os.Chown(f.Name(), -1, s.cfg.FileGID); err != nil && !errors.Is(err, os.ErrPermission) {
-			return err
+			return "", err
 		}
 	}
 	if err := os.Chmod(f.Name(), 0o440); err != nil { //nolint:gosec // G302: group-readable on purpose, the app container reads the files as FileGID
-		return err
+		return "", err
 	}
-	return os.Rename(f.Name(), path)
+	return f.Name(), nil
 }
 
 // Forbidden reports whether the backend API's last answer was 403: nothing is served.
@@ -276,13 +353,23 @@ func (s *Sidecar) Forbidden() bool {
 func (s *Sidecar) Ready() (bool, string) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.synced {
+	switch {
+	case s.synced:
 		return true, ""
-	}
-	if s.lastError != "" {
+	case s.lastError != "":
 		return false, s.lastError
+	case s.fileError != "":
+		return false, s.fileError
 	}
 	return false, "waiting for the first answer from the backend API"
+}
+
+// degraded says why a ready sidecar may be serving older values than the backend API's
+// ("" when it is not): the backend cannot be reached, or files could not be written.
+func (s *Sidecar) degraded() string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return strings.Join(slices.DeleteFunc([]string{s.lastError, s.fileError}, func(v string) bool { return v == "" }), "; ")
 }
 
 // MetricsHandler serves GET /metrics alone, for the listener beyond loopback
@@ -306,10 +393,7 @@ func (s *Sidecar) Handler() http.Handler {
 			http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
 			return
 		}
-		s.mu.RLock()
-		stale := s.lastError
-		s.mu.RUnlock()
-		if stale != "" {
+		if stale := s.degraded(); stale != "" {
 			_, _ = io.WriteString(w, "ok (serving the last good credentials; "+stale+")\n")
 			return
 		}
@@ -354,9 +438,12 @@ func (s *Sidecar) serveCredential(w http.ResponseWriter, r *http.Request, token 
 func (s *Sidecar) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	up, ready := 0, 0
+	up, ready, files := 0, 0, 0
 	if s.lastError == "" && !s.lastSuccess.IsZero() {
 		up = 1
+	}
+	if s.fileError == "" && !s.lastSuccess.IsZero() {
+		files = 1
 	}
 	if s.synced {
 		ready = 1
@@ -378,6 +465,7 @@ func (s *Sidecar) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	gauge("pipes_vend_backend_up", "Whether the last call to the backend API succeeded.", float64(up))
 	gauge("pipes_vend_ready", "Whether credentials have been fetched (0 also while the backend API refuses this workload with 403).", float64(ready))
 	gauge("pipes_vend_last_success_timestamp_seconds", "When the backend API last answered (Unix time; 0 before the first answer): time() minus it is how stale the served values may be.", lastSuccess)
+	gauge("pipes_vend_files_current", "Whether the credential files hold what loopback serves (0 before the first answer and after a write failed, e.g. the memory volume is full).", float64(files))
 	gauge("pipes_vend_credentials_active", "Configured credentials that can be vended.", float64(active))
 	fmt.Fprintf(&b, "# HELP pipes_vend_syncs_total Snapshots received from the backend API.\n# TYPE pipes_vend_syncs_total counter\npipes_vend_syncs_total %d\n", s.syncs)
 	s.rotation.write(&b, "pipes_vend_rotation_to_visible_seconds",

@@ -3,12 +3,16 @@ package sidecar
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -153,6 +157,109 @@ func TestRotationToVisibleAndMetricsHandler(t *testing.T) {
 		}
 		if strings.Contains(rec.Body.String(), "sk-plaintext") {
 			t.Errorf("the metrics listener served a credential on %s", req.URL.Path)
+		}
+	}
+}
+
+// A credential whose files cannot be written must not hold up the others of the same
+// answer: a revocation beside it still removes the revoked key from loopback and from
+// its files at once. The failure is reported as a file failure (not an outage), without
+// the key, and the files are written once the path is writable again.
+func TestAFileFailureDoesNotKeepARevokedCredential(t *testing.T) {
+	backend := &fakeBackend{}
+	srv := httptest.NewServer(backend)
+	defer srv.Close()
+	dir := t.TempDir()
+	blocked := wire.CredentialRef{Provider: "openai", UserID: "user_blocked"}
+	s := New(Config{Credentials: []wire.CredentialRef{blocked, ref}, Dir: dir, WatchTimeout: time.Second, FileGID: -1},
+		apiclient.New(srv.URL, apiclient.WithToken("t")), slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	notInstalled := func(r wire.CredentialRef) wire.WatchedCredential {
+		return wire.WatchedCredential{CredentialRef: r, CredentialsResponse: wire.CredentialsResponse{Error: wire.ErrorNotInstalled}}
+	}
+	revokedValue := active(1, time.Now()).Credential.Value
+	backend.set("e1", notInstalled(blocked), active(1, time.Now()))
+	// What a sidecar killed mid-write leaves: the first write removes it.
+	stale := filepath.Join(FilePath(dir, ref), ".tmp-1234")
+	if err := os.MkdirAll(filepath.Dir(stale), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stale, []byte("sk-plaint"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	valueFile := filepath.Join(FilePath(dir, ref), "value")
+	if b, err := os.ReadFile(valueFile); err != nil || string(b) != revokedValue {
+		t.Fatalf("value file before: %v", err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("a temporary file left by an earlier process is still there: %v", err)
+	}
+
+	// A regular file where the blocked credential's directory goes: its files cannot be
+	// written. The same answer revokes the other credential.
+	if err := os.MkdirAll(filepath.Dir(FilePath(dir, blocked)), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(FilePath(dir, blocked), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	newer := active(2, time.Now())
+	newer.CredentialRef = blocked
+	backend.set("e2", newer, notInstalled(ref))
+	err := s.Sync(ctx, true)
+	var fe *FileError
+	if !errors.As(err, &fe) || !errors.Is(err, syscall.ENOTDIR) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("Sync: %q; want a one-line FileError wrapping the cause", err)
+	}
+	if _, err := os.Stat(valueFile); !os.IsNotExist(err) {
+		t.Fatalf("the revoked credential's file is still there: %v", err)
+	}
+	h := s.Handler()
+	if code, body := do(h, http.MethodPost, "/data-integrations/openai/credentials", `{"user_id":"user_private_42"}`); code != http.StatusOK ||
+		!strings.Contains(body, wire.ErrorNotInstalled) || strings.Contains(body, revokedValue) {
+		t.Fatalf("loopback after the revocation: %d %s", code, body)
+	}
+	code, body := do(h, http.MethodGet, "/readyz", "")
+	if code != http.StatusOK || !strings.Contains(body, "writing credential files") || strings.Contains(body, "unreachable") ||
+		strings.Contains(body, newer.Credential.Value) {
+		t.Fatalf("readyz while files cannot be written: %d %q", code, body)
+	}
+	samples, _ := scrape(t, h)
+	if samples["pipes_vend_files_current"] != 0 || samples["pipes_vend_backend_up"] != 1 {
+		t.Fatalf("a file failure is not an outage: %v", samples)
+	}
+
+	if err := os.Remove(FilePath(dir, blocked)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(ctx, true); err != nil {
+		t.Fatalf("once writable: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(FilePath(dir, blocked), "value")); err != nil || string(b) != newer.Credential.Value {
+		t.Fatalf("the blocked credential's file after recovery: %v", err)
+	}
+	if samples, _ := scrape(t, h); samples["pipes_vend_files_current"] != 1 {
+		t.Fatalf("after recovery: %v", samples)
+	}
+}
+
+func do(h http.Handler, method, path, body string) (int, string) {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(method, path, strings.NewReader(body)))
+	return rec.Code, rec.Body.String()
+}
+
+// Retries wait between half and all of the backoff, so sidecars hit by the same outage
+// spread out, and never longer than the cap.
+func TestJitterStaysWithinTheBackoff(t *testing.T) {
+	for _, d := range []time.Duration{minBackoff, time.Second, 30 * time.Second} {
+		for range 1000 {
+			if j := jitter(d); j < d/2 || j > d {
+				t.Fatalf("jitter(%s) = %s", d, j)
+			}
 		}
 	}
 }
