@@ -35,6 +35,7 @@ var (
 	flagLoadQuiet    = flag.Int("load.quiet-rate", 20, "the quiet caller's rate, within its limit")
 	flagLoadNoisy    = flag.Int("load.noisy-rate", 250, "the noisy caller's rate, far above its limit")
 	flagLoadPhase    = flag.Duration("load.noisy-duration", 3*time.Second, "length of each phase of the noisy-caller test")
+	flagLoadBig      = flag.Int("load.unrelated-secrets", 0, "unrelated 1 MiB Secrets (and 1,000 namespaces) added first (scenario 8; make chaos: 300)")
 	flagLoadStrict   = flag.Bool("load.strict", false, "also assert the latency promises (make chaos): on a quiet machine only")
 	flagLoadReport   = flag.String("load.report", "", "write the JSON report here")
 )
@@ -85,6 +86,9 @@ type LoadReport struct {
 	QuietAlone, QuietBesideNoisy StepFigures
 	Noisy                        StepFigures
 	QuietP99Ratio                float64
+	// Unrelated is the manager's memory before and after the unrelated Secrets and
+	// namespaces were added (scenario 8), when they were.
+	Unrelated *Memory `json:",omitempty"`
 }
 
 // TestBackendAPILoad is resilience scenario 3.
@@ -101,6 +105,11 @@ func TestBackendAPILoad(t *testing.T) {
 	h.startManager(ctx, t)
 	h.createProvider(ctx, t)
 	h.firstSync(ctx, t, WriteLimit{AccountCeilingPerSecond: 1})
+	var unrelated *Memory
+	if *flagLoadBig > 0 {
+		m := h.memory(ctx, t, *flagLoadBig, 1000)
+		unrelated = &m
+	}
 
 	callers := *flagLoadCallers
 	cfg := loadgenConfig{URL: "https://" + h.ports.api, CAFile: filepath.Join(h.dir, "api-ca.crt"), Namespace: namespace,
@@ -113,7 +122,7 @@ func TestBackendAPILoad(t *testing.T) {
 		cfg.Users = append(cfg.Users, userID(i))
 	}
 
-	r := LoadReport{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Accounts: h.n, Callers: callers, RateLimit: loadRateLimit}
+	r := LoadReport{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Accounts: h.n, Callers: callers, RateLimit: loadRateLimit, Unrelated: unrelated}
 	r.RSSBeforeMiB, _ = h.rss()
 	var res loadResult
 	runLoadgenProcess(ctx, t, h, cfg, &res)
@@ -140,6 +149,9 @@ func TestBackendAPILoad(t *testing.T) {
 			s.Rate, s.AchievedPerSecond, s.P50Ms, s.P99Ms, s.RateLimited, s.Errors, s.Held)
 	}
 	fmt.Printf("  highest rate held (p99 < %.0f ms, no errors): %d/s\n", p99Target, r.HighestHeld)
+	if u := r.Unrelated; u != nil {
+		fmt.Printf("  %d unrelated 1 MiB Secrets and %d namespaces added first: manager RSS %.1f → %.1f MiB\n", u.UnrelatedSecrets, u.UnrelatedNamespaces, u.RSSBeforeMiB, u.RSSAfterMiB)
+	}
 	fmt.Printf("  manager RSS %.1f MiB before, %.1f after (peak %.1f)\n", r.RSSBeforeMiB, r.RSSAfterMiB, r.PeakRSSMiB)
 	fmt.Printf("  quiet caller at %d/s: p99 %.1f ms alone, %.1f ms beside a caller at %d/s (%.2f×; the noisy one got %d × 429 of %d)\n",
 		*flagLoadQuiet, r.QuietAlone.P99Ms, r.QuietBesideNoisy.P99Ms, *flagLoadNoisy, r.QuietP99Ratio, r.Noisy.RateLimited, r.Noisy.Requests)
@@ -177,6 +189,9 @@ func TestBackendAPILoad(t *testing.T) {
 	}
 	if grown := r.RSSAfterMiB - r.RSSBeforeMiB; grown > 64 {
 		t.Errorf("the manager's RSS grew by %.1f MiB under load", grown)
+	}
+	if u := r.Unrelated; u != nil && u.AddedMiB > 10 {
+		t.Errorf("%d unrelated 1 MiB Secrets and %d namespaces added %.1f MiB to the manager's RSS: its cache holds what it does not own", u.UnrelatedSecrets, u.UnrelatedNamespaces, u.AddedMiB)
 	}
 }
 
