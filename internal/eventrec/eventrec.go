@@ -1,20 +1,23 @@
-// Package eventrec owns delivering the operator's Kubernetes Events (events.k8s.io/v1)
-// with bounded memory. client-go's recorders build the Events (names, references,
-// reporting controller and instance); this package writes them. client-go's own writer
-// keeps a full copy of every Event of the last 6 to 12 minutes to merge repeats into a
-// series: after 10,000 accounts connected and rotated that was 37 MB, a third of the
-// manager's heap, and it grows with the Event rate without limit. Here repeats are merged
-// through a bounded LRU of small entries, and a full queue drops Events rather than memory.
+// Package eventrec owns the operator's Kubernetes Events (events.k8s.io/v1): recording
+// them and writing them with bounded memory. client-go's events broadcaster keeps a full
+// copy of every Event of the last 6 to 12 minutes to merge repeats into a series (after
+// 10,000 accounts connected and rotated that was 37 MB, a third of the manager's heap,
+// growing with the Event rate without limit), and hands each Event to a goroutine of its
+// own. Here repeats are merged through a bounded LRU of small entries, and Events wait in
+// a bounded queue: a recorder finding it full waits (up to a second) for room, so an API
+// server slower than the reconcilers slows them a little rather than losing Events.
 package eventrec
 
 import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"os"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,6 +25,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilcache "k8s.io/apimachinery/pkg/util/cache"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/tools/record/util"
+	"k8s.io/client-go/tools/reference"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -33,8 +38,11 @@ const (
 	// maxSeries bounds the repeats remembered: beyond it the least recently seen is
 	// forgotten, and its next repeat makes a new Event instead of a count.
 	maxSeries = 4096
-	// queueLength bounds the Events waiting to be written; beyond it they are dropped.
+	// queueLength bounds the Events waiting to be written.
 	queueLength = 4096
+	// maxWait is how long a recorder waits for room in a full queue before dropping
+	// its Event: long enough to ride out a burst, short enough not to stall a reconcile.
+	maxWait = time.Second
 	// workers write Events concurrently; repeats of one Event always go to the same one.
 	workers = 8
 	// attempts per Event when the API server is unavailable.
@@ -44,14 +52,13 @@ const (
 // Writer receives the Events of every recorder it made and writes them. It runs on
 // every replica (the backend API records Events too). The zero value is not usable; use New.
 type Writer struct {
-	client      client.Client
-	broadcaster events.EventBroadcaster
-	log         logr.Logger
-	queues      [workers]chan *eventsv1.Event
-	series      *utilcache.LRUExpireCache
-	dropped     atomic.Int64
-	retryDelay  time.Duration
-	stopWatch   func()
+	client     client.Client
+	log        logr.Logger
+	instance   string // the reporting instance: this process
+	queues     [workers]chan *eventsv1.Event
+	series     *utilcache.LRUExpireCache
+	dropped    atomic.Int64
+	retryDelay time.Duration
 }
 
 // series is what is remembered of an Event to count its repeats.
@@ -62,29 +69,71 @@ type series struct {
 
 // New returns a Writer that writes Events with c once started. Events recorded before
 // then wait in its queue.
-func New(c client.Client, log logr.Logger) (*Writer, error) {
-	w := &Writer{client: c, log: log, series: utilcache.NewLRUExpireCache(maxSeries), retryDelay: time.Second,
-		// Events reach the Writer through the broadcaster's watch, never its own sink.
-		broadcaster: events.NewBroadcaster(nil)}
+func New(c client.Client, log logr.Logger) *Writer {
+	hostname, _ := os.Hostname()
+	w := &Writer{client: c, log: log, instance: hostname, series: utilcache.NewLRUExpireCache(maxSeries), retryDelay: time.Second}
 	for i := range w.queues {
 		w.queues[i] = make(chan *eventsv1.Event, queueLength/workers)
 	}
-	var err error
-	w.stopWatch, err = w.broadcaster.StartEventWatcher(func(obj runtime.Object) {
-		if ev, ok := obj.(*eventsv1.Event); ok {
-			select {
-			case w.queues[shard(key(ev))] <- ev:
-			default:
-				w.dropped.Add(1)
-			}
-		}
-	})
-	return w, err
+	return w
 }
 
 // Recorder returns a recorder whose Events name reportingController.
 func (w *Writer) Recorder(scheme *runtime.Scheme, reportingController string) events.EventRecorder {
-	return w.broadcaster.NewRecorder(scheme, reportingController)
+	return &recorder{w: w, scheme: scheme, controller: reportingController, instance: reportingController + "-" + w.instance}
+}
+
+type recorder struct {
+	w                    *Writer
+	scheme               *runtime.Scheme
+	controller, instance string
+}
+
+// Eventf implements events.EventRecorder, building the Event as client-go's recorder does.
+func (r *recorder) Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any) {
+	ref, err := reference.GetReference(r.scheme, regarding)
+	if err != nil {
+		r.w.log.Error(err, "no reference to record an Event about", "reason", reason)
+		return
+	}
+	var relatedRef *corev1.ObjectReference
+	if related != nil {
+		relatedRef, _ = reference.GetReference(r.scheme, related)
+	}
+	if eventtype != corev1.EventTypeNormal && eventtype != corev1.EventTypeWarning {
+		r.w.log.Error(nil, "unsupported Event type", "type", eventtype, "reason", reason)
+		return
+	}
+	now := time.Now()
+	namespace := ref.Namespace
+	if namespace == "" {
+		namespace = metav1.NamespaceDefault
+	}
+	r.w.enqueue(&eventsv1.Event{
+		ObjectMeta:          metav1.ObjectMeta{Name: util.GenerateEventName(ref.Name, now.UnixNano()), Namespace: namespace},
+		EventTime:           metav1.NewMicroTime(now),
+		ReportingController: r.controller, ReportingInstance: r.instance,
+		Action: action, Reason: reason, Type: eventtype,
+		Regarding: *ref, Related: relatedRef,
+		Note: fmt.Sprintf(note, args...),
+	})
+}
+
+// enqueue queues ev for writing, waiting up to maxWait for room.
+func (w *Writer) enqueue(ev *eventsv1.Event) {
+	q := w.queues[shard(key(ev))]
+	select {
+	case q <- ev:
+		return
+	default:
+	}
+	t := time.NewTimer(maxWait)
+	defer t.Stop()
+	select {
+	case q <- ev:
+	case <-t.C:
+		w.dropped.Add(1)
+	}
 }
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every replica records.
@@ -92,8 +141,6 @@ func (w *Writer) NeedLeaderElection() bool { return false }
 
 // Start implements manager.Runnable: it writes Events until ctx is done.
 func (w *Writer) Start(ctx context.Context) error {
-	defer w.broadcaster.Shutdown()
-	defer w.stopWatch()
 	done := make(chan struct{})
 	for _, q := range w.queues {
 		go func() {
@@ -127,7 +174,7 @@ func (w *Writer) Start(ctx context.Context) error {
 	}
 }
 
-// Dropped is how many Events were dropped because the queue was full.
+// Dropped is how many Events were dropped because the queue stayed full.
 func (w *Writer) Dropped() int64 { return w.dropped.Load() }
 
 // write creates ev, or counts it into the series of an earlier one.

@@ -47,10 +47,7 @@ func startAPIServer(t *testing.T) client.Client {
 
 func startWriter(t *testing.T, c client.Client) *Writer {
 	t.Helper()
-	w, err := New(c, logr.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := New(c, logr.Discard())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Start(ctx) }()
@@ -163,4 +160,39 @@ func heap() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
+}
+
+// TestFullQueueWaitsThenDrops checks the back-pressure: a recorder finding its queue
+// full waits for room, and drops its Event only after maxWait.
+func TestFullQueueWaitsThenDrops(t *testing.T) {
+	w := New(nil, logr.Discard()) // not started: nothing drains the queue
+	rec := w.Recorder(scheme.New(), "pipes-test")
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "cm", UID: "u"}}
+	record := func() { rec.Eventf(cm, nil, corev1.EventTypeNormal, "Connected", "Connect", "stored") }
+	record()
+	var q chan *eventsv1.Event // the queue cm's Events go to
+	for i := range w.queues {
+		if len(w.queues[i]) == 1 {
+			q = w.queues[i]
+		}
+	}
+	for len(q) < cap(q) {
+		record()
+	}
+	done := make(chan time.Duration)
+	go func() {
+		start := time.Now()
+		record()
+		done <- time.Since(start)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	<-q // room: the waiting recorder gets in
+	if waited := <-done; waited < 150*time.Millisecond || w.Dropped() != 0 {
+		t.Fatalf("a recorder finding the queue full returned after %s with %d dropped; want it to wait for room", waited, w.Dropped())
+	}
+	start := time.Now()
+	record() // full again, and nothing drains it
+	if waited := time.Since(start); waited < maxWait || w.Dropped() != 1 {
+		t.Fatalf("returned after %s with %d dropped; want a drop after %s", waited, w.Dropped(), maxWait)
+	}
 }

@@ -300,10 +300,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 		return nil, err
 	}
 	// Events go through a writer of our own, whose memory stays bounded (see eventrec).
-	events, err := eventrec.New(mgr.GetClient(), log.WithName("events"))
-	if err != nil {
-		return nil, err
-	}
+	events := eventrec.New(mgr.GetClient(), log.WithName("events"))
 	if err := mgr.Add(events); err != nil {
 		return nil, err
 	}
