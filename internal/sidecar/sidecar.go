@@ -91,6 +91,12 @@ func (s *Sidecar) Sync(ctx context.Context, wait bool) error {
 		return nil
 	}
 	for _, c := range resp.Credentials {
+		if !slices.Contains(s.cfg.Credentials, c.CredentialRef) {
+			// Not one this workload asked for: neither kept, served nor written (its
+			// provider would name a directory, "../.." one outside the volume).
+			s.log.Warn("ignoring a credential the backend API sent unasked", "provider", c.Provider)
+			continue
+		}
 		prev, had := s.creds[c.CredentialRef]
 		s.creds[c.CredentialRef] = c.CredentialsResponse
 		if err := s.writeFiles(c); err != nil {
@@ -191,8 +197,8 @@ func (s *Sidecar) Run(ctx context.Context) {
 // safeName keeps IDs that are plain file names as they are.
 var safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$`)
 
-// FilePath is where a credential's files live: DIR/PROVIDER/USER[@ORG]/, with IDs that
-// are not plain file names hex-encoded.
+// FilePath is where a credential's files live: DIR/PROVIDER/USER[@ORG]/, with IDs (and
+// providers) that are not plain file names hex-encoded, so that it is always inside DIR.
 func FilePath(dir string, ref wire.CredentialRef) string {
 	name := ref.UserID
 	if ref.OrganizationID != "" {
@@ -201,7 +207,11 @@ func FilePath(dir string, ref wire.CredentialRef) string {
 	if !safeName.MatchString(name) || strings.Contains(name, "..") {
 		name = fmt.Sprintf("x-%x", name)
 	}
-	return filepath.Join(dir, ref.Provider, name)
+	provider := ref.Provider
+	if !safeName.MatchString(provider) || strings.Contains(provider, "..") {
+		provider = fmt.Sprintf("x-%x", provider)
+	}
+	return filepath.Join(dir, provider, name)
 }
 
 // Metadata is written beside each value as metadata.json.
