@@ -147,12 +147,12 @@ func (e *fuzzEnv) connect(t *testing.T, h http.Handler) {
 func checkAnswer(t *testing.T, what string, rec *httptest.ResponseRecorder) {
 	t.Helper()
 	if rec.Code >= 500 {
-		t.Fatalf("%s: %d %s", what, rec.Code, rec.Body)
+		t.Fatalf("%.200s: %d %.1000s", what, rec.Code, rec.Body)
 	}
 	if rec.Code >= 400 {
 		var er wire.ErrorResponse
 		if err := json.Unmarshal(rec.Body.Bytes(), &er); err != nil || er.Code == "" || er.Message == "" {
-			t.Fatalf("%s: %d without a JSON error naming the problem: %q", what, rec.Code, rec.Body)
+			t.Fatalf("%.200s: %d without a JSON error naming the problem: %.1000q", what, rec.Code, rec.Body)
 		}
 	}
 }
@@ -228,7 +228,7 @@ func FuzzBackendAPI(f *testing.F) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		if ctx.Err() != nil {
-			t.Fatalf("%s %q: no answer within 10 s", method, target)
+			t.Fatalf("%s %.200q: no answer within 10 s", method, target)
 		}
 		what := method + " " + strings.ToValidUTF8(target, "?")
 		if rec.Code == http.StatusTemporaryRedirect || rec.Code == http.StatusMovedPermanently {
@@ -254,10 +254,10 @@ func FuzzBackendAPI(f *testing.F) {
 	})
 }
 
-// FuzzWatch sends the vend sidecar's long poll arbitrary ETags, timeouts and credential
-// lists: an ETag that is not the current one is answered at once with the snapshot and
-// the current ETag, which, sent back, is the current one (the snapshot is a function of
-// the state, not of the caller's ETag); malformed lists get a 4xx.
+// FuzzWatch sends the vend sidecar's long poll arbitrary ETags, timeouts and credentials:
+// malformed ones get a 4xx. An ETag other than the current one is answered at once with
+// the snapshot and the current ETag, which does not depend on the ETag sent (asked
+// without one, the answer names the same); the current ETag is a long poll that waits.
 func FuzzWatch(f *testing.F) {
 	f.Add("", int64(0), "openai", "u", "")
 	f.Add("0123456789abcdef01234567", int64(1), "openai", "u", "org")
@@ -269,20 +269,24 @@ func FuzzWatch(f *testing.F) {
 	f.Fuzz(func(t *testing.T, etag string, timeout int64, provider, user, org string) {
 		s, _ := e.server(t)
 		h := s.Handler()
-		ask := func(etag string) (*httptest.ResponseRecorder, wire.WatchResponse) {
+		e.connect(t, h)
+		ask := func(etag string, wait time.Duration) (*httptest.ResponseRecorder, wire.WatchResponse) {
 			body, err := json.Marshal(map[string]any{"credentials": []wire.CredentialRef{{Provider: provider, UserID: user, OrganizationID: org}},
 				"etag": etag, "timeout_seconds": timeout})
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
 			defer cancel()
 			req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/credentials/watch", strings.NewReader(string(body)))
 			req.Header.Set("Authorization", "Bearer "+fuzzToken)
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
-			checkAnswer(t, "watch", rec)
 			var resp wire.WatchResponse
+			if rec.Body.Len() == 0 && ctx.Err() != nil {
+				return nil, resp // still waiting when the caller went away
+			}
+			checkAnswer(t, "watch", rec)
 			if rec.Code == http.StatusOK {
 				if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
 					t.Fatalf("watch: 200 with %q: %v", rec.Body, err)
@@ -290,19 +294,31 @@ func FuzzWatch(f *testing.F) {
 			}
 			return rec, resp
 		}
-		rec, resp := ask(etag)
+		// Twice: a first vend of an expired token whose refresh is refused records that
+		// on the Secret, a change of state (and of ETag) of its own.
+		_, _ = ask("", 10*time.Second)
+		rec, current := ask("", 10*time.Second)
+		if rec == nil {
+			t.Fatal("a watch without an ETag did not answer at once")
+		}
 		if rec.Code != http.StatusOK {
 			return
 		}
-		if !resp.Changed || resp.ETag == "" || resp.ETag == etag || len(resp.Credentials) != 1 {
-			if resp.ETag == etag && !resp.Changed {
-				return // the fuzzer guessed the current ETag: answered unchanged after the timeout
-			}
-			t.Fatalf("watch with ETag %q: %+v", etag, resp)
+		if !current.Changed || current.ETag == "" || len(current.Credentials) != 1 {
+			t.Fatalf("watch without an ETag: %+v", current)
 		}
-		// The same snapshot again, asked with no ETag, has the same ETag.
-		if _, again := ask(""); again.ETag != resp.ETag {
-			t.Fatalf("the ETag of an unchanged snapshot changed: %q, then %q", resp.ETag, again.ETag)
+		if etag == current.ETag {
+			if rec, resp := ask(etag, 100*time.Millisecond); rec != nil {
+				t.Fatalf("watch with the current ETag answered at once: %d %+v", rec.Code, resp)
+			}
+			return
+		}
+		rec, resp := ask(etag, 10*time.Second)
+		if rec == nil {
+			t.Fatalf("watch with ETag %.100q (not the current one) did not answer at once", etag)
+		}
+		if rec.Code == http.StatusOK && (!resp.Changed || resp.ETag != current.ETag) {
+			t.Fatalf("watch with ETag %.100q: %+v, want changed with ETag %q", etag, resp, current.ETag)
 		}
 	})
 }
@@ -330,14 +346,14 @@ func FuzzOAuthCallback(f *testing.F) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		if rec.Code >= 500 || rec.Code < 400 {
-			t.Fatalf("callback %s %q: %d %s (no state was issued)", method, query, rec.Code, rec.Body)
+			t.Fatalf("callback %s %.200q: %d %.500s (no state was issued)", method, query, rec.Code, rec.Body)
 		}
 		var secrets corev1.SecretList
 		if err := c.List(context.Background(), &secrets); err != nil {
 			t.Fatal(err)
 		}
 		if len(secrets.Items) != 0 {
-			t.Fatalf("callback %q stored %d Secrets", query, len(secrets.Items))
+			t.Fatalf("callback %.200q stored %d Secrets", query, len(secrets.Items))
 		}
 	})
 }

@@ -326,6 +326,10 @@ func (s *Sidecar) Handler() http.Handler {
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /metrics", s.serveMetrics)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, wire.ErrorResponse{Code: wire.CodeNotFound,
+			Message: fmt.Sprintf("no route %s %s on the vend sidecar: it serves POST /data-integrations/{slug}/credentials and POST /data-integrations/{slug}/token", r.Method, r.URL.Path)})
+	})
 	return mux
 }
 
