@@ -197,8 +197,12 @@ func (s *Sidecar) Run(ctx context.Context) {
 // safeName keeps IDs that are plain file names as they are.
 var safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$`)
 
-// FilePath is where a credential's files live: DIR/PROVIDER/USER[@ORG]/, with IDs (and
-// providers) that are not plain file names hex-encoded, so that it is always inside DIR.
+// providerName is a Provider's name as the credentials annotation takes it (vendspec).
+var providerName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+
+// FilePath is where a credential's files live: DIR/PROVIDER/USER[@ORG]/, with IDs that
+// are not plain file names (and providers that are not Provider names) hex-encoded, so
+// that it is always inside DIR.
 func FilePath(dir string, ref wire.CredentialRef) string {
 	name := ref.UserID
 	if ref.OrganizationID != "" {
@@ -208,8 +212,8 @@ func FilePath(dir string, ref wire.CredentialRef) string {
 		name = fmt.Sprintf("x-%x", name)
 	}
 	provider := ref.Provider
-	if !safeName.MatchString(provider) || strings.Contains(provider, "..") {
-		provider = fmt.Sprintf("x-%x", provider)
+	if !providerName.MatchString(provider) || len(provider) > 253 || strings.Contains(provider, "..") {
+		provider = fmt.Sprintf("x-%x", provider) // never a Provider's name: the annotation allows none such
 	}
 	return filepath.Join(dir, provider, name)
 }
