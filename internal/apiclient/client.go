@@ -158,6 +158,22 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("backend API: %d %s: %s", e.Status, e.Code, e.Message)
 }
 
+// An answer's error is passed on (the sidecar serves it, readiness reports it), so
+// what a server, or something in its place, sends is bounded and made valid UTF-8.
+const (
+	maxErrorMessage = 1024
+	maxRetryAfter   = 24 * 60 * 60
+)
+
+// shorten trims s, makes it valid UTF-8 and cuts it to at most n bytes.
+func shorten(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
 // IsCode reports whether err is an *Error with the given code.
 func IsCode(err error, code string) bool {
 	var e *Error
@@ -209,9 +225,13 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		if json.Unmarshal(data, &er) == nil && er.Code != "" {
 			e.Code, e.Message = er.Code, er.Message
 		} else {
-			e.Code, e.Message = "http_"+strconv.Itoa(resp.StatusCode), strings.TrimSpace(string(data))
+			e.Code, e.Message = "http_"+strconv.Itoa(resp.StatusCode), string(data)
 		}
-		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+		e.Code, e.Message = shorten(e.Code, 64), shorten(e.Message, maxErrorMessage)
+		if e.Message == "" {
+			e.Message = "the backend API answered " + strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode) + " without a message"
+		}
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 && s <= maxRetryAfter {
 			e.RetryAfter = time.Duration(s) * time.Second
 		}
 		return e

@@ -150,7 +150,107 @@ func FuzzOpen(f *testing.F) {
 	sealed, _ := Seal(pub, []byte("sk-0123456789abcdef"), alice)
 	f.Add(sealed)
 	f.Add("v1:AAAA")
-	f.Fuzz(func(_ *testing.T, value string) {
-		_, _ = ks.Open(value, alice) // must not panic
+	f.Add(sealed[:len(sealed)-4] + "AAA=")
+	f.Add(strings.Replace(sealed, "A", "B", 1))
+	f.Fuzz(func(t *testing.T, value string) {
+		pt, err := ks.Open(value, alice)
+		if err == nil {
+			if value != sealed || string(pt) != "sk-0123456789abcdef" {
+				t.Fatalf("a value never sealed opens: %q", pt)
+			}
+			return
+		}
+		known := false
+		for _, e := range []error{ErrMalformed, ErrOtherAccount, ErrUnknownKey, ErrDecrypt} {
+			known = known || errors.Is(err, e)
+		}
+		if !known || pt != nil {
+			t.Fatalf("Open: %v (plaintext %d bytes), want one of the documented errors", err, len(pt))
+		}
+		if len(value) >= 16 && strings.Contains(err.Error(), value[len(Prefix):]) {
+			t.Fatalf("the error quotes the sealed value: %v", err)
+		}
+	})
+}
+
+// FuzzParse takes arbitrary spec.apiKey.sealed values apart: no panic; what is not a
+// sealed value is ErrMalformed, whose message quotes nothing; what parses has the key
+// id KeyIDOf reports, and one character more or less never turns a rejected value into
+// one that opens.
+func FuzzParse(f *testing.F) {
+	ks, err := NewKeyset()
+	if err != nil {
+		f.Fatal(err)
+	}
+	pub, err := ks.PublicKeysetJSON()
+	if err != nil {
+		f.Fatal(err)
+	}
+	sealed, err := Seal(pub, []byte("sk-0123456789abcdef"), alice)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, seed := range []string{sealed, sealed[:len(sealed)-1], sealed + "=", Prefix, Prefix + "====", "v2:" + sealed[len(Prefix):],
+		Prefix + strings.Repeat("A", MaxSealedLength), Prefix + "\xff\xfe", Prefix + strings.Repeat("AAAA", MinPayload/3+1), ""} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, value string) {
+		s, err := Parse(value)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) || err.Error() != ErrMalformed.Error() {
+				t.Fatalf("err = %v, want ErrMalformed", err)
+			}
+			if _, err := ks.Open(value, alice); err == nil {
+				t.Fatal("a value Parse rejects opens")
+			}
+			return
+		}
+		if id, err := KeyIDOf(value); err != nil || id != s.KeyID {
+			t.Fatalf("KeyIDOf = %d, %v; Parse said %d", id, err, s.KeyID)
+		}
+		if pt, err := ks.Open(value, alice); err == nil && value != sealed {
+			t.Fatalf("a value never sealed opens: %q", pt)
+		}
+	})
+}
+
+// FuzzParsePublicKeyset reads arbitrary bytes as the published public keyset (what
+// kubectl pipes seal reads from the ConfigMap or a file): no panic; a keyset it accepts
+// seals values that parse, naming one of its keys.
+func FuzzParsePublicKeyset(f *testing.F) {
+	ks, err := NewKeyset()
+	if err != nil {
+		f.Fatal(err)
+	}
+	pub, err := ks.PublicKeysetJSON()
+	if err != nil {
+		f.Fatal(err)
+	}
+	private, err := ks.MarshalJSON()
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, seed := range [][]byte{pub, private, pub[:len(pub)/2], []byte(strings.Repeat("[", 100_000)), []byte("\xff{}"), {}} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		h, err := ParsePublicKeyset(in)
+		if err != nil {
+			if _, err := Seal(in, []byte("sk-x"), alice); err == nil {
+				t.Fatal("Seal accepts a public keyset ParsePublicKeyset refuses")
+			}
+			return
+		}
+		value, err := Seal(in, []byte("sk-0123456789abcdef"), alice)
+		if err != nil {
+			t.Fatalf("an accepted public keyset does not seal: %v", err)
+		}
+		s, err := Parse(value)
+		if err != nil {
+			t.Fatalf("a sealed value does not parse: %v", err)
+		}
+		if s.KeyID != h.KeysetInfo().GetPrimaryKeyId() {
+			t.Fatalf("sealed with key %d, the primary is %d", s.KeyID, h.KeysetInfo().GetPrimaryKeyId())
+		}
 	})
 }

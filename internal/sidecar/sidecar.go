@@ -107,6 +107,12 @@ func (s *Sidecar) Sync(ctx context.Context, wait bool) error {
 	// a full memory volume must not keep a revoked credential of the same answer served.
 	var fileErrs []error
 	for _, c := range resp.Credentials {
+		if !slices.Contains(s.cfg.Credentials, c.CredentialRef) {
+			// Not one this workload asked for: neither kept, served nor written (its
+			// provider would name a directory, "../.." one outside the volume).
+			s.log.Warn("ignoring a credential the backend API sent unasked", "provider", c.Provider)
+			continue
+		}
 		prev, had := s.creds[c.CredentialRef]
 		s.creds[c.CredentialRef] = c.CredentialsResponse
 		if err := s.writeFiles(c); err != nil {
@@ -244,8 +250,12 @@ func jitter(d time.Duration) time.Duration {
 // safeName keeps IDs that are plain file names as they are.
 var safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$`)
 
+// providerName is a Provider's name as the credentials annotation takes it (vendspec).
+var providerName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+
 // FilePath is where a credential's files live: DIR/PROVIDER/USER[@ORG]/, with IDs that
-// are not plain file names hex-encoded.
+// are not plain file names (and providers that are not Provider names) hex-encoded, so
+// that it is always inside DIR.
 func FilePath(dir string, ref wire.CredentialRef) string {
 	name := ref.UserID
 	if ref.OrganizationID != "" {
@@ -254,7 +264,11 @@ func FilePath(dir string, ref wire.CredentialRef) string {
 	if !safeName.MatchString(name) || strings.Contains(name, "..") {
 		name = fmt.Sprintf("x-%x", name)
 	}
-	return filepath.Join(dir, ref.Provider, name)
+	provider := ref.Provider
+	if !providerName.MatchString(provider) || len(provider) > 253 || strings.Contains(provider, "..") {
+		provider = fmt.Sprintf("x-%x", provider) // never a Provider's name: the annotation allows none such
+	}
+	return filepath.Join(dir, provider, name)
 }
 
 // Metadata is written beside each value as metadata.json.
@@ -400,6 +414,10 @@ func (s *Sidecar) Handler() http.Handler {
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /metrics", s.serveMetrics)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, wire.ErrorResponse{Code: wire.CodeNotFound,
+			Message: fmt.Sprintf("no route %s %s on the vend sidecar: it serves POST /data-integrations/{slug}/credentials and POST /data-integrations/{slug}/token", r.Method, r.URL.Path)})
+	})
 	return mux
 }
 
