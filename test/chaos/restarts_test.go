@@ -82,7 +82,7 @@ func (h *harness) controlPlaneRestarts(ctx context.Context, t *testing.T, sideca
 // every acknowledged write in status, both managers ready, every sidecar's last sync
 // successful.
 func (h *harness) restartControlPlane(ctx context.Context, t *testing.T, name string, cars []*vendProcess) Outage {
-	out, err := os.Create(filepath.Join(h.dir, name+"-restarted.log")) //nolint:gosec // G304: the suite's own directory
+	out, err := os.Create(filepath.Join(h.dir, name+"-restarted.log"))
 	must(t, err)
 	t.Cleanup(func() { _ = out.Close() })
 	start := time.Now()
@@ -147,7 +147,7 @@ func (h *harness) startSidecars(ctx context.Context, t *testing.T, n int) []*ven
 		must(t, os.WriteFile(tokenFile, []byte(token), 0o600))
 		logFile, err := os.Create(c.logPath)
 		must(t, err)
-		c.cmd = exec.Command(h.vend, //nolint:gosec // G204: the binary this suite built
+		c.cmd = exec.Command(h.vend,
 			"--api-url=https://"+h.managers[s%2].api, "--ca-file="+h.caFile, "--token-file="+tokenFile,
 			"--credentials="+strings.Join(refs, ","), "--listen="+c.listen, "--dir="+c.dir,
 			// Shorter than the 30 s default, so that the sidecars keep asking through the outages.
@@ -206,7 +206,7 @@ func (c *vendProcess) credential(ctx context.Context, i int) (status int, value,
 			value = cr.Credential.Value
 		}
 	}
-	raw, _ := os.ReadFile(filepath.Join(sidecar.FilePath(c.dir, wire.CredentialRef{Provider: provider, UserID: userID(i)}), "value")) //nolint:gosec // G304: the sidecar's files in the suite's directory
+	raw, _ := os.ReadFile(filepath.Join(sidecar.FilePath(c.dir, wire.CredentialRef{Provider: provider, UserID: userID(i)}), "value"))
 	return resp.StatusCode, value, string(raw), nil
 }
 
