@@ -97,7 +97,7 @@ func TestRunOutlivesLostLeadership(t *testing.T) {
 		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: "run", Name: "openai"}, p); err != nil {
 			return err
 		}
-		if !meta.IsStatusConditionTrue(p.Status.Conditions, string(pipesv1.ConditionReady)) {
+		if !meta.IsStatusConditionTrue(p.Status.Conditions, pipesv1.ConditionReady) {
 			return errors.New("not Ready")
 		}
 		return nil

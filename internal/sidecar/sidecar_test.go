@@ -321,13 +321,14 @@ func TestOutagesAndShortRefusalsKeepTheLastGoodValue(t *testing.T) {
 	if err := s.Sync(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	for _, outage := range []int{http.StatusServiceUnavailable, http.StatusInternalServerError, http.StatusUnauthorized} {
-		backend.status.Store(int32(outage))
+	for _, outage := range []int32{http.StatusServiceUnavailable, http.StatusInternalServerError, http.StatusUnauthorized} {
+		backend.status.Store(outage)
 		if err := s.Sync(ctx, true); err == nil {
 			t.Fatalf("%d: no error", outage)
 		}
-		serves(strconv.Itoa(outage))
-		degraded(strconv.Itoa(outage), strconv.Itoa(outage))
+		code := strconv.Itoa(int(outage))
+		serves(code)
+		degraded(code, code)
 	}
 
 	// A refusal shorter than the grace, then a success: nothing is withdrawn.
