@@ -66,7 +66,12 @@ func TestRunOutlivesLostLeadership(t *testing.T) {
 	}
 	// Away for longer than the renew deadline (10 s): leadership is lost.
 	waitFor(t, "leadership lost", func() error {
-		if !strings.Contains(string(logs.Bytes()), "leader election lost") {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned (%v): the process would have exited", err)
+		default:
+		}
+		if !strings.Contains(string(logs.Bytes()), "leadership lost while the API server could not be reached") {
 			return errors.New("not yet")
 		}
 		return nil
