@@ -428,8 +428,9 @@ func httpStatus(ctx context.Context, url string) int {
 	return resp.StatusCode
 }
 
+// key is round's key of account i; its last four ("-r01") tell the rounds apart.
 func key(i, round int, salt string) string {
-	return fmt.Sprintf("%s%06d-r%d-%s", keyPrefix, i, round, salt)
+	return fmt.Sprintf("%s%06d-%s-r%02d", keyPrefix, i, salt, round)
 }
 
 func userID(i int) string { return fmt.Sprintf("u%06d", i) }

@@ -122,29 +122,41 @@ type load struct {
 	retries  atomic.Int64
 	acked    atomic.Int64
 	errs     sync.Map // error text -> count, for the report
-	locks    sync.Map // account -> *sync.Mutex: one write at a time per account
 	done     chan struct{}
 	seconds  float64
 }
 
 func (h *harness) startLoad(ctx context.Context, t *testing.T, ops []op, over time.Duration) *load {
 	l := &load{h: h, t: t, done: make(chan struct{})}
-	queue := make(chan op)
+	// An account's writes are made in the order planned, each once the one before it was
+	// acknowledged (or given up): "the last acknowledged key" is then well defined.
+	type task struct {
+		op
+		after, done chan struct{}
+	}
+	queue := make(chan task)
 	var wg sync.WaitGroup
 	for range 32 {
 		wg.Go(func() {
-			for o := range queue {
-				l.write(ctx, o)
+			for w := range queue {
+				if w.after != nil {
+					<-w.after
+				}
+				l.write(ctx, w.op)
+				close(w.done)
 			}
 		})
 	}
 	start := time.Now()
 	go func() {
+		last := map[int]chan struct{}{}
 		for k, o := range ops {
 			due := start.Add(time.Duration(k) * over / time.Duration(len(ops)))
 			time.Sleep(time.Until(due))
+			w := task{op: o, after: last[o.i], done: make(chan struct{})}
+			last[o.i] = w.done
 			select {
-			case queue <- o:
+			case queue <- w:
 			case <-ctx.Done():
 			}
 		}
@@ -166,9 +178,6 @@ func (l *load) wait(ctx context.Context, t *testing.T) {
 
 // write stores o's key until the backend API acknowledges it.
 func (l *load) write(ctx context.Context, o op) {
-	mu, _ := l.locks.LoadOrStore(o.i, &sync.Mutex{})
-	mu.(*sync.Mutex).Lock()
-	defer mu.(*sync.Mutex).Unlock()
 	l.inFlight.Add(1)
 	defer l.inFlight.Add(-1)
 	k := key(o.i, o.round, l.h.salt)
