@@ -133,6 +133,15 @@ bench-scale: ## Scale benchmark (docs/performance.md): SCALE_N accounts (default
 		-scale.vend-duration=20s -scale.watched=1000 -scale.report=$(CURDIR)/bin/scale/report.json | \
 		sed -n '/^scale benchmark/,/^$$/p'
 
+CHAOS_BIG_CLUSTER ?= true
+.PHONY: chaos
+chaos: ## Resilience suite at full size (test/chaos; docs/reliability.md): the leader killed 5 times under load, kube-apiserver and etcd restarted; prints the figures, writes bin/chaos/report.json.
+	@mkdir -p bin/chaos && assets=$$(hack/envtest-assets.sh) && \
+	(KUBEBUILDER_ASSETS=$$assets go test ./test/chaos/ -run TestChaos -count=1 -v -timeout 60m -args \
+		-chaos.accounts=1000 -chaos.rotations=200 -chaos.kills=5 -chaos.sidecars=4 -chaos.big-cluster=$(CHAOS_BIG_CLUSTER) \
+		-chaos.report=$(CURDIR)/bin/chaos/report.json >bin/chaos/test.log 2>&1 || { tail -n 80 bin/chaos/test.log; exit 1; }) && \
+	sed -n '/^chaos suite/,/^$$/p' bin/chaos/test.log
+
 .PHONY: run
 run: ## Run the operator on an embedded control plane; writes bin/dev/kubeconfig and bin/dev/env.
 	@assets=$$(hack/envtest-assets.sh) && \

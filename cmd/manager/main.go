@@ -111,10 +111,5 @@ func runManager(args []string) error {
 	if err != nil {
 		return err
 	}
-	op, err := operator.New(ctx, cfg, o, log)
-	if err != nil {
-		return err
-	}
-	log.Info("starting manager", "namespace", o.Namespace)
-	return op.Manager.Start(ctx)
+	return operator.Run(ctx, cfg, o, log)
 }

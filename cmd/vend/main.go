@@ -55,7 +55,7 @@ type options struct {
 	apiURL, caFile, caData, tokenFile, credentials, listen, dir string
 	metricsListen                                               string
 	once                                                        bool
-	watchTimeout, maxBackoff                                    time.Duration
+	watchTimeout, maxBackoff, forbiddenGrace                    time.Duration
 	fileGID                                                     int
 }
 
@@ -84,6 +84,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.Func("watch-timeout", "long-poll duration, 1s to 60s (env PIPES_WATCH_TIMEOUT; default 30s)", func(v string) error { timeout = v; return nil })
 	maxBackoff := envOr("PIPES_MAX_BACKOFF", "30s")
 	fs.Func("max-backoff", "longest wait between retries after a failure, 1s to 5m: how long the sidecar may take to notice the backend API is back (env PIPES_MAX_BACKOFF; default 30s)", func(v string) error { maxBackoff = v; return nil })
+	grace := envOr("PIPES_FORBIDDEN_GRACE", sidecar.DefaultForbiddenGrace.String())
+	fs.Func("forbidden-grace", "how long the backend API must keep answering 403 before the credentials are withdrawn; a restarting API server denies for a few seconds (env PIPES_FORBIDDEN_GRACE; default "+sidecar.DefaultForbiddenGrace.String()+")", func(v string) error { grace = v; return nil })
 	gid := envOr("PIPES_FILE_GID", "-1")
 	fs.Func("file-gid", "group given read access to credential files; -1 keeps the process's (env PIPES_FILE_GID)", func(v string) error { gid = v; return nil })
 	if err := fs.Parse(args); err != nil {
@@ -95,6 +97,9 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.maxBackoff, err = time.ParseDuration(maxBackoff); err != nil || o.maxBackoff < time.Second || o.maxBackoff > 5*time.Minute {
 		return nil, usageError{fmt.Errorf("--max-backoff %q: want a duration from 1s to 5m", maxBackoff)}
+	}
+	if o.forbiddenGrace, err = time.ParseDuration(grace); err != nil || o.forbiddenGrace < 0 || o.forbiddenGrace > 10*time.Minute {
+		return nil, usageError{fmt.Errorf("--forbidden-grace %q: want a duration from 0s to 10m", grace)}
 	}
 	if o.fileGID, err = strconv.Atoi(gid); err != nil || o.fileGID < -1 {
 		return nil, usageError{fmt.Errorf("--file-gid %q: want a group id, or -1", gid)}
@@ -147,7 +152,7 @@ func run(args []string) error {
 		return usageError{err}
 	}
 	api := apiclient.New(o.apiURL, apiclient.WithHTTPClient(httpClient), apiclient.WithTokenFile(o.tokenFile))
-	s := sidecar.New(sidecar.Config{Credentials: refs, Dir: o.dir, WatchTimeout: o.watchTimeout, FileGID: o.fileGID, MaxBackoff: o.maxBackoff}, api, log)
+	s := sidecar.New(sidecar.Config{Credentials: refs, Dir: o.dir, WatchTimeout: o.watchTimeout, FileGID: o.fileGID, MaxBackoff: o.maxBackoff, ForbiddenGrace: o.forbiddenGrace}, api, log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -321,6 +321,7 @@ func TestOnceAndFlags(t *testing.T) {
 		"--api-url=https://x --ca-file=/ca --credentials=a:b --listen=0.0.0.0:80":    "--listen",
 		"--api-url=https://x --ca-file=/ca --credentials=a:b --watch-timeout=2h":     "--watch-timeout",
 		"--api-url=https://x --ca-file=/ca --credentials=a:b --max-backoff=100ms":    "--max-backoff",
+		"--api-url=https://x --ca-file=/ca --credentials=a:b --forbidden-grace=-1s":  "--forbidden-grace",
 		"--api-url=https://x --ca-file=/ca --credentials=a:b --no-such-flag=1":       "no-such-flag",
 		"--api-url=https://x --ca-file=/ca --credentials=a:b --metrics-listen=:8299": "--metrics-listen",
 		"--api-url=https://x --ca-file=/ca --credentials=a:b --metrics-listen=9299":  "--metrics-listen",
@@ -426,7 +427,7 @@ func TestSidecarStopsServingWhatItMayNoLongerRead(t *testing.T) {
 		must(t, f.env.Bind(ctx, f.ns, "narrow-vends", rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "vend-user-a"}, f.ns, "narrow"))
 	}
 	bind()
-	p := f.start(t, f.token(t, "narrow", "", webhook.TokenAudience), "openai:user_a", "--watch-timeout=2s")
+	p := f.start(t, f.token(t, "narrow", "", webhook.TokenAudience), "openai:user_a", "--watch-timeout=2s", "--forbidden-grace=2s")
 	p.waitReady(t)
 	valueFile := filepath.Join(sidecar.FilePath(p.dir, wire.CredentialRef{Provider: "openai", UserID: "user_a"}), "value")
 	if b, err := os.ReadFile(valueFile); err != nil || string(b) != key1 {
@@ -462,10 +463,11 @@ func TestSidecarStopsServingWhatItMayNoLongerRead(t *testing.T) {
 	})
 	eventually(t, 45*time.Second, "the sidecar serves the reconnected key", serves(key2))
 
-	// The permission is taken away. The backend API caches access reviews for 10 s, and
-	// each long poll (2 s here) authorizes again.
+	// The permission is taken away. The backend API caches access reviews for 10 s, each
+	// long poll (2 s here) authorizes again, and the sidecar obeys a 403 that lasts the
+	// grace (2 s here).
 	must(t, f.env.Client.Delete(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "narrow-vends"}}))
-	eventually(t, 20*time.Second, "a revoked permission removes the file and the loopback answer", gone(key2))
+	eventually(t, 30*time.Second, "a revoked permission removes the file and the loopback answer", gone(key2))
 	resp, err := http.Post("http://"+p.listen+"/data-integrations/openai/credentials", "application/json", strings.NewReader(`{"user_id":"user_a"}`))
 	must(t, err)
 	var body wire.ErrorResponse

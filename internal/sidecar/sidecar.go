@@ -35,10 +35,22 @@ type Config struct {
 	// MaxBackoff caps the wait between retries after a failure (default 30 s): how long
 	// the sidecar may take to notice that the backend API is back, or that space freed.
 	MaxBackoff time.Duration
+	// ForbiddenGrace is how long the backend API must keep answering 403 before the
+	// credentials being served are withdrawn (0: at the first 403); until then a 403 is
+	// handled as an outage. See DefaultForbiddenGrace.
+	ForbiddenGrace time.Duration
 }
 
 // minBackoff is the first wait after a failure.
 const minBackoff = 500 * time.Millisecond
+
+// DefaultForbiddenGrace is vend's --forbidden-grace. A kube-apiserver that has just
+// started denies every SubjectAccessReview until its RBAC caches are filled (a second
+// or two, longer under load), and the backend API caches that denial for 10 s: a sidecar
+// that acted on the first 403 withdrew every credential of every pod over a routine
+// control-plane restart (found by the chaos suite, test/chaos). A revocation through
+// RBAC lasts: it is obeyed after the backend's 10 s cache and this grace.
+const DefaultForbiddenGrace = 30 * time.Second
 
 // Sidecar holds the current credentials. The zero value is not usable; use New.
 type Sidecar struct {
@@ -58,7 +70,10 @@ type Sidecar struct {
 	// forbidden is the backend's 403 answer while it refuses this workload: nothing is
 	// served until it allows it again.
 	forbidden *wire.ErrorResponse
-	syncs     int64
+	// forbiddenSince is when the backend API started answering 403 (zero after any
+	// success): the 403 is acted on once it has lasted cfg.ForbiddenGrace.
+	forbiddenSince time.Time
+	syncs          int64
 	// lastActive is the version of each credential last served; rotation observes the
 	// time from storing to serving of each new one (see observeRotation).
 	lastActive map[wire.CredentialRef]int64
@@ -94,12 +109,18 @@ func (s *Sidecar) Sync(ctx context.Context, wait bool) error {
 	if err != nil {
 		s.lastError = describe(err)
 		var ae *apiclient.Error
-		if errors.As(err, &ae) && ae.Status == http.StatusForbidden {
-			s.revoke(ae)
+		if isForbidden(err) && errors.As(err, &ae) {
+			if s.forbiddenSince.IsZero() {
+				s.forbiddenSince = time.Now()
+			}
+			// Nothing served yet, or refused for longer than a restarting API server does.
+			if !s.synced || time.Since(s.forbiddenSince) >= s.cfg.ForbiddenGrace {
+				s.revoke(ae)
+			}
 		}
 		return err
 	}
-	s.lastSuccess, s.lastError, s.forbidden = time.Now(), "", nil
+	s.lastSuccess, s.lastError, s.forbidden, s.forbiddenSince = time.Now(), "", nil, time.Time{}
 	if !resp.Changed {
 		return nil
 	}
@@ -184,6 +205,11 @@ func (s *Sidecar) revoke(ae *apiclient.Error) {
 	s.etag, s.synced = "", false
 }
 
+func isForbidden(err error) bool {
+	var ae *apiclient.Error
+	return errors.As(err, &ae) && ae.Status == http.StatusForbidden
+}
+
 func versionOf(r wire.CredentialsResponse) int64 {
 	if r.Credential == nil {
 		return 0
@@ -207,7 +233,8 @@ func describe(err error) string {
 // Run keeps credentials current until ctx ends: long polls back to back, with
 // exponential backoff (0.5 s to MaxBackoff, jittered) after errors. After an outage
 // (unreachable, 5xx, also 401, which a token the kubelet has not refreshed yet gives) the
-// last good values keep being served; after a 403 none are (see revoke).
+// last good values keep being served; after a 403 that lasts
+// cfg.ForbiddenGrace none are (see revoke).
 func (s *Sidecar) Run(ctx context.Context) {
 	backoff := minBackoff
 	for ctx.Err() == nil {
@@ -227,6 +254,8 @@ func (s *Sidecar) Run(ctx context.Context) {
 		switch {
 		case s.Forbidden():
 			s.log.Warn("the backend API refuses this workload's credentials; serving none until it allows them", "error", describe(err), "retryIn", delay.String())
+		case isForbidden(err):
+			s.log.Warn("the backend API refuses this workload's credentials; serving the last good values until the refusal has lasted the grace period", "error", describe(err), "grace", s.cfg.ForbiddenGrace.String(), "retryIn", delay.String())
 		case errors.As(err, &fe):
 			s.log.Warn("writing credential files failed; each file keeps its last complete value, loopback serves the new ones", "error", describe(err), "retryIn", delay.String())
 		default:
@@ -408,7 +437,7 @@ func (s *Sidecar) Handler() http.Handler {
 			return
 		}
 		if stale := s.degraded(); stale != "" {
-			_, _ = io.WriteString(w, "ok (serving the last good credentials; "+stale+")\n")
+			_, _ = io.WriteString(w, "ok, degraded (serving the last good credentials; "+stale+")\n")
 			return
 		}
 		_, _ = io.WriteString(w, "ok\n")

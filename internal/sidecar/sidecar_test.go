@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -261,5 +262,104 @@ func TestJitterStaysWithinTheBackoff(t *testing.T) {
 				t.Fatalf("jitter(%s) = %s", d, j)
 			}
 		}
+	}
+}
+
+// outageBackend answers the watch with a snapshot, or with an error status while one is set.
+type outageBackend struct {
+	fakeBackend
+	status atomic.Int32 // 0: answer the snapshot
+}
+
+func (o *outageBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if code := int(o.status.Load()); code != 0 {
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(wire.ErrorResponse{Code: "forbidden", Message: "may not vend"})
+		return
+	}
+	o.fakeBackend.ServeHTTP(w, r)
+}
+
+// During an outage the sidecar serves the last good value and its readiness says it is
+// degraded. A 403 is an outage too until it has lasted ForbiddenGrace: a kube-apiserver
+// that has just restarted denies every access review for a while (the backend API caches
+// that for 10 s), and withdrawing every pod's credentials over it was the bug the chaos
+// suite found. A 403 that lasts withdraws them; a success in between starts the grace over.
+func TestOutagesAndShortRefusalsKeepTheLastGoodValue(t *testing.T) {
+	backend := &outageBackend{}
+	srv := httptest.NewServer(backend)
+	defer srv.Close()
+	const grace = 300 * time.Millisecond
+	s := New(Config{Credentials: []wire.CredentialRef{ref}, WatchTimeout: time.Second, FileGID: -1, Dir: t.TempDir(), ForbiddenGrace: grace},
+		apiclient.New(srv.URL, apiclient.WithToken("t")), slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	h := s.Handler()
+	get := func(method, path, body string) (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(method, path, strings.NewReader(body)))
+		return rec.Code, rec.Body.String()
+	}
+	serves := func(what string) {
+		t.Helper()
+		code, body := get(http.MethodPost, "/data-integrations/openai/credentials", `{"user_id":"user_private_42"}`)
+		if code != http.StatusOK || !strings.Contains(body, "sk-plaintext-1-") {
+			t.Fatalf("%s: vend answered %d %s; want the last good value", what, code, body)
+		}
+		if _, err := os.Stat(filepath.Join(FilePath(s.cfg.Dir, ref), "value")); err != nil {
+			t.Fatalf("%s: the value file: %v", what, err)
+		}
+	}
+	degraded := func(what, reason string) {
+		t.Helper()
+		code, body := get(http.MethodGet, "/readyz", "")
+		if code != http.StatusOK || !strings.HasPrefix(body, "ok, degraded (serving the last good credentials") || !strings.Contains(body, reason) {
+			t.Fatalf("%s: readyz %d %q; want 200 saying it is degraded because of %s", what, code, body, reason)
+		}
+	}
+
+	backend.set("e1", active(1, time.Now()))
+	if err := s.Sync(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, outage := range []int32{http.StatusServiceUnavailable, http.StatusInternalServerError, http.StatusUnauthorized} {
+		backend.status.Store(outage)
+		if err := s.Sync(ctx, true); err == nil {
+			t.Fatalf("%d: no error", outage)
+		}
+		code := strconv.Itoa(int(outage))
+		serves(code)
+		degraded(code, code)
+	}
+
+	// A refusal shorter than the grace, then a success: nothing is withdrawn.
+	backend.status.Store(http.StatusForbidden)
+	_ = s.Sync(ctx, true)
+	serves("a fresh 403")
+	degraded("a fresh 403", "403 forbidden")
+	time.Sleep(grace / 2)
+	backend.status.Store(0)
+	if err := s.Sync(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(http.MethodGet, "/readyz", ""); code != http.StatusOK || body != "ok\n" {
+		t.Fatalf("after the backend answered again: readyz %d %q", code, body)
+	}
+
+	// The grace starts over after that success, and a 403 that outlasts it withdraws.
+	backend.status.Store(http.StatusForbidden)
+	_ = s.Sync(ctx, true)
+	time.Sleep(grace / 2)
+	_ = s.Sync(ctx, true)
+	serves("a 403 within the grace, counted from after the last success")
+	time.Sleep(grace)
+	_ = s.Sync(ctx, true)
+	if code, body := get(http.MethodPost, "/data-integrations/openai/credentials", `{"user_id":"user_private_42"}`); code != http.StatusForbidden || strings.Contains(body, "sk-plaintext") {
+		t.Fatalf("a 403 that lasted the grace: vend answered %d %s; want 403", code, body)
+	}
+	if _, err := os.Stat(filepath.Join(FilePath(s.cfg.Dir, ref), "value")); !os.IsNotExist(err) {
+		t.Fatalf("a 403 that lasted the grace: the value file is still there (%v)", err)
+	}
+	if code, _ := get(http.MethodGet, "/readyz", ""); code != http.StatusServiceUnavailable {
+		t.Fatalf("a 403 that lasted the grace: readyz %d; want 503", code)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"sync"
 	"time"
@@ -51,6 +52,9 @@ type Env struct {
 	opts        operator.Options
 	log         logr.Logger
 	replicas    []*replica
+	// restarted are the control-plane processes StopControlPlane's start started again.
+	restarted       map[string]*exec.Cmd
+	restartedExited []chan struct{}
 }
 
 type replica struct {
@@ -314,7 +318,7 @@ func (e *Env) Stop() error {
 	if e.certDir != "" {
 		_ = os.RemoveAll(e.certDir)
 	}
-	errs = append(errs, e.Env.Stop())
+	errs = append(errs, e.stopRestarted(), e.Env.Stop())
 	return errors.Join(errs...)
 }
 

@@ -3,7 +3,6 @@ package scale
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -352,18 +351,7 @@ func (h *harness) memory(ctx context.Context, t *testing.T, bigSecrets, namespac
 	m := Memory{Accounts: h.n, UnrelatedSecrets: bigSecrets, UnrelatedNamespaces: namespaces}
 	m.RSSBeforeMiB, _ = h.rss()
 	m.HeapInuseBeforeMiB = h.managerMetric("go_memstats_heap_inuse_bytes", nil) / (1 << 20)
-	must(t, parallel(namespaces, workers, func(i int) error {
-		return h.env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("unrelated-%04d", i)}})
-	}))
-	blob := make([]byte, 1<<20-1024)
-	must(t, parallel(bigSecrets, 4, func(i int) error {
-		data := make([]byte, len(blob))
-		_, _ = rand.Read(data)
-		return h.env.Client.Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: fmt.Sprintf("unrelated-%04d", i%max(namespaces, 1)), Name: "big"},
-			Data:       map[string][]byte{"blob": data},
-		})
-	}))
+	must(t, testenv.AddUnrelated(ctx, h.env.Client, bigSecrets, namespaces))
 	// Let any informer that would list them do so.
 	time.Sleep(5 * time.Second)
 	h.waitIdle(ctx, 2*time.Second)
