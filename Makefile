@@ -134,13 +134,19 @@ bench-scale: ## Scale benchmark (docs/performance.md): SCALE_N accounts (default
 		sed -n '/^scale benchmark/,/^$$/p'
 
 CHAOS_BIG_CLUSTER ?= true
+CHAOS_UNRELATED = $(if $(filter true,$(CHAOS_BIG_CLUSTER)),300,0)
 .PHONY: chaos
-chaos: ## Resilience suite at full size (test/chaos; docs/reliability.md): the leader killed 5 times under load, kube-apiserver and etcd restarted; prints the figures, writes bin/chaos/report.json.
+chaos: ## Resilience suite at full size (docs/reliability.md): the leader killed 5 times under load, kube-apiserver and etcd restarted, the backend API under stepped load with a noisy caller; prints the figures, writes bin/chaos/report.json and bin/chaos/load.json.
 	@mkdir -p bin/chaos && assets=$$(hack/envtest-assets.sh) && \
 	(KUBEBUILDER_ASSETS=$$assets go test ./test/chaos/ -run TestChaos -count=1 -v -timeout 60m -args \
 		-chaos.accounts=1000 -chaos.rotations=200 -chaos.kills=5 -chaos.sidecars=4 -chaos.big-cluster=$(CHAOS_BIG_CLUSTER) \
 		-chaos.report=$(CURDIR)/bin/chaos/report.json >bin/chaos/test.log 2>&1 || { tail -n 80 bin/chaos/test.log; exit 1; }) && \
-	sed -n '/^chaos suite/,/^$$/p' bin/chaos/test.log
+	sed -n '/^chaos suite/,/^$$/p' bin/chaos/test.log && \
+	(KUBEBUILDER_ASSETS=$$assets go test ./test/scale/ -run TestBackendAPILoad -count=1 -v -timeout 30m -args \
+		-load.steps=250,500,1000,1500,2000,3000 -load.step-duration=10s -load.callers=100 -load.accounts=1000 \
+		-load.quiet-rate=20 -load.noisy-rate=500 -load.noisy-duration=10s -load.unrelated-secrets=$(CHAOS_UNRELATED) -load.strict \
+		-load.report=$(CURDIR)/bin/chaos/load.json >bin/chaos/load.log 2>&1 || { tail -n 80 bin/chaos/load.log; exit 1; }) && \
+	sed -n '/^backend API load/,/quiet caller/p' bin/chaos/load.log
 
 .PHONY: run
 run: ## Run the operator on an embedded control plane; writes bin/dev/kubeconfig and bin/dev/env.
