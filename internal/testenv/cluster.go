@@ -50,13 +50,13 @@ func UnrelatedNamespace(i int) string { return fmt.Sprintf("unrelated-%04d", i) 
 // in no informer of the operator's, so neither its memory nor its speed may depend on them.
 func AddUnrelated(ctx context.Context, c client.Client, secrets, namespaces int) error {
 	namespaces = max(namespaces, min(secrets, 1))
-	if err := inParallel(namespaces, 32, func(i int) error {
+	if err := InParallel(namespaces, 32, func(i int) error {
 		return c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: UnrelatedNamespace(i)}})
 	}); err != nil {
 		return err
 	}
 	// Few at a time: each is a megabyte for etcd to write.
-	return inParallel(secrets, 4, func(i int) error {
+	return InParallel(secrets, 4, func(i int) error {
 		data := make([]byte, 1<<20-1024)
 		_, _ = rand.Read(data)
 		return c.Create(ctx, &corev1.Secret{
@@ -66,8 +66,8 @@ func AddUnrelated(ctx context.Context, c client.Client, secrets, namespaces int)
 	})
 }
 
-// inParallel runs fn(0..n-1) on workers goroutines and returns the first error.
-func inParallel(n, workers int, fn func(i int) error) error {
+// InParallel runs fn(0..n-1) on workers goroutines and returns the first error.
+func InParallel(n, workers int, fn func(i int) error) error {
 	var (
 		wg    sync.WaitGroup
 		once  sync.Once

@@ -18,6 +18,7 @@ import (
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/apiclient"
+	"github.com/pipes-dev/pipes-operator/internal/testenv"
 	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
 
@@ -329,7 +330,7 @@ func (h *harness) checkAccounts(ctx context.Context, t *testing.T) {
 	}
 
 	// Vend every key, the full value, alternately through each manager.
-	must(t, parallelDo(len(accounts.Items), 16, func(k int) error {
+	must(t, testenv.InParallel(len(accounts.Items), 16, func(k int) error {
 		ca := accounts.Items[k]
 		i, _ := strconv.Atoi(strings.TrimPrefix(ca.Spec.UserID, "u"))
 		round := acked[i]
@@ -355,29 +356,4 @@ func ownerUID(s *corev1.Secret) string {
 		}
 	}
 	return ""
-}
-
-// parallelDo runs fn(0..n-1) on workers goroutines and returns the first error.
-func parallelDo(n, workers int, fn func(i int) error) error {
-	var (
-		wg    sync.WaitGroup
-		once  sync.Once
-		first error
-		next  = make(chan int)
-	)
-	for range workers {
-		wg.Go(func() {
-			for i := range next {
-				if err := fn(i); err != nil {
-					once.Do(func() { first = err })
-				}
-			}
-		})
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	return first
 }
