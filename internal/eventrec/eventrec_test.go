@@ -12,27 +12,21 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/pipes-dev/pipes-operator/internal/devenv"
 	"github.com/pipes-dev/pipes-operator/internal/scheme"
 )
 
-// startAPIServer starts etcd and kube-apiserver (no CRDs needed: Events regard ConfigMaps).
+// startAPIServer starts etcd and kube-apiserver; Events regard ConfigMaps here.
 func startAPIServer(t *testing.T) client.Client {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts etcd and kube-apiserver")
 	}
-	root, err := devenv.Root()
+	env, err := devenv.Environment(false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	assets, err := devenv.Assets(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := &envtest.Environment{BinaryAssetsDirectory: assets}
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatal(err)

@@ -102,10 +102,10 @@ func TestBackendAPILoad(t *testing.T) {
 	rates := parseRates(t, *flagLoadSteps)
 	h := startHarness(ctx, t, *flagLoadAccounts)
 	h.managerArgs = []string{"--api-rate-limit", strconv.Itoa(loadRateLimit)}
-	h.measureWriteLimit(ctx, t) // creates the accounts' sources
+	limit := h.measureWriteLimit(ctx, t) // creates the accounts' sources
 	h.startManager(ctx, t)
 	h.createProvider(ctx, t)
-	h.firstSync(ctx, t, WriteLimit{AccountCeilingPerSecond: 1})
+	h.firstSync(ctx, t, limit)
 	var unrelated *Memory
 	if *flagLoadBig > 0 {
 		m := h.memory(ctx, t, *flagLoadBig, 1000)
