@@ -5,7 +5,10 @@ package index
 
 import (
 	"context"
+	"fmt"
 
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
@@ -75,4 +78,39 @@ func Register(ctx context.Context, indexer client.FieldIndexer) error {
 		}
 	}
 	return nil
+}
+
+// Namespaced is a field indexer for c's informers that indexes each value under its
+// object's namespace only. controller-runtime's own indexer also indexes every value
+// cluster-wide, for lists without a namespace: that doubles the indexes (at 10,000
+// accounts, two of three indexes unique per account, about 8 MB), and the operator never
+// lists by field without a namespace. Such a list finds nothing here.
+func Namespaced(c cache.Cache) client.FieldIndexer { return namespaced{c} }
+
+type namespaced struct{ cache cache.Cache }
+
+func (n namespaced) IndexField(ctx context.Context, obj client.Object, field string, fn client.IndexerFunc) error {
+	informer, err := n.cache.GetInformer(ctx, obj)
+	if err != nil {
+		return err
+	}
+	// The index name and key format are those controller-runtime's cache reader queries
+	// (internal.FieldIndexName, internal.KeyToNamespacedKey); the envtest suites, which
+	// run the operator, fail if they change.
+	return informer.AddIndexers(toolscache.Indexers{"field:" + field: func(raw any) ([]string, error) {
+		o, ok := raw.(client.Object)
+		if !ok {
+			return nil, fmt.Errorf("index %s: %T is not an object", field, raw)
+		}
+		ns := o.GetNamespace()
+		if ns == "" {
+			ns = "__all_namespaces"
+		}
+		values := fn(o)
+		keys := make([]string, len(values))
+		for i, v := range values {
+			keys[i] = ns + "/" + v
+		}
+		return keys, nil
+	}})
 }

@@ -43,6 +43,7 @@ import (
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/controllers"
 	"github.com/pipes-dev/pipes-operator/internal/backendapi"
+	"github.com/pipes-dev/pipes-operator/internal/cachemem"
 	"github.com/pipes-dev/pipes-operator/internal/certsync"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
 	"github.com/pipes-dev/pipes-operator/internal/crypto"
@@ -222,7 +223,8 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 				// ConfigMaps only for the injected pods' CA bundles, which are labelled likewise.
 				&corev1.ConfigMap{}: {Label: managed},
 			},
-			DefaultTransform: cache.TransformStripManagedFields(),
+			// No managed fields, and repeated strings kept once (see cachemem).
+			DefaultTransform: cachemem.Transform,
 		},
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:  o.ProbeAddr,
@@ -240,7 +242,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	if err != nil {
 		return nil, err
 	}
-	if err := index.Register(ctx, mgr.GetFieldIndexer()); err != nil {
+	if err := index.Register(ctx, index.Namespaced(mgr.GetCache())); err != nil {
 		return nil, err
 	}
 
@@ -276,9 +278,9 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 		DefaultLabelSelector: labels.SelectorFromSet(labels.Set{pipesv1.LabelCredentialSource: pipesv1.CredentialSourceValue}),
 		DefaultTransform: func(in any) (any, error) {
 			if m, ok := in.(*metav1.PartialObjectMetadata); ok {
-				return &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
+				return cachemem.Transform(&metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
 					Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
-				}}, nil
+				}})
 			}
 			return in, nil
 		},

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -143,6 +145,7 @@ func (h *harness) firstSync(ctx context.Context, t *testing.T, limit WriteLimit)
 	aw := h.watchAccounts(ctx, h.n, connected)
 	before, cpuBefore, requestsBefore := h.apiWrites(ctx), h.cpuSeconds(), h.apiRequests(ctx)
 	profiled := h.cpuProfile(ctx, "manager-cpu-first-sync.pprof", 5)
+	apiProfiled := h.apiServerCPUProfile(ctx, "kube-apiserver-cpu-first-sync.pprof", 10)
 	created := make([]time.Time, h.n)
 	start := time.Now()
 	must(t, parallel(h.n, workers, func(i int) error {
@@ -155,6 +158,7 @@ func (h *harness) firstSync(ctx context.Context, t *testing.T, limit WriteLimit)
 	writes, cpu := h.apiWrites(ctx).sub(before), cpuDelta(h.cpuSeconds(), cpuBefore)
 	requests := perAccount(h.apiRequests(ctx), requestsBefore, h.n)
 	<-profiled
+	<-apiProfiled
 	lat := make([]time.Duration, h.n)
 	for i := range h.n {
 		lat[i] = aw.seen[accountName(i)].Sub(created[i])
@@ -361,7 +365,39 @@ func (h *harness) memory(ctx context.Context, t *testing.T, bigSecrets, namespac
 	if path := h.heapProfile(ctx, t, "heap-after-unrelated.pprof"); path != "" {
 		m.HeapProfile = path
 	}
+	m.Breakdown = h.rssBreakdown()
 	return m
+}
+
+// rssBreakdown says what the manager's resident memory is made of, right after a
+// collection (the heap profile forces one): the binary's pages, the live heap, heap
+// pages Go holds but has not given back, stacks and the runtime's own.
+func (h *harness) rssBreakdown() RSSBreakdown {
+	var b RSSBreakdown
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.mgr.Process.Pid))
+	if err == nil {
+		for _, line := range strings.Split(string(raw), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			switch f[0] {
+			case "RssAnon:":
+				b.AnonMiB = kb / 1024
+			case "RssFile:":
+				b.FileMiB = kb / 1024
+			}
+		}
+	}
+	mib := func(name string) float64 { return h.managerMetric(name, nil) / (1 << 20) }
+	b.LiveHeapMiB = mib("go_memstats_heap_alloc_bytes")
+	b.HeapInuseMiB = mib("go_memstats_heap_inuse_bytes")
+	b.HeapHeldMiB = mib("go_memstats_heap_idle_bytes") - mib("go_memstats_heap_released_bytes")
+	b.StacksMiB = mib("go_memstats_stack_inuse_bytes")
+	b.RuntimeMiB = mib("go_memstats_mspan_inuse_bytes") + mib("go_memstats_mcache_inuse_bytes") +
+		mib("go_memstats_gc_sys_bytes") + mib("go_memstats_other_sys_bytes") + mib("go_memstats_buck_hash_sys_bytes")
+	return b
 }
 
 // cpuProfile records the manager's CPU profile for the next seconds, in the background,
@@ -371,6 +407,26 @@ func (h *harness) cpuProfile(ctx context.Context, name string, seconds int) <-ch
 	go func() {
 		defer close(done)
 		h.saveProfile(ctx, fmt.Sprintf("profile?seconds=%d", seconds), name)
+	}()
+	return done
+}
+
+// apiServerCPUProfile records kube-apiserver's CPU profile (its /debug/pprof, as the
+// suite's admin) for the next seconds, in the background, like cpuProfile: where the
+// control plane's CPU goes is what bounds the first sync on two cores.
+func (h *harness) apiServerCPUProfile(ctx context.Context, name string, seconds int) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		raw, err := h.cs.RESTClient().Get().AbsPath("/debug/pprof/profile").
+			Param("seconds", fmt.Sprint(seconds)).Timeout(time.Duration(seconds+30) * time.Second).DoRaw(ctx)
+		if err != nil {
+			h.t.Logf("kube-apiserver profile: %v", err)
+			return
+		}
+		if err := os.WriteFile(filepath.Join(h.dir, name), raw, 0o644); err != nil {
+			h.t.Logf("kube-apiserver profile: %v", err)
+		}
 	}()
 	return done
 }

@@ -78,6 +78,16 @@ type Memory struct {
 	HeapInuseBeforeMiB  float64
 	HeapInuseAfterMiB   float64
 	HeapProfile         string
+	// Breakdown is taken after the memory phase, right after a collection.
+	Breakdown RSSBreakdown
+}
+
+// RSSBreakdown is the manager's resident memory by origin, in MiB: Anon and File are the
+// kernel's view (File: the binary's pages), the rest Go's runtime statistics.
+type RSSBreakdown struct {
+	AnonMiB, FileMiB                       float64
+	LiveHeapMiB, HeapInuseMiB, HeapHeldMiB float64
+	StacksMiB, RuntimeMiB                  float64
 }
 
 type APIFigures struct {
@@ -129,6 +139,9 @@ func (r *Report) Summary() string {
 	m := r.Memory
 	p("  memory                              RSS %.0f MiB -> %.0f MiB (+%.1f) with %d unrelated 1 MiB Secrets and %d namespaces; heap in use %.0f -> %.0f MiB",
 		m.RSSBeforeMiB, m.RSSAfterMiB, m.AddedMiB, m.UnrelatedSecrets, m.UnrelatedNamespaces, m.HeapInuseBeforeMiB, m.HeapInuseAfterMiB)
+	bd := m.Breakdown
+	p("    resident after a collection       anon %.0f MiB + file %.0f MiB; live heap %.0f, heap in use %.0f, held free %.0f, stacks %.0f, runtime %.0f MiB",
+		bd.AnonMiB, bd.FileMiB, bd.LiveHeapMiB, bd.HeapInuseMiB, bd.HeapHeldMiB, bd.StacksMiB, bd.RuntimeMiB)
 	a := r.API
 	p("  vend, client view (%d callers)     first call p50 %.1f ms p99 %.1f ms; %d req/s for %.0f s: p50 %.2f ms p99 %.2f ms max %.1f ms, %d errors",
 		a.Callers, a.FirstCallP50Ms, a.FirstCallP99Ms, a.Rate, a.Seconds, a.P50Ms, a.P99Ms, a.MaxMs, a.Errors)
