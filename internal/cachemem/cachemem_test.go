@@ -27,7 +27,7 @@ func storedAccount(i int) []byte {
 			Name: fmt.Sprintf("user-%06d", i), Namespace: "scale", UID: types.UID(fmt.Sprintf("a9340992-97de-4b89-a6c2-%012d", i)),
 			ResourceVersion: fmt.Sprint(1000 + i), Generation: 1, CreationTimestamp: now,
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "manager", Operation: "Update", APIVersion: "pipes.dev/v1alpha1",
-				FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:status":{"f:apiKeyLast4":{},"f:state":{}}}`)}, Subresource: "status"}},
+				FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(`{"f:status":{"f:apiKeyLast4":{},"f:state":{}}}`), Subresource: "status"}},
 		},
 		Spec: pipesv1.ConnectedAccountSpec{
 			ProviderRef: pipesv1.LocalObjectReference{Name: "openai"}, UserID: fmt.Sprintf("u%06d", i),
@@ -64,7 +64,7 @@ func storedSecret(i int) []byte {
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "pipes.dev/v1alpha1", Kind: "ConnectedAccount",
 				Name: fmt.Sprintf("user-%06d", i), UID: types.UID(fmt.Sprintf("8fddd4dd-cc8b-4e79-8bce-%012d", i))}},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "manager", Operation: "Update", APIVersion: "v1", FieldsType: "FieldsV1",
-				FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:data":{".":{},"f:ciphertext":{}}}`)}}},
+				FieldsV1: metav1.NewFieldsV1(`{"f:data":{".":{},"f:ciphertext":{}}}`)}},
 		},
 		Data: map[string][]byte{"ciphertext": make([]byte, 140)},
 		Type: pipesv1.CredentialSecretType,
@@ -92,7 +92,10 @@ func decodeSecret(t testing.TB, raw []byte) *corev1.Secret {
 	return &s
 }
 
-func sameMemory(a, b string) bool { return unsafe.StringData(a) == unsafe.StringData(b) }
+// sameMemory says whether a and b are one copy in memory (their data pointers).
+func sameMemory(a, b string) bool {
+	return unsafe.StringData(a) == unsafe.StringData(b) //nolint:gosec // G103: compares addresses, reads nothing
+}
 
 func TestTransformKeepsContentAndSharesRepeats(t *testing.T) {
 	a, b := decodeAccount(t, storedAccount(1)), decodeAccount(t, storedAccount(2))
@@ -165,7 +168,7 @@ func BenchmarkCachedObject(b *testing.B) {
 						kept[i] = kind.decode(i)
 						_, _ = transform.fn(kept[i])
 					}
-					perObject = float64(liveHeap()-before) / n
+					perObject = (liveHeap() - before) / n
 					runtime.KeepAlive(kept)
 				}
 				b.ReportMetric(perObject, "B/object")
@@ -174,9 +177,9 @@ func BenchmarkCachedObject(b *testing.B) {
 	}
 }
 
-func liveHeap() int64 {
+func liveHeap() float64 {
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return int64(m.HeapAlloc)
+	return float64(m.HeapAlloc)
 }
