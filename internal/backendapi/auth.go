@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -126,7 +127,12 @@ func (c *ttlCache[V]) get(key string) (V, bool) {
 	return v.(V), true
 }
 
-func (c *ttlCache[V]) put(key string, v V) { c.entries.Add(key, v, c.ttl) }
+// put keeps v for the TTL less up to a tenth of it, at random: answers cached together
+// (every caller's first call after a restart) would otherwise expire together, and their
+// reviews would all be made again in the same moment.
+func (c *ttlCache[V]) put(key string, v V) {
+	c.entries.Add(key, v, c.ttl-time.Duration(rand.Int64N(int64(c.ttl)/10+1))) //nolint:gosec // G404: jitter, not a secret
+}
 
 // TokenReviewer authenticates with the TokenReview API, caching answers briefly.
 // Accepted and rejected tokens are cached apart, so that a flood of made-up tokens
@@ -272,6 +278,11 @@ func (a *AccessReviewer) Authorize(ctx context.Context, id *Identity, verb, reso
 		return false, "", err
 	}
 	ans = accessAnswer{allowed: sar.Status.Allowed, reason: sar.Status.Reason}
-	a.cache.put(key, ans)
+	// A denial the authorizers could not evaluate (an authorization webhook down, RBAC
+	// caches not yet filled after an API server restart) is not an answer to keep: the
+	// next request asks again.
+	if sar.Status.Allowed || sar.Status.EvaluationError == "" {
+		a.cache.put(key, ans)
+	}
 	return ans.allowed, ans.reason, nil
 }

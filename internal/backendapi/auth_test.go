@@ -16,6 +16,7 @@ import (
 	"github.com/go-logr/logr"
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
+	utilcache "k8s.io/apimachinery/pkg/util/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -201,3 +202,75 @@ func TestTokenReviewsInFlightAreCapped(t *testing.T) {
 		t.Fatalf("%d TokenReviews in flight, want 32", n)
 	}
 }
+
+// A denial the authorizers could not evaluate is not cached: once the authorizer works
+// again, the next request is answered by it, not by the cached failure.
+func TestAccessReviewerAsksAgainAfterAnEvaluationError(t *testing.T) {
+	var sent atomic.Int64
+	var failing atomic.Bool
+	failing.Store(true)
+	ar := NewAccessReviewer(reviews{create: func(obj client.Object) error {
+		sar := obj.(*authzv1.SubjectAccessReview)
+		sent.Add(1)
+		if failing.Load() {
+			sar.Status = authzv1.SubjectAccessReviewStatus{Allowed: false, EvaluationError: "authorization webhook unavailable"}
+		} else {
+			sar.Status = authzv1.SubjectAccessReviewStatus{Allowed: true}
+		}
+		return nil
+	}}, time.Minute)
+	id := &Identity{User: authnv1.UserInfo{Username: "alice"}}
+	authorize := func() bool {
+		allowed, _, err := ar.Authorize(context.Background(), id, "vend", "connectedaccounts", "ns", "acct")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return allowed
+	}
+	if authorize() {
+		t.Fatal("allowed while the authorizer failed")
+	}
+	failing.Store(false)
+	if !authorize() {
+		t.Fatal("still denied after the authorizer recovered: the failed evaluation was cached")
+	}
+	if !authorize() || sent.Load() != 2 {
+		t.Fatalf("%d reviews, want 2: the successful answer is cached", sent.Load())
+	}
+}
+
+// Answers cached at the same moment expire over the last tenth of the TTL, not at once.
+func TestCachedAnswersExpireSpread(t *testing.T) {
+	clock := &fakeClock{now: time.Now()}
+	c := &ttlCache[int]{ttl: time.Hour, entries: utilcache.NewLRUExpireCacheWithClock(1000, clock)}
+	expiries := map[time.Duration]bool{}
+	for i := range 200 {
+		c.put(fmt.Sprint(i), i)
+	}
+	start := clock.now
+	for step := time.Duration(0); step <= time.Hour+time.Minute; step += time.Minute {
+		clock.now = start.Add(step)
+		left := 0
+		for i := range 200 {
+			if _, ok := c.get(fmt.Sprint(i)); ok {
+				left++
+			}
+		}
+		if left > 0 && left < 200 {
+			expiries[step] = true
+		}
+		if step < 54*time.Minute && left != 200 {
+			t.Fatalf("%d of 200 answers left after %s, before the last tenth of the TTL", left, step)
+		}
+		if step > time.Hour && left != 0 {
+			t.Fatalf("%d answers outlived the TTL", left)
+		}
+	}
+	if len(expiries) < 3 {
+		t.Fatalf("the answers expired within %d minutes of each other; want them spread over the last tenth of the TTL", len(expiries))
+	}
+}
+
+type fakeClock struct{ now time.Time }
+
+func (c *fakeClock) Now() time.Time { return c.now }
