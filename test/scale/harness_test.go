@@ -152,6 +152,10 @@ func (h *harness) startManager(ctx context.Context, t *testing.T) {
 	)
 	cmd.Args = append(cmd.Args, h.managerArgs...) // later flags win
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+h.kubecfg)
+	// Only the manager's: the control plane, started by this process, keeps its own.
+	if *flagManagerEnv != "" {
+		cmd.Env = append(cmd.Env, strings.Fields(*flagManagerEnv)...)
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	must(t, cmd.Start())
 	h.mgr, h.mgrDone = cmd, make(chan struct{})

@@ -25,6 +25,7 @@ var (
 	flagVendFor    = flag.Duration("scale.vend-duration", 3*time.Second, "length of the paced vend run (bench: 20s)")
 	flagWatchers   = flag.Int("scale.watched", 64, "accounts watched through the backend API's watch route during the rotation storm, 32 per watcher as a sidecar does (bench: 1000)")
 	flagReport     = flag.String("scale.report", "", "write the JSON report here")
+	flagManagerEnv = flag.String("scale.manager-env", "", "extra environment of the manager process only, e.g. GOGC=25 (tuning experiments)")
 )
 
 func TestMain(m *testing.M) {
