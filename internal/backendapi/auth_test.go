@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	utilcache "k8s.io/apimachinery/pkg/util/cache"
@@ -274,3 +275,53 @@ func TestCachedAnswersExpireSpread(t *testing.T) {
 type fakeClock struct{ now time.Time }
 
 func (c *fakeClock) Now() time.Time { return c.now }
+
+// When the API server cannot complete reviews, every request fails alike: the first
+// failure is logged at once, the rest are counted into the next line rather than each
+// logged (each still gets its 503 and its audit line).
+func TestOutageIsLoggedOncePerInterval(t *testing.T) {
+	var mu sync.Mutex
+	var errorLines []string
+	log := funcr.New(func(_, args string) {
+		if strings.Contains(args, `"error"`) {
+			mu.Lock()
+			errorLines = append(errorLines, args)
+			mu.Unlock()
+		}
+	}, funcr.Options{})
+	tr := NewTokenReviewer(reviews{create: func(client.Object) error {
+		return errors.New("dial tcp 10.0.0.1:443: connect: connection refused")
+	}}, time.Minute)
+	s := &Server{Authn: tr, Log: log, Options: Options{RateLimit: 1000, PreAuthRateLimit: 1000}}
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	post := func(i int) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/data-integrations/openai/credentials", strings.NewReader(`{"user_id":"u"}`))
+		req.Header.Set("Authorization", fmt.Sprintf("Bearer token-%d", i))
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("status %d, want 503", resp.StatusCode)
+		}
+	}
+	for i := range 50 {
+		post(i)
+	}
+	mu.Lock()
+	if len(errorLines) != 1 || !strings.Contains(errorLines[0], `"failedSinceLastLine"=1`) {
+		t.Fatalf("50 failed requests logged %d error lines, want the first only:\n%s", len(errorLines), strings.Join(errorLines, "\n"))
+	}
+	mu.Unlock()
+	s.outage.sometimes.Interval = time.Millisecond // the interval has passed
+	time.Sleep(2 * time.Millisecond)
+	post(50)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(errorLines) != 2 || !strings.Contains(errorLines[1], `"failedSinceLastLine"=50`) {
+		t.Fatalf("after the interval: %d error lines, want a second one counting the 50 failures since the first:\n%s", len(errorLines), strings.Join(errorLines, "\n"))
+	}
+}

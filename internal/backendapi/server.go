@@ -16,9 +16,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -67,6 +69,7 @@ type Server struct {
 
 	identities *limiters // by username
 	sources    *limiters // by remote IP, before authentication
+	outage     outageLog
 	changes    *changes
 	once       sync.Once
 	serve.Bound
@@ -99,6 +102,7 @@ func (s *Server) init() {
 		s.changes = newChanges()
 		s.identities = newLimiters(s.Options.RateLimit, 50)
 		s.sources = newLimiters(s.Options.PreAuthRateLimit, 20)
+		s.outage.sometimes.Interval = outageLogInterval
 	})
 }
 
@@ -198,7 +202,7 @@ func (s *Server) wrap(action string, authenticate func(*call) error, fn func(*ca
 		case errors.As(err, &unavailable) || errors.Is(err, context.DeadlineExceeded):
 			// A dependency (the API server) failed or is slow: retryable, and never an
 			// answer made without the review it stood for.
-			s.Log.Error(err, "backend API request could not be completed", "action", action, "path", r.URL.Path)
+			s.outage.failed(s.Log, err, action, r.URL.Path)
 			w.Header().Set("Retry-After", "2")
 			writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Code: wire.CodeUnavailable, Message: unavailableMessage(err)})
 			c.result = wire.CodeUnavailable
@@ -352,4 +356,23 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false) // messages quote <placeholders>
 	_ = enc.Encode(v)
+}
+
+// outageLog logs the requests a dependency (the API server) could not complete: the
+// first at once, then at most one line every outageLogInterval with how many failed
+// since. During an outage every request fails alike, and each already has its audit
+// line; an error line for each would bury the log (a thousand a second under load).
+type outageLog struct {
+	sometimes rate.Sometimes
+	failures  atomic.Int64
+}
+
+const outageLogInterval = 10 * time.Second
+
+func (o *outageLog) failed(log logr.Logger, err error, action, path string) {
+	o.failures.Add(1)
+	o.sometimes.Do(func() {
+		log.Error(err, "backend API requests could not be completed", "action", action, "path", path,
+			"failedSinceLastLine", o.failures.Swap(0), "nextLineAfter", outageLogInterval.String())
+	})
 }
