@@ -206,24 +206,27 @@ func (h *harness) stopManager() {
 
 // rss is the manager's resident set and peak resident set, in MiB.
 func (h *harness) rss() (cur, peak float64) {
+	status := h.memoryStatus()
+	return status["VmRSS"], status["VmHWM"]
+}
+
+// memoryStatus is the manager's memory figures from /proc/PID/status (VmRSS, VmHWM,
+// RssAnon, RssFile, ...), in MiB; empty when it cannot be read.
+func (h *harness) memoryStatus() map[string]float64 {
+	out := map[string]float64{}
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.mgr.Process.Pid))
 	if err != nil {
-		return 0, 0
+		return out
 	}
 	for _, line := range strings.Split(string(raw), "\n") {
 		f := strings.Fields(line)
-		if len(f) < 2 {
+		if len(f) < 3 || f[2] != "kB" {
 			continue
 		}
 		kb, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "VmRSS:":
-			cur = kb / 1024
-		case "VmHWM:":
-			peak = kb / 1024
-		}
+		out[strings.TrimSuffix(f[0], ":")] = kb / 1024
 	}
-	return cur, peak
+	return out
 }
 
 // apiWrites counts the writes the API server has served for the resources the operator

@@ -10,8 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -134,6 +132,12 @@ func connected(ca *pipesv1.ConnectedAccount) bool {
 	return ca.Status.State == pipesv1.StateConnected && ca.Status.ObservedGeneration == ca.Generation
 }
 
+// phaseSeconds is how long CPU profiles of a phase run: about the phase at 250
+// accounts/s, so the profile shows the whole of it rather than its first seconds.
+func (h *harness) phaseSeconds() int {
+	return min(50, max(5, h.n/250)) // kube-apiserver ends requests at 60 s
+}
+
 // timeout for a phase that should take seconds: generous, so a slow machine reports a
 // slow figure rather than a failure.
 func (h *harness) timeout() time.Duration {
@@ -144,8 +148,8 @@ func (h *harness) timeout() time.Duration {
 func (h *harness) firstSync(ctx context.Context, t *testing.T, limit WriteLimit) FirstSync {
 	aw := h.watchAccounts(ctx, h.n, connected)
 	before, cpuBefore, requestsBefore := h.apiWrites(ctx), h.cpuSeconds(), h.apiRequests(ctx)
-	profiled := h.cpuProfile(ctx, "manager-cpu-first-sync.pprof", 5)
-	apiProfiled := h.apiServerCPUProfile(ctx, "kube-apiserver-cpu-first-sync.pprof", 10)
+	profiled := h.cpuProfile(ctx, "manager-cpu-first-sync.pprof", h.phaseSeconds())
+	apiProfiled := h.apiServerCPUProfile(ctx, "kube-apiserver-cpu-first-sync.pprof", h.phaseSeconds())
 	created := make([]time.Time, h.n)
 	start := time.Now()
 	must(t, parallel(h.n, workers, func(i int) error {
@@ -215,7 +219,7 @@ func (h *harness) rotationStorm(ctx context.Context, t *testing.T) Rotation {
 		return ca.Status.CredentialVersion >= 2 && connected(ca)
 	})
 	before, cpuBefore, requestsBefore := h.apiWrites(ctx), h.cpuSeconds(), h.apiRequests(ctx)
-	profiled := h.cpuProfile(ctx, "manager-cpu-rotation.pprof", 5)
+	profiled := h.cpuProfile(ctx, "manager-cpu-rotation.pprof", h.phaseSeconds())
 	start := time.Now()
 	must(t, parallel(h.n, workers, func(i int) error {
 		patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"data":{"api-key":%q}}`, base64.StdEncoding.EncodeToString([]byte(key(i, 2, h.salt)))))
@@ -373,23 +377,8 @@ func (h *harness) memory(ctx context.Context, t *testing.T, bigSecrets, namespac
 // collection (the heap profile forces one): the binary's pages, the live heap, heap
 // pages Go holds but has not given back, stacks and the runtime's own.
 func (h *harness) rssBreakdown() RSSBreakdown {
-	var b RSSBreakdown
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.mgr.Process.Pid))
-	if err == nil {
-		for _, line := range strings.Split(string(raw), "\n") {
-			f := strings.Fields(line)
-			if len(f) < 2 {
-				continue
-			}
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			switch f[0] {
-			case "RssAnon:":
-				b.AnonMiB = kb / 1024
-			case "RssFile:":
-				b.FileMiB = kb / 1024
-			}
-		}
-	}
+	status := h.memoryStatus()
+	b := RSSBreakdown{AnonMiB: status["RssAnon"], FileMiB: status["RssFile"]}
 	mib := func(name string) float64 { return h.managerMetric(name, nil) / (1 << 20) }
 	b.LiveHeapMiB = mib("go_memstats_heap_alloc_bytes")
 	b.HeapInuseMiB = mib("go_memstats_heap_inuse_bytes")
