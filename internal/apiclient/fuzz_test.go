@@ -3,29 +3,14 @@ package apiclient
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/pipes-dev/pipes-operator/internal/apiclient/apiclienttest"
 	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
-
-// canned answers every request with the same status, Retry-After and body.
-type canned struct {
-	status     int
-	retryAfter string
-	body       []byte
-}
-
-func (c canned) RoundTrip(*http.Request) (*http.Response, error) {
-	h := http.Header{"Content-Type": {"application/json"}}
-	if c.retryAfter != "" {
-		h.Set("Retry-After", c.retryAfter)
-	}
-	return &http.Response{StatusCode: c.status, Header: h, Body: io.NopCloser(strings.NewReader(string(c.body)))}, nil
-}
 
 // FuzzResponse feeds the client arbitrary answers (status, Retry-After, body), as the
 // vend sidecar reads them: no panic; a non-2xx is an *Error with that status, a code and
@@ -61,7 +46,7 @@ func FuzzResponse(f *testing.F) {
 			return
 		}
 		c := New("https://pipes.example.com", WithToken("t"), WithNamespace("ns"),
-			WithHTTPClient(&http.Client{Transport: canned{status, retryAfter, body}, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}))
+			WithHTTPClient(&http.Client{Transport: apiclienttest.Canned{Status: status, RetryAfter: retryAfter, Body: body}, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}))
 		ctx := context.Background()
 		calls := []func() error{
 			func() error {

@@ -18,16 +18,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/backendapi"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
 	"github.com/pipes-dev/pipes-operator/internal/crypto"
-	"github.com/pipes-dev/pipes-operator/internal/index"
 	"github.com/pipes-dev/pipes-operator/internal/keyring"
 	"github.com/pipes-dev/pipes-operator/internal/oauth"
-	"github.com/pipes-dev/pipes-operator/internal/operator"
+	"github.com/pipes-dev/pipes-operator/internal/testenv"
 	"github.com/pipes-dev/pipes-operator/internal/widgettoken"
 	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
@@ -91,12 +89,9 @@ func newFuzzEnv(f *testing.F) *fuzzEnv {
 	return &fuzzEnv{kek: kek, signing: signing}
 }
 
-// fuzzScheme is built once: building a scheme costs more than the rest of an input.
-var fuzzScheme = operator.Scheme()
-
-func (e *fuzzEnv) server(t testing.TB, objs ...client.Object) (*backendapi.Server, client.Client) {
+func (e *fuzzEnv) server(objs ...client.Object) (*backendapi.Server, client.Client) {
 	enabled := true
-	b := fake.NewClientBuilder().WithScheme(fuzzScheme).WithObjects(append([]client.Object{
+	b := testenv.FakeClient(append([]client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns"}},
 		&pipesv1.Provider{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "openai"}, Spec: pipesv1.ProviderSpec{Method: pipesv1.AuthMethodAPIKey}},
 		&pipesv1.Provider{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "github"}, Spec: pipesv1.ProviderSpec{Method: pipesv1.AuthMethodOAuth,
@@ -105,9 +100,6 @@ func (e *fuzzEnv) server(t testing.TB, objs ...client.Object) (*backendapi.Serve
 		&pipesv1.OrganizationProvider{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "openai-org"},
 			Spec: pipesv1.OrganizationProviderSpec{ProviderRef: pipesv1.LocalObjectReference{Name: "openai"}, OrganizationID: "org", Enabled: &enabled}},
 	}, objs...)...).WithStatusSubresource(&pipesv1.ConnectedAccount{}, &pipesv1.Provider{}, &pipesv1.OrganizationProvider{})
-	if err := index.Register(context.Background(), builderIndexer{b}); err != nil {
-		t.Fatal(err)
-	}
 	c := b.Build()
 	store := credential.NewStore(c, keyring.New(e.kek))
 	s := &backendapi.Server{Client: c, APIReader: c, Store: store, Recorder: &events.FakeRecorder{},
@@ -211,7 +203,7 @@ func FuzzBackendAPI(f *testing.F) {
 	}
 	e := newFuzzEnv(f)
 	f.Fuzz(func(t *testing.T, method, path, query, body string) {
-		s, _ := e.server(t)
+		s, _ := e.server()
 		h := s.Handler()
 		e.connect(t, h)
 		target := path
@@ -267,7 +259,7 @@ func FuzzWatch(f *testing.F) {
 	f.Add("*", int64(60), "openai", strings.Repeat("u", 300), "")
 	e := newFuzzEnv(f)
 	f.Fuzz(func(t *testing.T, etag string, timeout int64, provider, user, org string) {
-		s, _ := e.server(t)
+		s, _ := e.server()
 		h := s.Handler()
 		e.connect(t, h)
 		ask := func(etag string, wait time.Duration) (*httptest.ResponseRecorder, wire.WatchResponse) {
@@ -337,7 +329,7 @@ func FuzzOAuthCallback(f *testing.F) {
 	f.Add(http.MethodPost, "state=x")
 	e := newFuzzEnv(f)
 	f.Fuzz(func(t *testing.T, method, query string) {
-		s, c := e.server(t)
+		s, c := e.server()
 		h := s.OAuthCallbackHandler()
 		req, err := http.NewRequest(method, "https://pipes.example.com"+wire.OAuthCallbackPath+"?"+query, nil)
 		if err != nil {
@@ -371,7 +363,7 @@ func TestFuzzOAuthCallbackIssued(t *testing.T) {
 	}
 	e := &fuzzEnv{kek: kek, signing: signing}
 	for _, extra := range []string{"error=access_denied", "code=anything", "code=" + strings.Repeat("%ff", 1000)} {
-		s, _ := e.server(t)
+		s, _ := e.server()
 		state, err := s.OAuth.States.Begin(context.Background(), oauth.Pending{Namespace: "ns", Provider: "github", UserID: "u", ReturnTo: "https://app.example.com/done"})
 		if err != nil {
 			t.Fatal(err)

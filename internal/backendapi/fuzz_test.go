@@ -1,36 +1,15 @@
 package backendapi_test
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
-	"github.com/go-logr/logr"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/events"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
-
-	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/backendapi"
-	"github.com/pipes-dev/pipes-operator/internal/credential"
-	"github.com/pipes-dev/pipes-operator/internal/crypto"
-	"github.com/pipes-dev/pipes-operator/internal/index"
-	"github.com/pipes-dev/pipes-operator/internal/keyring"
-	"github.com/pipes-dev/pipes-operator/internal/operator"
 	"github.com/pipes-dev/pipes-operator/internal/widgettoken"
 )
-
-// builderIndexer registers the manager's indexes on a fake client being built.
-type builderIndexer struct{ b *fake.ClientBuilder }
-
-func (i builderIndexer) IndexField(_ context.Context, obj client.Object, field string, fn client.IndexerFunc) error {
-	i.b.WithIndex(obj, field, fn)
-	return nil
-}
 
 // FuzzWidgetAPI sends arbitrary methods, paths and bodies to the widget API with a valid
 // admin token: whatever arrives is answered with a 2xx or a 4xx and a JSON error, never a
@@ -57,26 +36,8 @@ func FuzzWidgetAPI(f *testing.F) {
 	} {
 		f.Add(seed.method, seed.path, seed.body)
 	}
-	b := fake.NewClientBuilder().WithScheme(operator.Scheme()).WithObjects(
-		&pipesv1.Provider{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "openai"}, Spec: pipesv1.ProviderSpec{Method: pipesv1.AuthMethodAPIKey}},
-		&pipesv1.Provider{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "github"}, Spec: pipesv1.ProviderSpec{Method: pipesv1.AuthMethodOAuth,
-			OAuth: &pipesv1.OAuthSpec{AuthorizationURL: "https://example.com/a", TokenURL: "https://example.com/t", ClientID: "id"}}},
-	)
-	if err := index.Register(context.Background(), builderIndexer{b}); err != nil {
-		f.Fatal(err)
-	}
-	c := b.Build()
-	kek, err := crypto.NewKeyset()
-	if err != nil {
-		f.Fatal(err)
-	}
-	signing, err := widgettoken.NewKeyset()
-	if err != nil {
-		f.Fatal(err)
-	}
-	tokens := widgettoken.New(signing, 0)
-	s := &backendapi.Server{Client: c, APIReader: c, Store: credential.NewStore(c, keyring.New(kek)), Recorder: &events.FakeRecorder{},
-		Widgets: tokens, Log: logr.Discard(), Options: backendapi.Options{RateLimit: 1e9}}
+	s, _ := newFuzzEnv(f).server()
+	tokens := s.Widgets
 	h := s.WidgetHandler()
 	tok, _, err := tokens.Issue(widgettoken.Claims{Namespace: "ns", UserID: "user", OrganizationID: "org", Scopes: []string{widgettoken.ScopeManage}})
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 
 var alice = Context{Namespace: "team-a", Name: "openai-alice", Provider: "openai", User: "alice"}
 
-func testKeyset(t *testing.T) (*Keyset, []byte) {
+func testKeyset(t testing.TB) (*Keyset, []byte) {
 	t.Helper()
 	ks, err := NewKeyset()
 	if err != nil {
@@ -142,11 +142,7 @@ func TestRotateAndPrune(t *testing.T) {
 }
 
 func FuzzOpen(f *testing.F) {
-	ks, err := NewKeyset()
-	if err != nil {
-		f.Fatal(err)
-	}
-	pub, _ := ks.PublicKeysetJSON()
+	ks, pub := testKeyset(f)
 	sealed, _ := Seal(pub, []byte("sk-0123456789abcdef"), alice)
 	f.Add(sealed)
 	f.Add("v1:AAAA")
@@ -178,14 +174,7 @@ func FuzzOpen(f *testing.F) {
 // id KeyIDOf reports, and one character more or less never turns a rejected value into
 // one that opens.
 func FuzzParse(f *testing.F) {
-	ks, err := NewKeyset()
-	if err != nil {
-		f.Fatal(err)
-	}
-	pub, err := ks.PublicKeysetJSON()
-	if err != nil {
-		f.Fatal(err)
-	}
+	ks, pub := testKeyset(f)
 	sealed, err := Seal(pub, []byte("sk-0123456789abcdef"), alice)
 	if err != nil {
 		f.Fatal(err)
@@ -218,14 +207,7 @@ func FuzzParse(f *testing.F) {
 // kubectl pipes seal reads from the ConfigMap or a file): no panic; a keyset it accepts
 // seals values that parse, naming one of its keys.
 func FuzzParsePublicKeyset(f *testing.F) {
-	ks, err := NewKeyset()
-	if err != nil {
-		f.Fatal(err)
-	}
-	pub, err := ks.PublicKeysetJSON()
-	if err != nil {
-		f.Fatal(err)
-	}
+	ks, pub := testKeyset(f)
 	private, err := ks.MarshalJSON()
 	if err != nil {
 		f.Fatal(err)

@@ -3,7 +3,6 @@ package sidecar
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -16,23 +15,9 @@ import (
 	"time"
 
 	"github.com/pipes-dev/pipes-operator/internal/apiclient"
+	"github.com/pipes-dev/pipes-operator/internal/apiclient/apiclienttest"
 	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
-
-// cannedBackend answers every call with the same status, Retry-After and body.
-type cannedBackend struct {
-	status     int
-	retryAfter string
-	body       []byte
-}
-
-func (b cannedBackend) RoundTrip(*http.Request) (*http.Response, error) {
-	h := http.Header{"Content-Type": {"application/json"}}
-	if b.retryAfter != "" {
-		h.Set("Retry-After", b.retryAfter)
-	}
-	return &http.Response{StatusCode: b.status, Header: h, Body: io.NopCloser(strings.NewReader(string(b.body)))}, nil
-}
 
 var fuzzRefs = []wire.CredentialRef{{Provider: "openai", UserID: "u"}, {Provider: "github", UserID: "u", OrganizationID: "org"}}
 
@@ -92,7 +77,7 @@ func FuzzSync(f *testing.F) {
 			}
 		}
 		api := apiclient.New("https://pipes.example.com", apiclient.WithToken("t"),
-			apiclient.WithHTTPClient(&http.Client{Transport: cannedBackend{status, retryAfter, body}}))
+			apiclient.WithHTTPClient(&http.Client{Transport: apiclienttest.Canned{Status: status, RetryAfter: retryAfter, Body: body}}))
 		s := New(Config{Credentials: fuzzRefs, Dir: dir, WatchTimeout: time.Second, FileGID: -1}, api, slog.New(slog.DiscardHandler))
 		for _, wait := range []bool{false, true} {
 			_ = s.Sync(context.Background(), wait)
@@ -175,8 +160,8 @@ func FuzzServeCredential(f *testing.F) {
 	}
 	good := wire.CredentialsResponse{Active: true, Credential: &wire.Credential{Object: "credential", AuthMethod: wire.AuthMethodAPIKey, Value: "sk-fuzz-0001", Version: 1}}
 	oauthGood := wire.CredentialsResponse{Active: true, Credential: &wire.Credential{Object: "credential", AuthMethod: wire.AuthMethodOAuth, Value: "gho-fuzz-0001", Version: 3}}
-	api := apiclient.New("https://pipes.example.com", apiclient.WithToken("t"), apiclient.WithHTTPClient(&http.Client{Transport: cannedBackend{status: 200,
-		body: watchBody(wire.WatchedCredential{CredentialRef: fuzzRefs[0], CredentialsResponse: good}, wire.WatchedCredential{CredentialRef: fuzzRefs[1], CredentialsResponse: oauthGood})}}))
+	api := apiclient.New("https://pipes.example.com", apiclient.WithToken("t"), apiclient.WithHTTPClient(&http.Client{Transport: apiclienttest.Canned{Status: 200,
+		Body: watchBody(wire.WatchedCredential{CredentialRef: fuzzRefs[0], CredentialsResponse: good}, wire.WatchedCredential{CredentialRef: fuzzRefs[1], CredentialsResponse: oauthGood})}}))
 	s := New(Config{Credentials: fuzzRefs, FileGID: -1}, api, slog.New(slog.DiscardHandler))
 	if err := s.Sync(context.Background(), false); err != nil {
 		f.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/pipes-dev/pipes-operator/internal/apiclient"
+	"github.com/pipes-dev/pipes-operator/internal/vendspec"
 	"github.com/pipes-dev/pipes-operator/internal/wire"
 )
 
@@ -279,9 +280,6 @@ func jitter(d time.Duration) time.Duration {
 // safeName keeps IDs that are plain file names as they are.
 var safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$`)
 
-// providerName is a Provider's name as the credentials annotation takes it (vendspec).
-var providerName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
-
 // FilePath is where a credential's files live: DIR/PROVIDER/USER[@ORG]/, with IDs that
 // are not plain file names (and providers that are not Provider names) hex-encoded, so
 // that it is always inside DIR.
@@ -294,7 +292,7 @@ func FilePath(dir string, ref wire.CredentialRef) string {
 		name = fmt.Sprintf("x-%x", name)
 	}
 	provider := ref.Provider
-	if !providerName.MatchString(provider) || len(provider) > 253 || strings.Contains(provider, "..") {
+	if !vendspec.IsProviderName(provider) {
 		provider = fmt.Sprintf("x-%x", provider) // never a Provider's name: the annotation allows none such
 	}
 	return filepath.Join(dir, provider, name)

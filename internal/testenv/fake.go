@@ -10,11 +10,15 @@ import (
 	"github.com/pipes-dev/pipes-operator/internal/operator"
 )
 
+// fakeScheme is built once: fuzz targets build a fake client per input, and a scheme is
+// read-only once built.
+var fakeScheme = operator.Scheme()
+
 // FakeClient is a fake client builder with the operator's scheme, objs and the field
-// indexes the reconcilers and webhooks query, for unit tests of their decisions that
-// need no control plane.
+// indexes the reconcilers, webhooks and backend API query, for unit tests and fuzz
+// targets that need no control plane.
 func FakeClient(objs ...client.Object) *fake.ClientBuilder {
-	b := fake.NewClientBuilder().WithScheme(operator.Scheme()).WithObjects(objs...)
+	b := fake.NewClientBuilder().WithScheme(fakeScheme).WithObjects(objs...)
 	if err := index.Register(context.Background(), builderIndexer{b}); err != nil {
 		panic(err) // only WithIndex is called, which cannot fail
 	}

@@ -18,6 +18,13 @@ const MaxEntries = 32
 
 var providerName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
 
+// IsProviderName reports whether s can be a Provider's name (a DNS subdomain: lowercase
+// letters, digits, '-' and '.', at most 253, no empty label). Checked here rather than
+// with apimachinery's validation, which the vend sidecar's binary does not link.
+func IsProviderName(s string) bool {
+	return providerName.MatchString(s) && len(s) <= 253 && !strings.Contains(s, "..")
+}
+
 // Parse reads a credentials list. Errors name the offending entry and the expected form.
 func Parse(s string) ([]wire.CredentialRef, error) {
 	if strings.TrimSpace(s) == "" {
@@ -31,7 +38,7 @@ func Parse(s string) ([]wire.CredentialRef, error) {
 		if !ok || entry == "" {
 			return nil, fmt.Errorf("entry %d (%q) is not PROVIDER:USER_ID[@ORGANIZATION_ID]", i+1, entry)
 		}
-		if !providerName.MatchString(provider) || len(provider) > 253 {
+		if !IsProviderName(provider) {
 			return nil, fmt.Errorf("entry %d (%q): %q is not a Provider name (lowercase letters, digits, '-' and '.')", i+1, entry, provider)
 		}
 		user, org := rest, ""

@@ -36,6 +36,7 @@ func TestParseRejects(t *testing.T) {
 		"github":                 `entry 1 ("github") is not PROVIDER:USER_ID`,
 		"github:":                "has no user ID",
 		"GitHub:u":               "is not a Provider name",
+		"open..ai:u":             "is not a Provider name",
 		"github:u,,openai:u":     "entry 2",
 		"github:u, github:u":     "repeats",
 		"github:u@ org":          "whitespace",
