@@ -63,9 +63,16 @@ func TestWidgetSessionsOnEveryReplica(t *testing.T) {
 		if status, body := setKey(follower, issue(issuer, "user_1"), key); status != http.StatusOK {
 			t.Fatalf("a token issued by replica %d on the follower: %d %s", i, status, body)
 		}
-		got, err := backend(env.Operator).Credentials(ctx, "openai", wire.CredentialsRequest{UserID: "user_1"})
-		if err != nil || got.Credential.GetValue() != key {
-			t.Fatalf("vend on the leader after the follower stored the key: %v %+v", err, got)
+		// The leader vends from its cache, which follows the follower's write through its
+		// watch: at once or within moments, not before the write (docs/api.md).
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			got, err := backend(env.Operator).Credentials(ctx, "openai", wire.CredentialsRequest{UserID: "user_1"})
+			if err == nil && got.Credential.GetValue() == key {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("vend on the leader 10 s after the follower stored the key: %v %+v", err, got)
+			}
 		}
 	}
 
