@@ -5,7 +5,9 @@
 package widget_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -42,7 +44,10 @@ type suite struct {
 	env     *testenv.Env
 	ns      string
 	backend *apiclient.Client
-	browser context.Context
+	// backendHTTP and backendToken call the backend API's routes apiclient has no method for.
+	backendHTTP  *http.Client
+	backendToken string
+	browser      context.Context
 	// host serves the demo pages on an allowed origin; other on an origin that is not allowed.
 	host, other *httptest.Server
 	// mint is what the demo pages' Mint calls: tests choose the user and token.
@@ -141,6 +146,7 @@ func run(m *testing.M) (int, error) {
 		return 0, err
 	}
 	s.backend = apiclient.New(s.env.APIURL(), apiclient.WithHTTPClient(h), apiclient.WithToken(tok))
+	s.backendHTTP, s.backendToken = h, tok
 
 	demo := &widget.Demo{
 		ScriptURL: s.env.PublicURL() + s.env.Operator.Public.Assets.ScriptPath(),
@@ -205,18 +211,30 @@ type page struct {
 	t   *testing.T
 	ctx context.Context
 
-	mu       sync.Mutex
-	console  []string // console calls, exceptions and browser log entries (CSP reports among them)
-	requests map[network.RequestID]*network.Request
-	order    []network.RequestID
+	mu        sync.Mutex
+	console   []string // console calls, exceptions and browser log entries (CSP reports among them)
+	requests  map[network.RequestID]*network.Request
+	order     []network.RequestID
+	responses map[network.RequestID]*network.Response // the last one: after any redirects
+	loaded    map[network.RequestID]error             // nil once the body is in, else why it is not
+	// redirected are the requests that were redirected (and followed) at least once.
+	redirected map[network.RequestID]bool
 }
 
 func newPage(t *testing.T) *page {
 	t.Helper()
+	return openPage(t, network.EnableParams{})
+}
+
+// openPage is newPage with the Network domain enabled with params.
+func openPage(t *testing.T, params network.EnableParams) *page {
+	t.Helper()
 	ctx, cancel := chromedp.NewContext(s.browser)
 	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
 	t.Cleanup(func() { cancelTimeout(); cancel() })
-	p := &page{t: t, ctx: ctx, requests: map[network.RequestID]*network.Request{}}
+	p := &page{t: t, ctx: ctx, requests: map[network.RequestID]*network.Request{},
+		responses: map[network.RequestID]*network.Response{}, loaded: map[network.RequestID]error{},
+		redirected: map[network.RequestID]bool{}}
 	if err := chromedp.Listen(ctx, func(ev any) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -234,11 +252,20 @@ func newPage(t *testing.T) *page {
 				p.order = append(p.order, e.RequestID)
 			}
 			p.requests[e.RequestID] = e.Request
+			if e.RedirectResponse != nil {
+				p.redirected[e.RequestID] = true
+			}
+		case *network.EventResponseReceived:
+			p.responses[e.RequestID] = e.Response
+		case *network.EventLoadingFinished:
+			p.loaded[e.RequestID] = nil
+		case *network.EventLoadingFailed:
+			p.loaded[e.RequestID] = fmt.Errorf("loading failed: %s", e.ErrorText)
 		}
 	}); err != nil {
 		t.Fatal(err)
 	}
-	p.check(chromedp.Call(ctx, network.Enable, network.EnableParams{}))
+	p.check(chromedp.Call(ctx, network.Enable, params))
 	p.check(chromedp.Call(ctx, cdplog.Enable, cdp.Empty{}))
 	p.check(chromedp.Call(ctx, runtime.Enable, cdp.Empty{}))
 	return p
@@ -328,10 +355,19 @@ const deepDOM = `(() => {
 })()`
 
 // leaks says where secret appears in the page: its DOM, its console, any request other
-// than the PUT that submitted it, any response body.
+// than the PUT that submitted it, any response body. A body it cannot read (one that should
+// be there, or a request body the browser says exists) is reported too, so that the check
+// never passes by not looking; answers that have no body (204, 304, a redirect followed to
+// its end, a preflight) are not.
 func (p *page) leaks(secret string) []string {
 	p.t.Helper()
-	var where []string
+	where, _ := p.search(secret)
+	return where
+}
+
+// search is leaks, and how many response bodies it read.
+func (p *page) search(secret string) (where []string, bodies int) {
+	p.t.Helper()
 	dom := evaluate[string](p, deepDOM)
 	if strings.Contains(dom, secret) {
 		where = append(where, "DOM")
@@ -347,6 +383,10 @@ func (p *page) leaks(secret string) []string {
 	for id, r := range p.requests {
 		reqs[id] = r
 	}
+	resps := map[network.RequestID]*network.Response{}
+	for id, r := range p.responses {
+		resps[id] = r
+	}
 	p.mu.Unlock()
 	for _, id := range ids {
 		r := reqs[id]
@@ -358,19 +398,72 @@ func (p *page) leaks(secret string) []string {
 				where = append(where, "request header "+k)
 			}
 		}
-		body, _ := chromedp.Call(p.ctx, network.GetResponseBody, network.GetResponseBodyParams{RequestID: id})
-		if strings.Contains(string(body.Body), secret) {
-			where = append(where, "response body of "+r.Method+" "+r.URL)
+		if resp := resps[id]; resp != nil && hasBody(r.Method, resp.Status) {
+			body, err := p.responseBody(id)
+			switch {
+			case err != nil:
+				where = append(where, fmt.Sprintf("unreadable response body of %s %s (%d): %v", r.Method, r.URL, resp.Status, err))
+			case bytes.Contains(body, []byte(secret)):
+				where = append(where, "response body of "+r.Method+" "+r.URL)
+			default:
+				bodies++
+			}
 		}
 		if r.Method == http.MethodPut && strings.HasSuffix(r.URL, "/api-key") {
 			continue // the submit itself carries it
 		}
-		post, _ := chromedp.Call(p.ctx, network.GetRequestPostData, network.GetRequestPostDataParams{RequestID: id})
-		if strings.Contains(string(post.PostData), secret) {
+		if !r.HasPostData {
+			continue
+		}
+		post, err := chromedp.Call(p.ctx, network.GetRequestPostData, network.GetRequestPostDataParams{RequestID: id})
+		if err != nil {
+			where = append(where, fmt.Sprintf("unreadable request body of %s %s: %v", r.Method, r.URL, err))
+		} else if bytes.Contains(post.PostData, []byte(secret)) {
 			where = append(where, "request body of "+r.Method+" "+r.URL)
 		}
 	}
-	return where
+	return where, bodies
+}
+
+// hasBody reports whether an answer with status to method carries a body to search.
+// Redirects are followed: a request's response is its last one, so a 3xx here is one
+// the page did not follow (fetch's redirect: 'manual'), which has none.
+func hasBody(method string, status int64) bool {
+	switch {
+	case method == http.MethodOptions || method == http.MethodHead:
+		return false
+	case status == http.StatusNoContent || status == http.StatusResetContent || status == http.StatusNotModified:
+		return false
+	case status >= 300 && status < 400:
+		return false
+	}
+	return status >= 200
+}
+
+// responseBody waits for request id's body to be loaded and returns it.
+func (p *page) responseBody(id network.RequestID) ([]byte, error) {
+	p.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p.mu.Lock()
+		loadErr, done := p.loaded[id]
+		p.mu.Unlock()
+		if done && loadErr != nil {
+			return nil, loadErr
+		}
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, errors.New("still loading after 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	got, err := chromedp.Call(p.ctx, network.GetResponseBody, network.GetResponseBodyParams{RequestID: id})
+	if err != nil {
+		return nil, err
+	}
+	return got.Body, nil // decoded from base64 by cdproto when the browser sent it so
 }
 
 // heapHolds reports whether the page's JavaScript heap, after a garbage collection,

@@ -68,7 +68,39 @@
     adminToggle: 'Enabled for your organization',
     announceEnabled: '{name} enabled for your organization',
     announceDisabled: '{name} disabled for your organization',
+    // Failed requests, chosen by the code of the API's answer (see ERRORS below). The
+    // server's own message is for developers: it goes to the pipes-error event, not here.
+    errorKeyRejected: 'This key cannot be used: an API key is a single line of printable text, at most 8 KB. Check it and paste it again.',
+    errorForbidden: 'You are not allowed to make this change. Ask your organization admin.',
+    errorNotFound: 'This is no longer available. Reload the page.',
+    errorConflict: 'Something changed at the same time. Please try again.',
+    errorProviderDisabled: '{name} is not enabled for your organization. Ask your organization admin.',
+    errorRateLimited: 'Too many attempts. Wait a moment and try again.',
+    errorUnavailable: 'This is not available right now. Please try again later.',
   };
+
+  // API error code -> strings key; any other code reads strings.genericError.
+  const ERRORS = {
+    network: 'networkError',
+    forbidden: 'errorForbidden',
+    not_found: 'errorNotFound',
+    conflict: 'errorConflict',
+    provider_disabled: 'errorProviderDisabled',
+    not_configured: 'oauthUnavailable',
+    rate_limited: 'errorRateLimited',
+    unavailable: 'errorUnavailable',
+    not_implemented: 'errorUnavailable',
+  };
+
+  /**
+   * The text a person reads for a failed request: always from the strings table. On the
+   * key form, a refused body can only be the key (the widget sends nothing else).
+   */
+  function errorText(err, name, keyForm) {
+    const c = err && err.code;
+    return t(keyForm && (c === 'invalid_request' || c === 'request_too_large') ? 'errorKeyRejected'
+      : Object.prototype.hasOwnProperty.call(ERRORS, c) ? ERRORS[c] : 'genericError', { name });
+  }
 
   let PW; // window.PipesWidget, assigned below
 
@@ -300,7 +332,7 @@ background:var(--pipes-muted);transition:transform .15s}
       } catch (err) {
         if (gen !== this._gen) return; // superseded, or a 401 already showed "expired"
         this._status = 'error';
-        this._error = err.message;
+        this._error = errorText(err);
       }
       this.render();
     }
@@ -314,7 +346,8 @@ background:var(--pipes-muted);transition:transform .15s}
 
     /**
      * One API call. body is a JSON string (or undefined); the reference to it is
-     * dropped as soon as fetch has taken it. Throws ApiError with the server's message.
+     * dropped as soon as fetch has taken it. Throws ApiError with the answer's code and
+     * the server's message (shown only through the pipes-error event; see errorText).
      */
     async _api(method, path, body) {
       const token = this._token;
@@ -336,7 +369,7 @@ background:var(--pipes-muted);transition:transform .15s}
         body = undefined;
         res = await pending;
       } catch (_) {
-        throw new ApiError(0, 'network', t('networkError'));
+        throw this._fail(0, 'network', 'the request did not reach the server (network, CORS or TLS)');
       }
       let data = null;
       if (res.status !== 204) {
@@ -344,9 +377,15 @@ background:var(--pipes-muted);transition:transform .15s}
       }
       if (res.ok) return data;
       const code = data && typeof data.code === 'string' ? data.code : '';
-      const msg = data && typeof data.message === 'string' && data.message ? data.message : t('genericError');
+      const msg = data && typeof data.message === 'string' ? data.message : '';
       if (res.status === 401 && token === this._token) this._expire(code, msg);
-      throw new ApiError(res.status, code, msg);
+      throw this._fail(res.status, code, msg);
+    }
+
+    /** An ApiError, announced to the app (pipes-error) with what the server said. */
+    _fail(status, code, message) {
+      this.dispatchEvent(new CustomEvent('pipes-error', { bubbles: true, composed: true, detail: { status, code, message } }));
+      return new ApiError(status, code, message);
     }
 
     /** Any 401: show the expired state once and tell the app (it may set el.token). */
@@ -608,7 +647,7 @@ background:var(--pipes-muted);transition:transform .15s}
       } catch (err) {
         if (win) win.close();
         if (gen !== this._gen) return;
-        s.error = err.message;
+        s.error = errorText(err, p.name || slug);
       }
       s.busy = false;
       this._updateRow(slug, ['[data-action="oauth-connect"]']);
@@ -707,9 +746,9 @@ background:var(--pipes-muted);transition:transform .15s}
           : t('announceConnectedNoKey', { name }));
       } catch (err) {
         if (gen !== this._gen) return;
-        // Reopen an empty form with the server's message so the user can try again.
+        // Reopen an empty form with what went wrong so the user can try again.
         s.mode = 'form';
-        s.error = err.message;
+        s.error = errorText(err, p.name || slug, true);
         this._updateRow(slug, ['[data-role="key"]']);
       }
     }
@@ -736,7 +775,7 @@ background:var(--pipes-muted);transition:transform .15s}
       } catch (err) {
         if (gen !== this._gen) return;
         s.mode = 'view';
-        s.error = err.message;
+        s.error = errorText(err, p.name || slug);
         this._updateRow(slug, ['[data-action="disconnect"]']);
       }
     }
@@ -782,7 +821,7 @@ background:var(--pipes-muted);transition:transform .15s}
         this._announce(t(cur.enabled ? 'announceEnabled' : 'announceDisabled', { name: cur.name || slug }));
       } catch (err) {
         if (gen !== this._gen) return;
-        s.error = err.message;
+        s.error = errorText(err, p.name || slug);
       }
       s.busy = false;
       this._updateRow(slug, ['[data-action="toggle"]']);
