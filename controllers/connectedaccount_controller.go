@@ -36,6 +36,7 @@ import (
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/credential"
 	"github.com/pipes-dev/pipes-operator/internal/index"
+	"github.com/pipes-dev/pipes-operator/internal/oauth"
 	"github.com/pipes-dev/pipes-operator/internal/sealing"
 	"github.com/pipes-dev/pipes-operator/internal/validation"
 	"github.com/pipes-dev/pipes-operator/internal/writetrack"
@@ -66,6 +67,8 @@ type ConnectedAccountReconciler struct {
 
 	// written tells a cached account older than our own last write of it.
 	written writetrack.Tracker
+	// overdue spreads the refreshes of tokens found past their refresh point.
+	overdue overdueSpread
 }
 
 // RefreshLead is the most ahead of its expiry an OAuth token is refreshed.
@@ -295,24 +298,54 @@ func (r *ConnectedAccountReconciler) refreshAhead(ctx context.Context, ca *pipes
 	if stored.TokenExpiry.IsZero() {
 		return 0, nil
 	}
-	if wait := refreshDelay(stored, time.Now(), rand.N[time.Duration]); wait > 0 {
+	if wait := r.refreshWait(ca.UID, stored, time.Now()); wait > 0 {
 		return wait, nil
 	}
+	if wait := time.Until(stored.RefreshRetryAt); wait > 0 {
+		return wait, nil // the last refresh failed: the next waits for its backoff
+	}
 	// The refreshed Secret's event reconciles the account again, which schedules the next.
-	return 0, r.RefreshOAuth(ctx, ca, secret)
+	err = r.RefreshOAuth(ctx, ca, secret)
+	if retry := (*oauth.RetryError)(nil); errors.As(err, &retry) {
+		if retry.Cause != nil {
+			r.event(ca, corev1.EventTypeWarning, pipesv1.EventRefreshFailed, pipesv1.ActionRefresh, "%s; the token is vended until it expires at %s",
+				retry, stored.TokenExpiry.UTC().Format(time.RFC3339))
+		}
+		return max(time.Until(retry.At), 100*time.Millisecond), nil
+	}
+	return 0, err
+}
+
+// refreshWait is how long account uid's token stored waits for its refresh (0: now):
+// until its refresh point (refreshDelay, with stableJitter), or, when found well past
+// that point (the leader was away), until the moment overdueSpread gives it.
+func (r *ConnectedAccountReconciler) refreshWait(uid types.UID, stored credential.Stored, now time.Time) time.Duration {
+	lead := refreshLead(stored)
+	point := stored.TokenExpiry.Add(-lead - stableJitter(uid, stored.TokenExpiry)(lead/2))
+	if now.Sub(point) > overdueGrace {
+		return r.overdue.delay(uid, stored.TokenExpiry, now, rand.N[time.Duration])
+	}
+	return max(point.Sub(now), 0)
+}
+
+// overdueGrace: a token found this long past its refresh point is overdue, not merely
+// reached by its requeue (which a busy work queue can hold back some seconds).
+const overdueGrace = 30 * time.Second
+
+// refreshLead is how long before its expiry stored's token is due: a quarter of its
+// lifetime, at most RefreshLead.
+func refreshLead(stored credential.Stored) time.Duration {
+	return min(RefreshLead, max(stored.TokenExpiry.Sub(stored.RotatedAt)/4, time.Second))
 }
 
 // refreshDelay is how long until stored's token should be refreshed (0: now): a quarter
-// of its lifetime before expiry (at most RefreshLead), brought forward by a random part
-// of up to half that (random returns a duration below its argument), so that tokens
-// issued together are refreshed spread over a while rather than all at once.
-func refreshDelay(stored credential.Stored, now time.Time, random func(time.Duration) time.Duration) time.Duration {
-	lead := min(RefreshLead, max(stored.TokenExpiry.Sub(stored.RotatedAt)/4, time.Second))
-	due := stored.TokenExpiry.Sub(now) - lead
-	if due <= 0 {
-		return 0
-	}
-	return max(due+time.Second-random(lead/2+time.Second), 100*time.Millisecond)
+// of its lifetime before expiry (at most RefreshLead), brought forward by up to half
+// that (jitter returns a duration below its argument, the same one for a token on
+// every call: stableJitter), so that tokens issued together are refreshed spread over
+// a while rather than all at once.
+func refreshDelay(stored credential.Stored, now time.Time, jitter func(time.Duration) time.Duration) time.Duration {
+	lead := refreshLead(stored)
+	return max(stored.TokenExpiry.Add(-lead-jitter(lead/2)).Sub(now), 0)
 }
 
 // hasSource reports whether ca names a source of its API key in spec.apiKey.
@@ -451,6 +484,7 @@ func (r *ConnectedAccountReconciler) finalize(ctx context.Context, ca *pipesv1.C
 func (r *ConnectedAccountReconciler) removeOrphan(ctx context.Context, account types.NamespacedName) error {
 	gone, err := r.Store.DeleteOrphan(ctx, r.APIReader, account)
 	if gone != nil {
+		r.overdue.forget(gone.UID)
 		r.event(gone, corev1.EventTypeNormal, pipesv1.EventDisconnected, pipesv1.ActionDisconnect, "ConnectedAccount deleted; stored credential removed")
 	}
 	return err

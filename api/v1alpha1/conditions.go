@@ -105,6 +105,10 @@ const (
 	EventCredentialRetained Reason = "CredentialRetained"
 	// EventReauthorizationNeeded: the stored credential stopped working.
 	EventReauthorizationNeeded Reason = "ReauthorizationNeeded"
+	// EventRefreshFailed: the provider's token endpoint failed to refresh an OAuth token
+	// (no answer, 5xx, 429); the token is vended while it is valid, and the refresh is
+	// retried with backoff.
+	EventRefreshFailed Reason = "RefreshFailed"
 )
 
 // EventAction is the action of an Event (events.k8s.io `action`): what the operator did
@@ -125,4 +129,6 @@ const (
 	ActionRetain EventAction = "Retain"
 	// ActionVend: handing out the credential (it stopped working).
 	ActionVend EventAction = "Vend"
+	// ActionRefresh: refreshing an OAuth access token ahead of its expiry.
+	ActionRefresh EventAction = "Refresh"
 )

@@ -49,6 +49,11 @@ const (
 	// AnnotationRefreshing on a credential Secret is the lock of the replica refreshing
 	// its OAuth token ("<replica> <RFC 3339 deadline>"): a refresh token is spent once.
 	AnnotationRefreshing = "pipes.dev/refreshing"
+	// AnnotationRefreshRetry on a credential Secret records its OAuth token's failed
+	// refreshes ("<failures in a row> <RFC 3339 time of the next attempt>"): no replica
+	// tries again before then, so a failing token endpoint is retried with backoff. A
+	// successful refresh removes it.
+	AnnotationRefreshRetry = "pipes.dev/refresh-retry"
 	// AnnotationExpiresAt on a short-lived object (an OAuth authorization in progress)
 	// says when it may be removed (RFC 3339).
 	AnnotationExpiresAt = "pipes.dev/expires-at"

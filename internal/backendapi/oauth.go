@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
@@ -199,26 +201,66 @@ func (s *Server) OAuthCallbackHandler() http.Handler {
 		}
 		account = accountName(nil, pending.Provider, pending.UserID, pending.OrganizationID)
 		if e := q.Get("error"); e != "" {
-			result = wire.OAuthDenied
-			finish(w, r, pending, wire.OAuthDenied, "access was not granted at the provider")
+			result = providerErrorCode(e)
+			s.Log.Info("OAuth callback: the provider ended the authorization with an error", "account", account, "error", oauthErrorToken(e))
+			finish(w, r, pending, result, s.providerErrorMessage(e))
 			return
 		}
 		if err := s.completeOAuth(r, pending, q.Get("code")); err != nil {
 			var ae *apiError
-			code := wire.OAuthStoreFailed
+			code, message := wire.OAuthStoreFailed, "The connection could not be stored; start again from the application."
 			switch {
 			case errors.As(err, &ae) && ae.code == wire.OAuthExchangeFailed:
-				code = wire.OAuthExchangeFailed
-			case !errors.As(err, &ae):
-				s.Log.Error(err, "OAuth callback: storing the token", "account", account)
+				code, message = wire.OAuthExchangeFailed, err.Error()
+			case errors.As(err, &ae):
+				message = err.Error() // the operator's own explanation (not configured, disabled…)
+			default:
+				s.Log.Error(err, "OAuth callback: storing the token", "account", account) // the page says no more
 			}
 			result = code
-			finish(w, r, pending, code, err.Error())
+			finish(w, r, pending, code, message)
 			return
 		}
 		result = "ok"
 		finish(w, r, pending, "", "")
 	})
+}
+
+// providerErrorCode is the code a callback carrying the provider's error e ends with.
+func providerErrorCode(e string) string {
+	switch e {
+	case wire.OAuthDenied:
+		return wire.OAuthDenied
+	case wire.OAuthRedirectMismatch:
+		return wire.OAuthRedirectMismatch
+	}
+	return wire.OAuthProviderError
+}
+
+// providerErrorMessage explains the provider's error e on the page a flow ends on.
+func (s *Server) providerErrorMessage(e string) string {
+	switch providerErrorCode(e) {
+	case wire.OAuthDenied:
+		return "Access was not granted at the provider."
+	case wire.OAuthRedirectMismatch:
+		return "The provider does not accept this operator's callback URL " + s.OAuth.CallbackURL() + ": an administrator must register it with the provider's OAuth app."
+	}
+	return "The provider ended the authorization with the error " + strconv.Quote(oauthErrorToken(e)) + "."
+}
+
+// oauthErrorToken is e if it is an RFC 6749 error code (printable ASCII without " and \,
+// at most 64 characters), otherwise "invalid": what the provider sent is neither
+// echoed into pages and logs nor trusted.
+func oauthErrorToken(e string) string {
+	if len(e) > 64 {
+		return "invalid"
+	}
+	for _, c := range []byte(e) {
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return "invalid"
+		}
+	}
+	return e
 }
 
 // completeOAuth exchanges code for a token and stores it in the account of pending,
@@ -272,6 +314,9 @@ func finish(w http.ResponseWriter, r *http.Request, pending *oauth.Pending, code
 			} else {
 				q.Set("status", "error")
 				q.Set("error", code)
+				if pe := r.URL.Query().Get("error"); code == wire.OAuthProviderError {
+					q.Set("provider_error", oauthErrorToken(pe))
+				}
 			}
 			u.RawQuery = q.Encode()
 			// return_to came from the state, where only one of the Provider's
@@ -326,6 +371,12 @@ func (s *Server) vendOAuth(c *call, p *pipesv1.Provider, ca *pipesv1.ConnectedAc
 	case err != nil && isAPIError(err):
 		return notInstalled, origin, time.Time{}, err
 	case err != nil:
+		var retry *oauth.RetryError
+		if errors.As(err, &retry) {
+			e := errorf(http.StatusServiceUnavailable, wire.CodeUnavailable, "the access token expired and %s; retry then", retry)
+			e.header = http.Header{"Retry-After": {strconv.Itoa(max(1, int(math.Ceil(time.Until(retry.At).Seconds()))))}}
+			return notInstalled, origin, time.Time{}, e
+		}
 		var pe *oauth.ProviderError
 		if errors.As(err, &pe) {
 			e := errorf(http.StatusServiceUnavailable, wire.CodeUnavailable, "the access token expired and %s; retry shortly", pe)

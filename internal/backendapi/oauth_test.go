@@ -68,6 +68,7 @@ var _ = Describe("OAuth providers", func() {
 		backendTok = serviceAccountToken(ctx, ns, "backend", "pipes-backend", ns)
 		// Tokens that live seconds: refresh only in the last second.
 		env.Operator.Refresher.Skew = time.Second
+		env.Operator.Refresher.BackoffBase, env.Operator.Refresher.BackoffMax = 500*time.Millisecond, 2*time.Second
 	})
 
 	authorize := func(_ context.Context, user, org, ret string) string {
@@ -184,6 +185,33 @@ var _ = Describe("OAuth providers", func() {
 		Expect(vend(ctx, "user_3", "").Error).To(Equal(wire.ErrorNotInstalled))
 	})
 
+	It("tells a callback URL the provider refuses (redirect_uri_mismatch) from other provider errors, without echoing what the provider sent", func(ctx SpecContext) {
+		begin := func(user, ret string) string {
+			return mustQuery(authorize(ctx, user, "", ret)).Get("state")
+		}
+		// GitHub's answer to an unregistered callback URL: back to the registered one with an error.
+		status, back, _ := hop(env.PublicURL() + wire.OAuthCallbackPath + "?error=redirect_uri_mismatch&state=" + begin("user_11", returnTo))
+		Expect(status).To(Equal(http.StatusSeeOther))
+		Expect(mustQuery(back).Get("error")).To(Equal(wire.OAuthRedirectMismatch))
+		status, _, body := hop(env.PublicURL() + wire.OAuthCallbackPath + "?error=redirect_uri_mismatch&state=" + begin("user_11", ""))
+		Expect(status).To(Equal(http.StatusBadRequest))
+		Expect(body).To(ContainSubstring(env.PublicURL() + wire.OAuthCallbackPath))
+		Expect(body).To(ContainSubstring("register"))
+
+		status, back, _ = hop(env.PublicURL() + wire.OAuthCallbackPath + "?error=invalid_scope&state=" + begin("user_11", returnTo))
+		Expect(status).To(Equal(http.StatusSeeOther))
+		Expect(mustQuery(back).Get("error")).To(Equal(wire.OAuthProviderError))
+		Expect(mustQuery(back).Get("provider_error")).To(Equal("invalid_scope"))
+		// What is not an RFC 6749 error code is not passed on.
+		status, back, _ = hop(env.PublicURL() + wire.OAuthCallbackPath + "?error=%3Cscript%3E%22x&state=" + begin("user_11", returnTo))
+		Expect(status).To(Equal(http.StatusSeeOther))
+		Expect(mustQuery(back).Get("provider_error")).To(Equal("invalid"))
+		status, _, body = hop(env.PublicURL() + wire.OAuthCallbackPath + "?error=%3Cscript%3E%22x&state=" + begin("user_11", ""))
+		Expect(status).To(Equal(http.StatusBadRequest))
+		Expect(body).NotTo(ContainSubstring("script"))
+		Expect(vend(ctx, "user_11", "").Error).To(Equal(wire.ErrorNotInstalled))
+	})
+
 	It("refreshes an expiring token once for many concurrent callers, spending each refresh token once", func(ctx SpecContext) {
 		connect(authorize(ctx, "user_4", "", returnTo))
 		first := vend(ctx, "user_4", "").Credential.Value
@@ -224,7 +252,12 @@ var _ = Describe("OAuth providers", func() {
 		Expect(server.ValidAccessToken(got.Credential.Value)).To(BeTrue())
 
 		server.RevokeRefreshTokens()
-		Eventually(func() string { return vend(ctx, "user_5", "").Error }, 15*time.Second).Should(Equal(wire.ErrorNeedsReauthorization))
+		// Until the failures' backoff ends, a vend of the expired token answers 503.
+		Eventually(func(g Gomega) string {
+			got, err := api(backendTok, ns).Token(ctx, "github", wire.CredentialsRequest{UserID: "user_5"})
+			g.Expect(err).NotTo(HaveOccurred())
+			return got.Error
+		}, 15*time.Second).Should(Equal(wire.ErrorNeedsReauthorization))
 		Eventually(func(g Gomega) {
 			ca := account(ctx, "user_5", "")
 			g.Expect(ca.Status.State).To(Equal(pipesv1.StateNeedsReauthorization))
@@ -336,6 +369,51 @@ var _ = Describe("OAuth providers", func() {
 			return credential.Describe(&secret).Version
 		}, 3*ttl).Should(BeNumerically(">", first.Version))
 		Expect(credential.Describe(&secret).TokenExpiry).To(BeTemporally(">", first.TokenExpiry))
+		Expect(server.Stats().DoubleSpends).To(BeZero())
+	})
+
+	It("retries a failing token endpoint with backoff, not at once, says why, and recovers when it answers again", func(ctx SpecContext) {
+		connect(authorize(ctx, "user_10", "", returnTo))
+		ca := account(ctx, "user_10", "")
+		key := client.ObjectKey{Namespace: ns, Name: credential.SecretName(ca)}
+		server.FailTokenEndpoint(http.StatusServiceUnavailable, 1<<20)
+		before := server.Stats().FailuresInjected
+		// Two token lifetimes: the leader's refresh ahead of expiry fails, and so does every
+		// retry. Without backoff each failure's own write of the Secret reconciles the account
+		// again at once: hundreds of requests. With it (0.5 s doubling to 2 s): a handful.
+		time.Sleep(2 * ttl)
+		attempts := server.Stats().FailuresInjected - before
+		Expect(attempts).To(BeNumerically(">=", 2), "the refresh is retried")
+		Expect(attempts).To(BeNumerically("<=", 8), "the refresh is retried with backoff")
+		var secret corev1.Secret
+		Expect(env.Client.Get(ctx, key, &secret)).To(Succeed())
+		stored := credential.Describe(&secret)
+		Expect(stored.RefreshFailures).To(BeNumerically(">=", 2))
+		Expect(stored.RefreshRetryAt).NotTo(BeZero())
+		Expect(secret.Annotations).NotTo(HaveKey(pipesv1.AnnotationRefreshing), "the lock is released")
+		Eventually(func(g Gomega) {
+			var events corev1.EventList
+			g.Expect(env.Client.List(ctx, &events, client.InNamespace(ns))).To(Succeed())
+			g.Expect(events.Items).To(ContainElement(And(
+				HaveField("Reason", pipesv1.EventRefreshFailed), HaveField("Type", corev1.EventTypeWarning),
+				HaveField("InvolvedObject.Name", ca.Name), HaveField("Message", ContainSubstring("503")))))
+		}).Should(Succeed())
+		// The token has expired: a vend answers 503 (retry later), never a stale token.
+		status, body := raw(http.MethodPost, "/namespaces/"+ns+"/data-integrations/github/token", backendTok, `{"user_id":"user_10"}`)
+		Expect(status).To(Equal(http.StatusServiceUnavailable), body)
+		Expect(body).To(ContainSubstring("next attempt"))
+
+		server.FailTokenEndpoint(0, 0)
+		Eventually(func(g Gomega) {
+			got, err := api(backendTok, ns).Token(ctx, "github", wire.CredentialsRequest{UserID: "user_10"})
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(got.Active).To(BeTrue())
+			g.Expect(server.ValidAccessToken(got.Credential.Value)).To(BeTrue())
+		}, 10*time.Second).Should(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(env.Client.Get(ctx, key, &secret)).To(Succeed())
+			g.Expect(secret.Annotations).NotTo(HaveKey(pipesv1.AnnotationRefreshRetry), "a success clears the failures")
+		}).Should(Succeed())
 		Expect(server.Stats().DoubleSpends).To(BeZero())
 	})
 

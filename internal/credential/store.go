@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -67,6 +68,30 @@ type Stored struct {
 	// NeedsReauthorization is when the provider refused the stored OAuth refresh token
 	// (zero: it has not).
 	NeedsReauthorization time.Time
+	// RefreshFailures counts the OAuth token's failed refreshes in a row, and
+	// RefreshRetryAt is when the next may be tried (both zero since the last success;
+	// Put clears them).
+	RefreshFailures int
+	RefreshRetryAt  time.Time
+}
+
+// FormatRefreshRetry is the value of AnnotationRefreshRetry after failures failed
+// refreshes in a row, the next not before at (rounded up to a whole second).
+func FormatRefreshRetry(failures int, at time.Time) string {
+	if !at.Equal(at.Truncate(time.Second)) {
+		at = at.Truncate(time.Second).Add(time.Second)
+	}
+	return strconv.Itoa(failures) + " " + at.UTC().Format(time.RFC3339)
+}
+
+func parseRefreshRetry(v string) (int, time.Time) {
+	n, at, _ := strings.Cut(v, " ")
+	failures, err := strconv.Atoi(n)
+	t, err2 := time.Parse(time.RFC3339, at)
+	if err != nil || err2 != nil || failures < 0 {
+		return 0, time.Time{}
+	}
+	return failures, t
 }
 
 // SecretName is the name of a ConnectedAccount's credential Secret.
@@ -118,7 +143,10 @@ func Describe(s *corev1.Secret) Stored {
 	rotated, _ := time.Parse(time.RFC3339Nano, a[pipesv1.AnnotationRotatedAt])
 	expiry, _ := time.Parse(time.RFC3339, a[pipesv1.AnnotationTokenExpiry])
 	reauth, _ := time.Parse(time.RFC3339, a[pipesv1.AnnotationNeedsReauthorization])
+	failures, retryAt := parseRefreshRetry(a[pipesv1.AnnotationRefreshRetry])
 	return Stored{
+		RefreshFailures:      failures,
+		RefreshRetryAt:       retryAt,
 		TokenExpiry:          expiry,
 		NeedsReauthorization: reauth,
 		Version:              version,

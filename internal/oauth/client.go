@@ -79,7 +79,7 @@ func NewClient(ctx context.Context, r client.Reader, p *pipesv1.Provider, op *pi
 	}
 	scopes := RequestedScopes(p, op)
 	style := oauth2.AuthStyleInHeader
-	if o.ClientAuthentication == pipesv1.OAuthClientAuthentication("Body") {
+	if o.ClientAuthentication == pipesv1.OAuthClientAuthBody {
 		style = oauth2.AuthStyleInParams
 	}
 	c := &Client{

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"slices"
 	"testing"
 	"time"
 
@@ -157,5 +160,54 @@ func TestSkewFollowsTheTokensLifetime(t *testing.T) {
 	r.Skew = time.Second
 	if got := r.skew(long); got != time.Second {
 		t.Fatalf("a set skew is not used: %s", got)
+	}
+}
+
+// TestClientAuthenticationAndRefreshURL checks what the provider receives: the client's
+// credentials in the Authorization header (default) or the form body ("Body"), and
+// refreshes sent to spec.oauth.refreshURL when set, exchanges to the token URL.
+func TestClientAuthenticationAndRefreshURL(t *testing.T) {
+	type seen struct {
+		path, basicID, basicSecret, formID, formSecret, grant string
+	}
+	var got []seen
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil {
+			t.Error(err)
+		}
+		id, sec, _ := r.BasicAuth()
+		got = append(got, seen{r.URL.Path, id, sec, r.PostForm.Get("client_id"), r.PostForm.Get("client_secret"), r.PostForm.Get("grant_type")})
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"access_token":"at","token_type":"Bearer","refresh_token":"rt2","expires_in":3600}`))
+	}))
+	defer srv.Close()
+	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(secret(true)).Build()
+	for _, tc := range []struct {
+		auth       pipesv1.OAuthClientAuthentication
+		refreshURL string
+		want       []seen
+	}{
+		{"", "", []seen{
+			{"/token", "app", "s3cret", "", "", "authorization_code"}, {"/token", "app", "s3cret", "", "", "refresh_token"}}},
+		{pipesv1.OAuthClientAuthBody, srv.URL + "/refresh", []seen{
+			{"/token", "", "", "app", "s3cret", "authorization_code"}, {"/refresh", "", "", "app", "s3cret", "refresh_token"}}},
+	} {
+		got = nil
+		p := provider("")
+		p.Spec.OAuth.TokenURL, p.Spec.OAuth.RefreshURL, p.Spec.OAuth.ClientAuthentication = srv.URL+"/token", tc.refreshURL, tc.auth
+		cl, err := NewClient(context.Background(), c, p, nil, "https://cb", srv.Client())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := cl.Exchange(context.Background(), "code", NewVerifier())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cl.Refresh(context.Background(), tok); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("client authentication %q, refresh URL %q: the provider saw %+v, want %+v", tc.auth, tc.refreshURL, got, tc.want)
+		}
 	}
 }

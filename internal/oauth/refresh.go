@@ -1,9 +1,11 @@
 package oauth
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -39,13 +41,53 @@ type Refresher struct {
 	Skew time.Duration
 	// LockTTL bounds a refresh; a lock older than that is taken over.
 	LockTTL time.Duration
-	Now     func() time.Time
+	// BackoffBase and BackoffMax pace the retries of a failing token endpoint: after
+	// n failures in a row, no replica tries again for BackoffBase·2ⁿ⁻¹ (at most
+	// BackoffMax), less a random part of up to half. Zero: DefaultBackoffBase and
+	// DefaultBackoffMax.
+	BackoffBase, BackoffMax time.Duration
+	Now                     func() time.Time
 
 	flight singleflight.Group
 }
 
 // DefaultSkew is Refresher.Skew's default.
 const DefaultSkew = time.Minute
+
+// Refresher.BackoffBase's and BackoffMax's defaults: a provider that is down is asked
+// again after about 1, 2, 4… seconds, then once a minute.
+const (
+	DefaultBackoffBase = time.Second
+	DefaultBackoffMax  = time.Minute
+)
+
+// RetryError is a refresh not tried before At: the provider's token endpoint failed
+// Failures times in a row. Cause is the last failure when this call saw it happen.
+type RetryError struct {
+	At       time.Time
+	Failures int
+	Cause    error
+}
+
+func (e *RetryError) Error() string {
+	s := fmt.Sprintf("refreshing the token failed %d time(s) in a row; the next attempt is at %s", e.Failures, e.At.UTC().Format(time.RFC3339))
+	if e.Cause != nil {
+		return e.Cause.Error() + "; " + s
+	}
+	return s
+}
+
+func (e *RetryError) Unwrap() error { return e.Cause }
+
+// backoff is how long to wait after failures failed refreshes in a row.
+func (r *Refresher) backoff(failures int) time.Duration {
+	base, most := cmp.Or(r.BackoffBase, DefaultBackoffBase), cmp.Or(r.BackoffMax, DefaultBackoffMax)
+	d := most
+	if failures <= 30 {
+		d = min(most, base<<(failures-1))
+	}
+	return d - rand.N(d/2+1)
+}
 
 func (r *Refresher) now() time.Time {
 	if r.Now != nil {
@@ -100,6 +142,13 @@ func (r *Refresher) Current(ctx context.Context, ca *pipesv1.ConnectedAccount, s
 	if !force && !t.ExpiresWithin(r.now(), r.skew(desc)) {
 		return t, desc, nil
 	}
+	if at := desc.RefreshRetryAt; r.now().Before(at) {
+		// A refresh failed lately: none before its backoff ends.
+		if !force && !t.ExpiresWithin(r.now(), 0) {
+			return t, desc, nil
+		}
+		return nil, desc, &RetryError{At: at, Failures: desc.RefreshFailures}
+	}
 	refresh := func() (any, error) { return r.refresh(ctx, ca, desc.Version, newClient, force) }
 	if !force && !t.ExpiresWithin(r.now(), 0) {
 		// Still valid: refresh in the background and hand this one out now, so a vend
@@ -112,8 +161,8 @@ func (r *Refresher) Current(ctx context.Context, ca *pipesv1.ConnectedAccount, s
 	}
 	v, err, _ := r.flight.Do(string(ca.UID), refresh)
 	if err != nil {
-		if !errors.Is(err, ErrNeedsReauthorization) && !t.ExpiresWithin(r.now(), 0) {
-			return t, desc, nil // still valid: serve it, the next call retries the refresh
+		if !force && !errors.Is(err, ErrNeedsReauthorization) && !t.ExpiresWithin(r.now(), 0) {
+			return t, desc, nil // still valid: serve it; the refresh is retried after its backoff
 		}
 		return nil, desc, err
 	}
@@ -145,6 +194,9 @@ func (r *Refresher) refresh(ctx context.Context, ca *pipesv1.ConnectedAccount, s
 		}
 		if desc.Version > seen || (!force && !t.ExpiresWithin(r.now(), r.skew(desc))) {
 			return refreshed{t, desc}, nil // refreshed meanwhile, here or by another replica
+		}
+		if at := desc.RefreshRetryAt; r.now().Before(at) {
+			return refreshed{}, &RetryError{At: at, Failures: desc.RefreshFailures} // failed meanwhile
 		}
 		if holder, until, ok := lock(&secret); ok && holder != r.Replica && r.now().Before(until) {
 			if r.now().After(deadline) {
@@ -188,10 +240,15 @@ func (r *Refresher) refreshLocked(ctx context.Context, ca *pipesv1.ConnectedAcco
 		return refreshed{}, ErrNeedsReauthorization
 	}
 	if err != nil {
-		// Release the lock so the next call can try again at once.
+		// The lock gives way to the time of the next attempt, in one write: every replica
+		// (and the leader's refresh ahead of expiry, which this write wakes) waits for it.
+		// Should the write fail, the lock's own expiry holds the next attempt back.
+		retry := &RetryError{At: r.now().Add(r.backoff(desc.RefreshFailures + 1)), Failures: desc.RefreshFailures + 1, Cause: err}
 		delete(secret.Annotations, pipesv1.AnnotationRefreshing)
+		secret.Annotations[pipesv1.AnnotationRefreshRetry] = credential.FormatRefreshRetry(retry.Failures, retry.At)
+		retry.At = credential.Describe(secret).RefreshRetryAt
 		_ = r.Writer.Update(ctx, secret)
-		return refreshed{}, err
+		return refreshed{}, retry
 	}
 	plain := next.Marshal()
 	defer clear(plain)

@@ -129,7 +129,13 @@ type AuthorizeResponse struct {
 // Codes the OAuth flow ends with: the callback's redirect to return_to carries
 // status=connected, or status=error with one of these in error.
 const (
-	OAuthDenied          = "access_denied"
+	OAuthDenied = "access_denied"
+	// OAuthRedirectMismatch: the provider refused the operator's callback URL (its
+	// error=redirect_uri_mismatch): register the URL with the provider's app.
+	OAuthRedirectMismatch = "redirect_uri_mismatch"
+	// OAuthProviderError: the provider ended the authorization with another error
+	// (invalid_scope, server_error…), sent along in provider_error.
+	OAuthProviderError   = "provider_error"
 	OAuthStateInvalid    = "invalid_state"
 	OAuthStateExpired    = "expired_state"
 	OAuthExchangeFailed  = "token_exchange_failed"
