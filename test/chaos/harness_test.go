@@ -26,7 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/apiclient"
@@ -84,10 +83,9 @@ func startHarness(ctx context.Context, t *testing.T) *harness {
 	must(t, testenv.BuildBinary(ctx, "./cmd/vend", h.vend))
 	must(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}))
 
-	// The managers authenticate as a user of their own, as test/scale's does.
-	user, err := env.Env.AddUser(envtest.User{Name: "pipes-manager", Groups: []string{"system:masters"}}, nil)
-	must(t, err)
-	kc, err := user.KubeConfig()
+	// The managers authenticate as their ServiceAccount with config/default's RBAC, as
+	// test/scale's does.
+	kc, err := env.ManagerKubeconfig(ctx, 2*time.Hour)
 	must(t, err)
 	h.kubecfg = filepath.Join(h.dir, "kubeconfig")
 	must(t, os.WriteFile(h.kubecfg, kc, 0o600))

@@ -23,7 +23,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	pipesv1 "github.com/pipes-dev/pipes-operator/api/v1alpha1"
 	"github.com/pipes-dev/pipes-operator/internal/devenv"
@@ -62,7 +61,7 @@ type harness struct {
 	managerArgs []string
 }
 
-type managerPorts struct{ metrics, probe, api, pprof string }
+type managerPorts struct{ metrics, probe, api, pprof, public string }
 
 func startHarness(ctx context.Context, t *testing.T, n int) *harness {
 	t.Helper()
@@ -92,13 +91,10 @@ func startHarness(ctx context.Context, t *testing.T, n int) *harness {
 		t.Fatal("informer did not sync")
 	}
 
-	// The manager authenticates as a user of its own, with the manager's ClusterRole as
-	// config/rbac grants it, so authorization costs what it costs in a cluster.
-	user, err := env.Env.AddUser(envtest.User{Name: "pipes-manager", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := user.KubeConfig()
+	// The manager authenticates as its ServiceAccount with config/default's RBAC, as in a
+	// cluster: a bearer token and RBAC, not an administrator's client certificate (which
+	// kube-apiserver verifies, chain and signature, on every request).
+	kc, err := h.env.ManagerKubeconfig(ctx, 2*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +126,7 @@ func (h *harness) createProvider(ctx context.Context, t *testing.T) {
 func (h *harness) startManager(ctx context.Context, t *testing.T) {
 	t.Helper()
 	w := h.env.Env.WebhookInstallOptions
-	h.ports = managerPorts{metrics: freeAddr(t), probe: freeAddr(t), api: freeAddr(t), pprof: freeAddr(t)}
+	h.ports = managerPorts{metrics: freeAddr(t), probe: freeAddr(t), api: freeAddr(t), pprof: freeAddr(t), public: freeAddr(t)}
 	h.logPath = filepath.Join(h.dir, fmt.Sprintf("manager-%d.log", h.restarts))
 	logFile, err := os.Create(h.logPath)
 	if err != nil {
@@ -150,6 +146,9 @@ func (h *harness) startManager(ctx context.Context, t *testing.T) {
 		"--api-rate-limit", "100000",
 		"--vend-image", "",
 	)
+	// The public listener (on loopback; without the flag it would take :8082) turns OAuth
+	// on: its callback URL is http://<address>/oauth/callback, as in make run.
+	cmd.Args = append(cmd.Args, "--public-bind-address", h.ports.public)
 	cmd.Args = append(cmd.Args, h.managerArgs...) // later flags win
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+h.kubecfg)
 	// Only the manager's: the control plane, started by this process, keeps its own.
