@@ -130,7 +130,7 @@ bench-scale: ## Scale benchmark (docs/performance.md): SCALE_N accounts (default
 	@assets=$$(hack/envtest-assets.sh) && \
 	KUBEBUILDER_ASSETS=$$assets go test ./test/scale/ -run TestScale -count=1 -v -timeout 60m -args \
 		-scale.n=$(SCALE_N) -scale.unrelated-secrets=300 -scale.namespaces=1000 -scale.callers=100 -scale.rate=1000 \
-		-scale.vend-duration=20s -scale.watched=1000 -scale.report=$(CURDIR)/bin/scale/report.json $(SCALE_ARGS) | \
+		-scale.vend-duration=20s -scale.watched=1000 -scale.token-lifetime=2m -scale.report=$(CURDIR)/bin/scale/report.json $(SCALE_ARGS) | \
 		sed -n '/^scale benchmark/,/^$$/p'
 
 CHAOS_BIG_CLUSTER ?= true

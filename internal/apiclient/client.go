@@ -296,6 +296,13 @@ func (c *Client) ConnectedAccount(ctx context.Context, userID, slug, orgID strin
 	return &out, c.do(ctx, http.MethodGet, "/user_management/users/"+url.PathEscape(userID)+"/connected_accounts/"+url.PathEscape(slug), orgQuery(orgID), nil, &out)
 }
 
+// ImportConnectedAccount creates a user's OAuth account with tokens obtained elsewhere
+// (a migration).
+func (c *Client) ImportConnectedAccount(ctx context.Context, userID, slug string, req wire.ImportConnectedAccountRequest) (*wire.ConnectedAccount, error) {
+	var out wire.ConnectedAccount
+	return &out, c.do(ctx, http.MethodPost, "/user_management/users/"+url.PathEscape(userID)+"/connected_accounts/"+url.PathEscape(slug), nil, req, &out)
+}
+
 // Disconnect removes a user's connected account and its stored credential.
 func (c *Client) Disconnect(ctx context.Context, userID, slug, orgID string) error {
 	return c.do(ctx, http.MethodDelete, "/user_management/users/"+url.PathEscape(userID)+"/connected_accounts/"+url.PathEscape(slug), orgQuery(orgID), nil, nil)

@@ -4,7 +4,11 @@
 // authorization code grant (optionally with PKCE S256 required), the refresh
 // token grant (optionally rotating) and an RFC 7009 revocation endpoint, plus
 // knobs to make the server misbehave (deny consent, fail or slow the token
-// endpoint, revoke every refresh token) and counters to check what clients did.
+// endpoint, revoke every refresh token) and counters to check what clients did:
+// Stats, the arrival time of every token request (TokenRequestTimes, for request
+// rates) and when each rotated refresh token was spent (RefreshedAt). Issue
+// mints token pairs through the library's authorization code grant without
+// the HTTP round trips, for tests that need many accounts' tokens at once.
 //
 // The grants, code and PKCE verification and refresh token logic are those of
 // github.com/go-oauth2/oauth2/v4 with its in-memory token store; this package
@@ -67,6 +71,13 @@ type Stats struct {
 	Refreshes        int // successful refresh_token grants
 	DoubleSpends     int // refresh requests with a refresh token already spent by rotation
 	FailuresInjected int // token requests answered by FailTokenEndpoint
+	Issued           int // token pairs minted by Issue (no token request)
+}
+
+// Issued is a token pair minted by Issue.
+type Issued struct {
+	AccessToken, RefreshToken string
+	Expiry                    time.Time
 }
 
 // Server is a running authorization server.
@@ -86,6 +97,7 @@ type Server struct {
 	delay         time.Duration
 	lastAuthorize url.Values
 	stats         Stats
+	requestTimes  []time.Time // arrival of every token request
 }
 
 // T is what Start needs of a test: *testing.T, or Ginkgo's GinkgoT().
@@ -110,7 +122,7 @@ func Start(t T, o Options) *Server {
 	if err != nil {
 		t.Fatalf("oauthtest: token store: %v", err)
 	}
-	s.tokens = &tokenStore{TokenStore: mem, issued: map[string]bool{}, spent: map[string]bool{}}
+	s.tokens = &tokenStore{TokenStore: mem, issued: map[string]bool{}, spent: map[string]time.Time{}}
 	clients := store.NewClientStore()
 	if err := clients.Set(o.ClientID, &models.Client{ID: o.ClientID, Secret: o.ClientSecret, Domain: o.RedirectURL}); err != nil {
 		t.Fatalf("oauthtest: client store: %v", err)
@@ -258,6 +270,52 @@ func (s *Server) ValidAccessToken(token string) bool {
 	return err == nil
 }
 
+// Issue mints n token pairs for the server's user with scope, as n
+// authorizations each followed by its code exchange would, through the same
+// library calls but without HTTP: the refresh tokens are real ones, spent
+// (and rotated) at the token endpoint like any other. Every pair's access
+// token expires AccessTokenTTL after its creation; Expiry says when.
+func (s *Server) Issue(n int, scope string) ([]Issued, error) {
+	if len(s.opts.AllowedScopes) > 0 && !subset(scope, s.opts.AllowedScopes) {
+		return nil, errors.ErrInvalidScope
+	}
+	s.tokenMu.Lock()
+	defer s.tokenMu.Unlock()
+	ctx := context.Background()
+	out := make([]Issued, 0, n)
+	for range n {
+		tgr := &oauth2.TokenGenerateRequest{ClientID: s.opts.ClientID, ClientSecret: s.opts.ClientSecret,
+			RedirectURI: s.opts.RedirectURL, UserID: s.opts.User, Scope: scope}
+		code, err := s.manager.GenerateAuthToken(ctx, oauth2.Code, tgr)
+		if err != nil {
+			return out, err
+		}
+		tgr.Code = code.GetCode()
+		ti, err := s.manager.GenerateAccessToken(ctx, oauth2.AuthorizationCode, tgr)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, Issued{AccessToken: ti.GetAccess(), RefreshToken: ti.GetRefresh(),
+			Expiry: ti.GetAccessCreateAt().Add(ti.GetAccessExpiresIn())})
+		s.count(func(st *Stats) { st.Issued++ })
+	}
+	return out, nil
+}
+
+// TokenRequestTimes returns when each token request arrived (failed and
+// injected failures included), in order of arrival.
+func (s *Server) TokenRequestTimes() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.requestTimes)
+}
+
+// RefreshedAt says when refresh token was spent by a successful rotating
+// refresh (false: it was not, or rotation is off).
+func (s *Server) RefreshedAt(refreshToken string) (time.Time, bool) {
+	return s.tokens.spentAt(refreshToken)
+}
+
 // Stats returns the counters so far.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
@@ -336,6 +394,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		s.stats.FailuresInjected++
 	}
 	s.stats.TokenRequests++
+	s.requestTimes = append(s.requestTimes, time.Now())
 	s.mu.Unlock()
 
 	if delay > 0 {
@@ -416,8 +475,8 @@ type tokenStore struct {
 	oauth2.TokenStore
 
 	mu     sync.Mutex
-	issued map[string]bool // refresh tokens stored and not revoked
-	spent  map[string]bool // refresh tokens replaced by rotation
+	issued map[string]bool      // refresh tokens stored and not revoked
+	spent  map[string]time.Time // refresh tokens replaced by rotation, and when
 }
 
 func (ts *tokenStore) Create(ctx context.Context, info oauth2.TokenInfo) error {
@@ -431,16 +490,22 @@ func (ts *tokenStore) Create(ctx context.Context, info oauth2.TokenInfo) error {
 
 func (ts *tokenStore) RemoveByRefresh(ctx context.Context, refresh string) error {
 	ts.mu.Lock()
-	ts.spent[refresh] = true
+	ts.spent[refresh] = time.Now()
 	delete(ts.issued, refresh)
 	ts.mu.Unlock()
 	return ts.TokenStore.RemoveByRefresh(ctx, refresh)
 }
 
 func (ts *tokenStore) isSpent(refresh string) bool {
+	_, spent := ts.spentAt(refresh)
+	return spent
+}
+
+func (ts *tokenStore) spentAt(refresh string) (time.Time, bool) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	return ts.spent[refresh]
+	at, spent := ts.spent[refresh]
+	return at, spent
 }
 
 // revoke removes refresh without counting it as spent.

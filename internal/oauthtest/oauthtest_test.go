@@ -336,3 +336,45 @@ func TestRevocationEndpoint(t *testing.T) {
 		t.Errorf("revocations counted as double spends: %+v", st)
 	}
 }
+
+func TestIssueAndRequestLog(t *testing.T) {
+	s, conf := start(t, oauthtest.Options{AccessTokenTTL: time.Minute, RotateRefreshTokens: true, RequirePKCE: true, AllowedScopes: []string{"read"}})
+	if _, err := s.Issue(1, "write"); err == nil {
+		t.Error("Issue granted a scope the client may not ask for")
+	}
+	before := time.Now()
+	issued, err := s.Issue(3, "read")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(issued) != 3 || issued[0].RefreshToken == issued[1].RefreshToken {
+		t.Fatalf("Issue: %+v", issued)
+	}
+	for _, tok := range issued {
+		if !s.ValidAccessToken(tok.AccessToken) || tok.Expiry.Before(before.Add(time.Minute)) || tok.Expiry.After(time.Now().Add(time.Minute)) {
+			t.Errorf("issued %+v: not valid, or not expiring a minute after issue", tok)
+		}
+	}
+	if _, ok := s.RefreshedAt(issued[0].RefreshToken); ok {
+		t.Error("RefreshedAt before any refresh")
+	}
+	tok, err := refresh(conf, issued[0].RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.RefreshToken == issued[0].RefreshToken || tok.Extra("scope") != "read" {
+		t.Errorf("refresh of an issued token: %+v", tok)
+	}
+	if at, ok := s.RefreshedAt(issued[0].RefreshToken); !ok || at.Before(before) {
+		t.Errorf("RefreshedAt %v %v", at, ok)
+	}
+	_, err = refresh(conf, issued[0].RefreshToken)
+	wantOAuthError(t, err, 400, "invalid_grant")
+	if times := s.TokenRequestTimes(); len(times) != 2 || times[0].Before(before) || times[1].Before(times[0]) {
+		t.Errorf("TokenRequestTimes %v", times)
+	}
+	want := oauthtest.Stats{TokenRequests: 2, Refreshes: 1, DoubleSpends: 1, Issued: 3}
+	if got := s.Stats(); got != want {
+		t.Errorf("Stats %+v; want %+v", got, want)
+	}
+}

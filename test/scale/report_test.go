@@ -18,6 +18,7 @@ type Report struct {
 	Memory         Memory
 	API            APIFigures
 	Restart        Restart
+	OAuthRefresh   OAuthRefresh
 	ManagerLog     LogSummary
 }
 
@@ -111,6 +112,38 @@ type Restart struct {
 	Writes         writeCounts
 }
 
+// OAuthRefresh is the leader refreshing N OAuth tokens issued together, with the same
+// lifetime, ahead of their expiry, as the provider (internal/oauthtest) saw it. The
+// token endpoint figures count requests up to the moment every account showed its
+// refreshed token.
+type OAuthRefresh struct {
+	Accounts             int
+	Seconds              float64 // the whole phase, checks included
+	TokenLifetimeSeconds float64
+	ImportSeconds        float64 // issue to the last import answered (backend API, 64 workers)
+	ConnectedSeconds     float64 // issue to the last imported account connected
+	// FirstRequestAfterIssueSeconds: when the leader began to refresh.
+	FirstRequestAfterIssueSeconds float64
+	TokenRequests                 int     // at the token endpoint
+	FailedTokenRequests           int     // answered otherwise than with a refreshed token
+	PeakPerSecond                 int     // most token requests within any one second
+	MeanPerSecond                 float64 // TokenRequests / WindowSeconds (at least 1 s)
+	WindowSeconds                 float64 // first to last token request
+	RefreshSeconds                float64 // first token request to the last account showing its new version
+	RefreshesPerSecond            float64 // Accounts / RefreshSeconds
+	// RefreshedBeforeExpiry: accounts whose issued refresh token the provider rotated
+	// before their issued access token expired; MinMarginSeconds is the least time left
+	// (negative: refreshed after expiry).
+	RefreshedBeforeExpiry int
+	MinMarginSeconds      float64
+	DoubleSpends          int   // refresh tokens presented again after rotation (must be 0)
+	NeedsReauthorization  int   // accounts in needs_reauthorization afterwards (must be 0)
+	PerSecond             []int // token requests in each whole second from the first
+	WritesPerAccount      map[string]float64
+	CPUSeconds            map[string]float64
+	RequestsPerAccount    map[string]float64
+}
+
 type LogSummary struct {
 	Lines, Errors, Conflicts int
 	FirstErrors              []string `json:",omitempty"`
@@ -147,6 +180,13 @@ func (r *Report) Summary() string {
 		a.Callers, a.FirstCallP50Ms, a.FirstCallP99Ms, a.Rate, a.Seconds, a.P50Ms, a.P99Ms, a.MaxMs, a.Errors)
 	p("  vend, server view                   p50 %.2f ms p99 %.2f ms", a.ServerP50Ms, a.ServerP99Ms)
 	p("  restart                             ready %.1f s, vending %.1f s, writes: %+v", r.Restart.ReadySeconds, r.Restart.VendingSeconds, r.Restart.Writes)
+	o := r.OAuthRefresh
+	p("  OAuth refresh, %d tokens of %.0f s  imported in %.1f s; first refresh %.1f s after issue; %d token requests over %.1f s: peak %d/s, mean %.0f/s",
+		o.Accounts, o.TokenLifetimeSeconds, o.ImportSeconds, o.FirstRequestAfterIssueSeconds, o.TokenRequests, o.WindowSeconds, o.PeakPerSecond, o.MeanPerSecond)
+	p("    refreshed                         all %.1f s after the first request (%.0f refreshes/s); %d of %d before expiry (least margin %.1f s); %d failed requests, %d double spends, %d needs_reauthorization",
+		o.RefreshSeconds, o.RefreshesPerSecond, o.RefreshedBeforeExpiry, o.Accounts, o.MinMarginSeconds, o.FailedTokenRequests, o.DoubleSpends, o.NeedsReauthorization)
+	p("    CPU seconds by process            %v (phase: %.0f s)", o.CPUSeconds, o.Seconds)
+	p("    API requests per account          %v", o.RequestsPerAccount)
 	p("  manager log                         %d lines, %d errors, %d conflicts", r.ManagerLog.Lines, r.ManagerLog.Errors, r.ManagerLog.Conflicts)
 	return b.String()
 }

@@ -1,7 +1,8 @@
 // Package scale is the scale benchmark (make bench-scale): the manager runs as a separate
 // process, as in production, against the project's envtest control plane, and the suite
 // measures first sync, a rotation storm, keyset re-encryption, memory with a big cluster,
-// the backend API as a client sees it, and a restart. With the default small N it runs in
+// the backend API as a client sees it, a restart, and the leader refreshing OAuth tokens
+// issued together ahead of expiry. With the default small N it runs in
 // make test as a smoke test that asserts correctness only, never timing.
 package scale
 
@@ -25,6 +26,7 @@ var (
 	flagVendFor    = flag.Duration("scale.vend-duration", 3*time.Second, "length of the paced vend run (bench: 20s)")
 	flagWatchers   = flag.Int("scale.watched", 64, "accounts watched through the backend API's watch route during the rotation storm, 32 per watcher as a sidecar does (bench: 1000)")
 	flagReport     = flag.String("scale.report", "", "write the JSON report here")
+	flagLifetime   = flag.Duration("scale.token-lifetime", 20*time.Second, "lifetime of the OAuth access tokens of the OAuth refresh phase, all issued together (bench: 2m)")
 	flagManagerEnv = flag.String("scale.manager-env", "", "extra environment of the manager process only, e.g. GOGC=25 (tuning experiments)")
 )
 
@@ -56,6 +58,8 @@ func TestScale(t *testing.T) {
 	r.Memory = h.memory(ctx, t, *flagUnrelated, *flagNamespaces)
 	r.API = h.backendAPI(ctx, t, *flagCallers, *flagRate, *flagVendFor)
 	r.Restart = h.restart(ctx, t)
+	// Last: its tokens go on being refreshed, which the restart's write count must not see.
+	r.OAuthRefresh = h.oauthRefresh(ctx, t, *flagLifetime)
 	r.ManagerLog = h.logSummary()
 
 	out, err := json.MarshalIndent(r, "", "  ")
