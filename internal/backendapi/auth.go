@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -145,15 +146,42 @@ type TokenReviewer struct {
 	// Timeout bounds each review (default DefaultReviewTimeout).
 	Timeout time.Duration
 
-	accepted *ttlCache[*Identity]
+	accepted *ttlCache[acceptedToken]
 	rejected *ttlCache[string] // the reason
 	inFlight chan struct{}
+	// flight shares one review among concurrent requests with the same token: a busy
+	// caller whose cached answer has just expired sends many at once, and would
+	// otherwise fill inFlight alone and get 503s.
+	flight singleflight.Group
 }
 
 // NewTokenReviewer returns an Authenticator that caches results for ttl.
 func NewTokenReviewer(c client.Client, ttl time.Duration) *TokenReviewer {
-	return &TokenReviewer{Client: c, accepted: newTTLCache[*Identity](ttl, 10000), rejected: newTTLCache[string](ttl, 10000),
+	return &TokenReviewer{Client: c, accepted: newTTLCache[acceptedToken](ttl, 10000), rejected: newTTLCache[string](ttl, 10000),
 		inFlight: make(chan struct{}, maxTokenReviewsInFlight)}
+}
+
+// acceptedToken is a cached identity, and when its token is reviewed again ahead of the
+// answer's expiry.
+type acceptedToken struct {
+	id        *Identity
+	refreshAt time.Time
+}
+
+// acceptedHit returns the cached identity of token (key) and, once the answer is three
+// quarters through its TTL, reviews the token again in the background (one review
+// however many requests), so a caller that keeps calling never finds its answer expired:
+// an expired answer made all its requests "not yet verified" at once, and a busy caller
+// got 429s from the per-source limit and 503s from the review cap.
+func (t *TokenReviewer) acceptedHit(key, token string) *Identity {
+	a, ok := t.accepted.get(key)
+	if !ok {
+		return nil
+	}
+	if time.Now().After(a.refreshAt) {
+		t.flight.DoChan(key, func() (any, error) { return t.review(context.Background(), key, token) })
+	}
+	return a.id
 }
 
 // errUnauthenticated is a token the API server does not accept.
@@ -168,7 +196,7 @@ func tokenKey(token string) string {
 
 // Known implements Authenticator.
 func (t *TokenReviewer) Known(token string) *Identity {
-	id, _ := t.accepted.get(tokenKey(token))
+	id := t.acceptedHit(tokenKey(token), token)
 	if id != nil {
 		recordAuthCache(reviewToken, true)
 	}
@@ -181,7 +209,7 @@ func (t *TokenReviewer) Known(token string) *Identity {
 // RequireAudience, for the API server's own audiences.
 func (t *TokenReviewer) Authenticate(ctx context.Context, token string) (*Identity, error) {
 	key := tokenKey(token)
-	if id, ok := t.accepted.get(key); ok {
+	if id := t.acceptedHit(key, token); id != nil {
 		recordAuthCache(reviewToken, true)
 		return id, nil
 	}
@@ -190,6 +218,17 @@ func (t *TokenReviewer) Authenticate(ctx context.Context, token string) (*Identi
 		return nil, errUnauthenticated{reason}
 	}
 	recordAuthCache(reviewToken, false)
+	// The shared review must not end with the request that happened to start it: it
+	// has its own deadline (Timeout).
+	v, err, _ := t.flight.Do(key, func() (any, error) { return t.review(context.WithoutCancel(ctx), key, token) })
+	if err != nil {
+		return nil, err
+	}
+	return v.(*Identity), nil
+}
+
+// review asks the API server about token (whose cache key is key) and caches the answer.
+func (t *TokenReviewer) review(ctx context.Context, key, token string) (*Identity, error) {
 	select {
 	case t.inFlight <- struct{}{}:
 		defer func() { <-t.inFlight }()
@@ -212,7 +251,7 @@ func (t *TokenReviewer) Authenticate(ctx context.Context, token string) (*Identi
 			if rest, ok := strings.CutPrefix(id.User.Username, "system:serviceaccount:"); ok {
 				id.Namespace, _, _ = strings.Cut(rest, ":")
 			}
-			t.accepted.put(key, id)
+			t.accepted.put(key, acceptedToken{id: id, refreshAt: time.Now().Add(t.accepted.ttl * 3 / 4)})
 			return id, nil
 		}
 		lastErr = tr.Status.Error
@@ -225,6 +264,7 @@ func (t *TokenReviewer) Authenticate(ctx context.Context, token string) (*Identi
 		msg += fmt.Sprintf("; this API accepts only tokens for audience %q, not a pod's automounted token (whose audience is the API server):"+
 			" mount a projected serviceAccountToken volume with audience: %s, or run kubectl create token SERVICEACCOUNT --audience %s", Audience, Audience, Audience)
 	}
+	t.accepted.entries.Remove(key) // a token refused on its review ahead of expiry
 	t.rejected.put(key, msg)
 	return nil, errUnauthenticated{msg}
 }
@@ -235,6 +275,8 @@ type AccessReviewer struct {
 	// Timeout bounds each review (default DefaultReviewTimeout).
 	Timeout time.Duration
 	cache   *ttlCache[accessAnswer]
+	// flight shares one review among concurrent requests asking the same question.
+	flight singleflight.Group
 }
 
 type accessAnswer struct {
@@ -274,15 +316,23 @@ func (a *AccessReviewer) Authorize(ctx context.Context, id *Identity, verb, reso
 	if ok {
 		return ans.allowed, ans.reason, nil
 	}
-	if err := review(ctx, "SubjectAccessReview", a.Timeout, func(ctx context.Context) error { return a.Client.Create(ctx, sar) }); err != nil {
+	v, err, _ := a.flight.Do(key, func() (any, error) {
+		ctx := context.WithoutCancel(ctx) // shared: it has its own deadline (Timeout)
+		if err := review(ctx, "SubjectAccessReview", a.Timeout, func(ctx context.Context) error { return a.Client.Create(ctx, sar) }); err != nil {
+			return accessAnswer{}, err
+		}
+		ans := accessAnswer{allowed: sar.Status.Allowed, reason: sar.Status.Reason}
+		// A denial the authorizers could not evaluate (an authorization webhook down,
+		// RBAC caches not yet filled after an API server restart) is not an answer to
+		// keep: the next request asks again.
+		if sar.Status.Allowed || sar.Status.EvaluationError == "" {
+			a.cache.put(key, ans)
+		}
+		return ans, nil
+	})
+	if err != nil {
 		return false, "", err
 	}
-	ans = accessAnswer{allowed: sar.Status.Allowed, reason: sar.Status.Reason}
-	// A denial the authorizers could not evaluate (an authorization webhook down, RBAC
-	// caches not yet filled after an API server restart) is not an answer to keep: the
-	// next request asks again.
-	if sar.Status.Allowed || sar.Status.EvaluationError == "" {
-		a.cache.put(key, ans)
-	}
+	ans = v.(accessAnswer)
 	return ans.allowed, ans.reason, nil
 }

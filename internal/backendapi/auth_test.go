@@ -325,3 +325,85 @@ func TestOutageIsLoggedOncePerInterval(t *testing.T) {
 		t.Fatalf("after the interval: %d error lines, want a second one counting the 50 failures since the first:\n%s", len(errorLines), strings.Join(errorLines, "\n"))
 	}
 }
+
+// Concurrent requests with the same token share one TokenReview, and with the same
+// question one SubjectAccessReview: a busy caller whose cached answers just expired
+// sends dozens at once, and with a review each it filled the in-flight cap alone and
+// got 503s (the scale suite's 64 import workers did).
+func TestConcurrentRequestsShareOneReview(t *testing.T) {
+	var release sync.Map // review kind -> chan struct{}, closed to answer
+	gate := func(kind string) chan struct{} {
+		ch, _ := release.LoadOrStore(kind, make(chan struct{}))
+		return ch.(chan struct{})
+	}
+	var tokenReviews, accessReviews atomic.Int64
+	c := reviews{create: func(obj client.Object) error {
+		switch o := obj.(type) {
+		case *authnv1.TokenReview:
+			tokenReviews.Add(1)
+			<-gate("token")
+			o.Status = authnv1.TokenReviewStatus{Authenticated: true, Audiences: o.Spec.Audiences,
+				User: authnv1.UserInfo{Username: "system:serviceaccount:ns:app"}}
+		case *authzv1.SubjectAccessReview:
+			accessReviews.Add(1)
+			<-gate("access")
+			o.Status.Allowed = true
+		}
+		return nil
+	}}
+	authn, authz := NewTokenReviewer(c, time.Minute), NewAccessReviewer(c, time.Minute)
+	const callers = 2 * maxTokenReviewsInFlight
+	run := func(kind string, call func() error) {
+		var wg sync.WaitGroup
+		for range callers {
+			wg.Go(func() {
+				if err := call(); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		time.Sleep(200 * time.Millisecond) // every caller reaches the review
+		close(gate(kind))
+		wg.Wait()
+	}
+	var id atomic.Pointer[Identity]
+	run("token", func() error {
+		got, err := authn.Authenticate(context.Background(), "the-token")
+		id.Store(got)
+		return err
+	})
+	run("access", func() error {
+		_, _, err := authz.Authorize(context.Background(), id.Load(), "get", "connectedaccounts", "ns", "")
+		return err
+	})
+	if tokenReviews.Load() != 1 || accessReviews.Load() != 1 {
+		t.Fatalf("%d concurrent callers made %d TokenReviews and %d SubjectAccessReviews; want 1 and 1",
+			callers, tokenReviews.Load(), accessReviews.Load())
+	}
+}
+
+// A caller that keeps calling never finds its token's answer expired: three quarters
+// through the TTL the token is reviewed again in the background, and the answer is
+// renewed before it would expire. Otherwise a busy caller's requests all became "not
+// yet verified" at once, each TTL, and met the per-source limit (429).
+func TestAcceptedTokensAreReviewedAheadOfExpiry(t *testing.T) {
+	var reviewed atomic.Int64
+	authn := NewTokenReviewer(reviews{create: func(obj client.Object) error {
+		reviewed.Add(1)
+		o := obj.(*authnv1.TokenReview)
+		o.Status = authnv1.TokenReviewStatus{Authenticated: true, Audiences: o.Spec.Audiences, User: authnv1.UserInfo{Username: "u"}}
+		return nil
+	}}, 400*time.Millisecond)
+	if _, err := authn.Authenticate(context.Background(), "tok"); err != nil {
+		t.Fatal(err)
+	}
+	for range 12 { // 1.2 s: three TTLs, a request every 100 ms
+		time.Sleep(100 * time.Millisecond)
+		if authn.Known("tok") == nil {
+			t.Fatalf("after %d reviews, a caller calling every 100 ms found its answer expired (TTL 400 ms)", reviewed.Load())
+		}
+	}
+	if n := reviewed.Load(); n < 3 {
+		t.Fatalf("%d reviews in three TTLs: the token is not reviewed again", n)
+	}
+}
