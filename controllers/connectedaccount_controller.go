@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -61,6 +62,9 @@ type ConnectedAccountReconciler struct {
 	KeysetRotated <-chan event.GenericEvent
 	// MaxConcurrentReconciles defaults to DefaultAccountWorkers.
 	MaxConcurrentReconciles int
+	// MaxConcurrentReencryptions caps the reconciles re-encrypting a credential under a
+	// new primary key at once (0: DefaultReencryptions).
+	MaxConcurrentReencryptions int
 	// RefreshOAuth refreshes an OAuth account's token stored in secret (nil: no
 	// proactive refresh; tokens are then refreshed when vended).
 	RefreshOAuth func(ctx context.Context, ca *pipesv1.ConnectedAccount, secret *corev1.Secret) error
@@ -69,6 +73,8 @@ type ConnectedAccountReconciler struct {
 	written writetrack.Tracker
 	// overdue spreads the refreshes of tokens found past their refresh point.
 	overdue overdueSpread
+	// reencrypting holds a slot per re-encryption in progress (MaxConcurrentReencryptions).
+	reencrypting chan struct{}
 }
 
 // RefreshLead is the most ahead of its expiry an OAuth token is refreshed.
@@ -78,7 +84,18 @@ const RefreshLead = 5 * time.Minute
 // waits on the API server (a Secret write, a status patch), so the count is sized to keep
 // the API server busy rather than to the operator's cores: 2 workers held a first sync
 // to a few dozen accounts per second.
-const DefaultAccountWorkers = 32
+//
+// They also set how much of the API server the operator's work gets against the
+// creates that cause it: with 10,000 accounts created at once by 64 clients, 32 workers
+// connected half of them 17 s after their create, 128 in 3.3 s, for the same total time
+// (docs/performance.md, run G).
+const DefaultAccountWorkers = 128
+
+// DefaultReencryptions is ConnectedAccountReconciler.MaxConcurrentReencryptions's
+// default: a keyset rotation re-encrypts every credential in the background, and
+// with every worker at it the API server would be saturated by that alone, making a
+// user's own connect wait seconds behind it.
+const DefaultReencryptions = 32
 
 // +kubebuilder:rbac:groups=pipes.dev,resources=connectedaccounts,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=pipes.dev,resources=connectedaccounts/status,verbs=get;update;patch
@@ -254,7 +271,12 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 		}
 		if stored.KeyID != r.Store.PrimaryKeyID() {
 			oldKey := stored.KeyID
-			if stored, err = r.Store.Put(ctx, ca, secret, plaintext, stored); err != nil {
+			if err := r.reencryptSlot(ctx); err != nil {
+				return err
+			}
+			stored, err = r.Store.Put(ctx, ca, secret, plaintext, stored)
+			r.reencryptDone()
+			if err != nil {
 				return err
 			}
 			r.event(ca, corev1.EventTypeNormal, pipesv1.EventReencrypted, pipesv1.ActionReencrypt, "credential re-encrypted under key %d (was %d)", stored.KeyID, oldKey)
@@ -280,6 +302,26 @@ func (r *ConnectedAccountReconciler) sync(ctx context.Context, ca *pipesv1.Conne
 	}
 	setCondition(ca, pipesv1.ConditionReady, metav1.ConditionTrue, pipesv1.ReasonConnected, what+" is stored encrypted and can be vended")
 	return nil
+}
+
+// reencryptSlot waits for one of the MaxConcurrentReencryptions slots (none without
+// SetupWithManager: unit tests reconcile directly).
+func (r *ConnectedAccountReconciler) reencryptSlot(ctx context.Context) error {
+	if r.reencrypting == nil {
+		return nil
+	}
+	select {
+	case r.reencrypting <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *ConnectedAccountReconciler) reencryptDone() {
+	if r.reencrypting != nil {
+		<-r.reencrypting
+	}
 }
 
 // refreshAhead refreshes a connected OAuth account's token ahead of its expiry (the
@@ -598,6 +640,7 @@ func (r *ConnectedAccountReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if workers == 0 {
 		workers = DefaultAccountWorkers
 	}
+	r.reencrypting = make(chan struct{}, cmp.Or(r.MaxConcurrentReencryptions, DefaultReencryptions))
 	// Only spec changes of Providers and OrganizationProviders matter to accounts; their
 	// status (the Provider's account count) changes with the accounts themselves.
 	specChanged := builder.WithPredicates(predicate.GenerationChangedPredicate{})
