@@ -126,12 +126,13 @@ widget-screenshots: ## Run the widget's browser suite (test/widget) and write it
 	KUBEBUILDER_ASSETS=$$assets WIDGET_SCREENSHOTS_DIR=$(CURDIR)/docs/images go test -count=1 ./test/widget/
 
 .PHONY: bench-scale
-bench-scale: ## Scale benchmark (docs/performance.md): SCALE_N accounts (default 10000), manager as a separate process; prints the figures, writes bin/scale/report.json and profiles. SCALE_ARGS adds flags (e.g. -scale.manager-env=GOGC=25).
-	@assets=$$(hack/envtest-assets.sh) && \
-	KUBEBUILDER_ASSETS=$$assets go test ./test/scale/ -run TestScale -count=1 -v -timeout 60m -args \
+bench-scale: ## Scale benchmark (docs/performance.md): SCALE_N accounts (default 10000), manager as a separate process; prints the figures, writes bin/scale/report.json and profiles. SCALE_ARGS adds flags (e.g. -scale.manager-env=GOGC=25, -scale.manager-args=--account-workers=64); the whole test output is in bin/scale/test.log.
+	@mkdir -p bin/scale && assets=$$(hack/envtest-assets.sh) && \
+	if KUBEBUILDER_ASSETS=$$assets go test ./test/scale/ -run TestScale -count=1 -v -timeout 60m -args \
 		-scale.n=$(SCALE_N) -scale.unrelated-secrets=300 -scale.namespaces=1000 -scale.callers=100 -scale.rate=1000 \
-		-scale.vend-duration=20s -scale.watched=1000 -scale.token-lifetime=2m -scale.report=$(CURDIR)/bin/scale/report.json $(SCALE_ARGS) | \
-		sed -n '/^scale benchmark/,/^$$/p'
+		-scale.vend-duration=20s -scale.watched=1000 -scale.token-lifetime=2m -scale.report=$(CURDIR)/bin/scale/report.json $(SCALE_ARGS) \
+		> bin/scale/test.log 2>&1; then sed -n '/^scale benchmark/,/^$$/p' bin/scale/test.log; \
+	else tail -40 bin/scale/test.log; echo "make bench-scale failed: bin/scale/test.log"; exit 1; fi
 
 CHAOS_BIG_CLUSTER ?= true
 CHAOS_UNRELATED = $(if $(filter true,$(CHAOS_BIG_CLUSTER)),300,0)

@@ -150,6 +150,7 @@ func (h *harness) startManager(ctx context.Context, t *testing.T) {
 	// on: its callback URL is http://<address>/oauth/callback, as in make run.
 	cmd.Args = append(cmd.Args, "--public-bind-address", h.ports.public)
 	cmd.Args = append(cmd.Args, h.managerArgs...) // later flags win
+	cmd.Args = append(cmd.Args, strings.Fields(*flagManagerArgs)...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+h.kubecfg)
 	// Only the manager's: the control plane, started by this process, keeps its own.
 	if *flagManagerEnv != "" {

@@ -18,16 +18,17 @@ import (
 )
 
 var (
-	flagN          = flag.Int("scale.n", 100, "ConnectedAccounts to create (make bench-scale: 10000)")
-	flagUnrelated  = flag.Int("scale.unrelated-secrets", 3, "unrelated 1 MiB Secrets added in the memory phase (bench: 300)")
-	flagNamespaces = flag.Int("scale.namespaces", 10, "unrelated namespaces added in the memory phase (bench: 1000)")
-	flagCallers    = flag.Int("scale.callers", 10, "distinct backend API callers (bench: 100)")
-	flagRate       = flag.Int("scale.rate", 200, "paced vend requests per second (bench: 1000)")
-	flagVendFor    = flag.Duration("scale.vend-duration", 3*time.Second, "length of the paced vend run (bench: 20s)")
-	flagWatchers   = flag.Int("scale.watched", 64, "accounts watched through the backend API's watch route during the rotation storm, 32 per watcher as a sidecar does (bench: 1000)")
-	flagReport     = flag.String("scale.report", "", "write the JSON report here")
-	flagLifetime   = flag.Duration("scale.token-lifetime", 20*time.Second, "lifetime of the OAuth access tokens of the OAuth refresh phase, all issued together (bench: 2m)")
-	flagManagerEnv = flag.String("scale.manager-env", "", "extra environment of the manager process only, e.g. GOGC=25 (tuning experiments)")
+	flagN           = flag.Int("scale.n", 100, "ConnectedAccounts to create (make bench-scale: 10000)")
+	flagUnrelated   = flag.Int("scale.unrelated-secrets", 3, "unrelated 1 MiB Secrets added in the memory phase (bench: 300)")
+	flagNamespaces  = flag.Int("scale.namespaces", 10, "unrelated namespaces added in the memory phase (bench: 1000)")
+	flagCallers     = flag.Int("scale.callers", 10, "distinct backend API callers (bench: 100)")
+	flagRate        = flag.Int("scale.rate", 200, "paced vend requests per second (bench: 1000)")
+	flagVendFor     = flag.Duration("scale.vend-duration", 3*time.Second, "length of the paced vend run (bench: 20s)")
+	flagWatchers    = flag.Int("scale.watched", 64, "accounts watched through the backend API's watch route during the rotation storm, 32 per watcher as a sidecar does (bench: 1000)")
+	flagReport      = flag.String("scale.report", "", "write the JSON report here")
+	flagLifetime    = flag.Duration("scale.token-lifetime", 20*time.Second, "lifetime of the OAuth access tokens of the OAuth refresh phase, all issued together (bench: 2m)")
+	flagManagerEnv  = flag.String("scale.manager-env", "", "extra environment of the manager process only, e.g. GOGC=25 (tuning experiments)")
+	flagManagerArgs = flag.String("scale.manager-args", "", "extra flags of the manager process, e.g. --account-workers=64 (tuning experiments)")
 )
 
 func TestMain(m *testing.M) {
