@@ -30,10 +30,7 @@ const (
 // then disconnect it, and the key never shows up anywhere in the page afterwards.
 func TestPasteRotateDisconnect(t *testing.T) {
 	user := "user-" + t.Name()[4:12]
-	serveTokens(issue(t, user, "org_1"), "")
-	p := newPage(t)
-	p.run(chromedp.Navigate(s.host.URL + "/"))
-	p.waitText(row("openai", `[data-role="state"]`), "Not connected")
+	p := openAs(t, user, "openai", "Not connected")
 	// GitHub is OAuth with each organization's own client, which this one lacks: its
 	// Connect is disabled and explained.
 	oauthDisabled := evaluate[bool](p, string(row("github", `[data-action="oauth-connect"]`)+`.disabled`))
@@ -137,10 +134,7 @@ func (p *page) tabTo(want string) {
 // (rotate), disconnect, and no trace of a key in the page after each submit.
 func TestKeyboardOnly(t *testing.T) {
 	user := "user-kbd"
-	serveTokens(issue(t, user, "org_1"), "")
-	p := newPage(t)
-	p.run(chromedp.Navigate(s.host.URL + "/"))
-	p.waitText(row("openai", `[data-role="state"]`), "Not connected")
+	p := openAs(t, user, "openai", "Not connected")
 
 	p.tabTo("connect@openai")
 	p.run(chromedp.KeyEvent(kb.Enter))
@@ -422,10 +416,7 @@ func TestSubmitPending(t *testing.T) {
 // watching, shows the account connected; the backend then vends the access token.
 func TestOAuthConnect(t *testing.T) {
 	user := "user-oauth"
-	serveTokens(issue(t, user, "org_1"), "")
-	p := newPage(t)
-	p.run(chromedp.Navigate(s.host.URL + "/"))
-	p.waitText(row("gitlab", `[data-role="state"]`), "Not connected")
+	p := openAs(t, user, "gitlab", "Not connected")
 	before := s.oauth.Stats().CodeExchanges
 	p.run(chromedp.Click(row("gitlab", `[data-action="oauth-connect"]`)))
 	p.waitText(row("gitlab", `[data-role="state"]`), "Connected")
@@ -479,10 +470,7 @@ func TestNeedsReauthorization(t *testing.T) {
 	if got, err := s.backend.Token(context.Background(), "gitlab", wire.CredentialsRequest{UserID: user, OrganizationID: "org_1"}); err != nil || got.Error != wire.ErrorNeedsReauthorization {
 		t.Fatalf("vending an account that needs reauthorization: %v %+v", err, got)
 	}
-	serveTokens(issue(t, user, "org_1"), "")
-	p := newPage(t)
-	p.run(chromedp.Navigate(s.host.URL + "/"))
-	p.waitText(row("gitlab", `[data-role="state"]`), "Reconnect needed")
+	p := openAs(t, user, "gitlab", "Reconnect needed")
 	if got := evaluate[string](p, string(row("gitlab", `[data-role="state"]`))+`.dataset.state`); got != wire.StateNeedsReauthorization {
 		t.Fatalf("the state's data-state is %q", got)
 	}
@@ -700,10 +688,7 @@ func TestErrorsFromStringsTable(t *testing.T) {
 // its end) are searched, or skipped, without a report.
 func TestLeakCheckReportsUnreadableBodies(t *testing.T) {
 	user := "user-leakcheck"
-	serveTokens(issue(t, user, "org_1"), "")
-	p := newPage(t)
-	p.run(chromedp.Navigate(s.host.URL + "/"))
-	p.waitText(row("openai", `[data-role="state"]`), "Not connected")
+	p := openAs(t, user, "openai", "Not connected")
 	p.run(chromedp.Click(row("openai", `[data-action="connect"]`)),
 		chromedp.SendKeys(row("openai", `input[data-role="key"]`), firstKey),
 		chromedp.Click(row("openai", `[data-action="submit"]`)))
@@ -749,4 +734,14 @@ func TestLeakCheckReportsUnreadableBodies(t *testing.T) {
 	if !unreadable {
 		t.Fatalf("the leak check did not report the list's unreadable body; it reported %v", where)
 	}
+}
+
+// openAs opens the demo page as user (in org_1) and waits until slug's row shows state.
+func openAs(t *testing.T, user, slug, state string) *page {
+	t.Helper()
+	serveTokens(issue(t, user, "org_1"), "")
+	p := newPage(t)
+	p.run(chromedp.Navigate(s.host.URL + "/"))
+	p.waitText(row(slug, `[data-role="state"]`), state)
+	return p
 }
