@@ -21,7 +21,7 @@ func stableJitter(uid types.UID, expiry time.Time) func(time.Duration) time.Dura
 		if d <= 0 {
 			return 0
 		}
-		return time.Duration(sum % uint64(d))
+		return time.Duration(sum % uint64(d)) //nolint:gosec // G115: below d, a positive int64
 	}
 }
 

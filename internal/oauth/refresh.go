@@ -86,7 +86,7 @@ func (r *Refresher) backoff(failures int) time.Duration {
 	if failures <= 30 {
 		d = min(most, base<<(failures-1))
 	}
-	return d - rand.N(d/2+1)
+	return d - rand.N(d/2+1) //nolint:gosec // G404: jitter, not a secret
 }
 
 func (r *Refresher) now() time.Time {
