@@ -362,8 +362,7 @@ func (r *ConnectedAccountReconciler) refreshAhead(ctx context.Context, ca *pipes
 // until its refresh point (refreshDelay, with stableJitter), or, when found well past
 // that point (the leader was away), until the moment overdueSpread gives it.
 func (r *ConnectedAccountReconciler) refreshWait(uid types.UID, stored credential.Stored, now time.Time) time.Duration {
-	lead := refreshLead(stored)
-	point := stored.TokenExpiry.Add(-lead - stableJitter(uid, stored.TokenExpiry)(lead/2))
+	point := refreshPoint(stored, stableJitter(uid, stored.TokenExpiry))
 	if now.Sub(point) > overdueGrace {
 		return r.overdue.delay(uid, stored.TokenExpiry, now, rand.N[time.Duration])
 	}
@@ -380,14 +379,14 @@ func refreshLead(stored credential.Stored) time.Duration {
 	return min(RefreshLead, max(stored.TokenExpiry.Sub(stored.RotatedAt)/4, time.Second))
 }
 
-// refreshDelay is how long until stored's token should be refreshed (0: now): a quarter
-// of its lifetime before expiry (at most RefreshLead), brought forward by up to half
-// that (jitter returns a duration below its argument, the same one for a token on
-// every call: stableJitter), so that tokens issued together are refreshed spread over
-// a while rather than all at once.
-func refreshDelay(stored credential.Stored, now time.Time, jitter func(time.Duration) time.Duration) time.Duration {
+// refreshPoint is when stored's token is due for its refresh: a quarter of its lifetime
+// before expiry (at most RefreshLead), brought forward by up to half that (jitter returns
+// a duration below its argument, the same one for a token on every call: stableJitter),
+// so that tokens issued together are refreshed spread over a while rather than all at
+// once.
+func refreshPoint(stored credential.Stored, jitter func(time.Duration) time.Duration) time.Time {
 	lead := refreshLead(stored)
-	return max(stored.TokenExpiry.Add(-lead-jitter(lead/2)).Sub(now), 0)
+	return stored.TokenExpiry.Add(-lead - jitter(lead/2))
 }
 
 // hasSource reports whether ca names a source of its API key in spec.apiKey.

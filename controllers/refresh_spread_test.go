@@ -93,6 +93,11 @@ func TestOverdueRefreshesAreSpread(t *testing.T) {
 	}
 }
 
+// refreshDelay is how long until stored's token is due, from now (0: now).
+func refreshDelay(stored credential.Stored, now time.Time, jitter func(time.Duration) time.Duration) time.Duration {
+	return max(refreshPoint(stored, jitter).Sub(now), 0)
+}
+
 func TestRefreshDelay(t *testing.T) {
 	now := time.Now()
 	none := func(time.Duration) time.Duration { return 0 }
