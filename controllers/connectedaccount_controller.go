@@ -359,7 +359,7 @@ func (r *ConnectedAccountReconciler) refreshAhead(ctx context.Context, ca *pipes
 }
 
 // refreshWait is how long account uid's token stored waits for its refresh (0: now):
-// until its refresh point (refreshDelay, with stableJitter), or, when found well past
+// until its refresh point (refreshPoint, with stableJitter), or, when found well past
 // that point (the leader was away), until the moment overdueSpread gives it.
 func (r *ConnectedAccountReconciler) refreshWait(uid types.UID, stored credential.Stored, now time.Time) time.Duration {
 	point := refreshPoint(stored, stableJitter(uid, stored.TokenExpiry))

@@ -8,7 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// stableJitter is a jitter function for refreshDelay drawn once per token: the same
+// stableJitter is a jitter function for refreshPoint drawn once per token: the same
 // account and expiry always give the same part of d. A jitter drawn anew on every
 // reconcile would move the refresh point back and forth, and the requeues would end it
 // at the latest point for every token alike, undoing the spread.
