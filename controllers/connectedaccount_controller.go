@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -62,9 +61,6 @@ type ConnectedAccountReconciler struct {
 	KeysetRotated <-chan event.GenericEvent
 	// MaxConcurrentReconciles defaults to DefaultAccountWorkers.
 	MaxConcurrentReconciles int
-	// MaxConcurrentReencryptions caps the reconciles re-encrypting a credential under a
-	// new primary key at once (0: DefaultReencryptions).
-	MaxConcurrentReencryptions int
 	// RefreshOAuth refreshes an OAuth account's token stored in secret (nil: no
 	// proactive refresh; tokens are then refreshed when vended).
 	RefreshOAuth func(ctx context.Context, ca *pipesv1.ConnectedAccount, secret *corev1.Secret) error
@@ -91,11 +87,11 @@ const RefreshLead = 5 * time.Minute
 // (docs/performance.md, run G).
 const DefaultAccountWorkers = 128
 
-// DefaultReencryptions is ConnectedAccountReconciler.MaxConcurrentReencryptions's
-// default: a keyset rotation re-encrypts every credential in the background, and
-// with every worker at it the API server would be saturated by that alone, making a
-// user's own connect wait seconds behind it.
-const DefaultReencryptions = 32
+// MaxConcurrentReencryptions caps the reconciles re-encrypting a credential under a new
+// primary key at once: a keyset rotation re-encrypts every credential in the
+// background, and with every worker at it the API server would be saturated by that
+// alone, making a user's own connect wait seconds behind it.
+const MaxConcurrentReencryptions = 32
 
 // +kubebuilder:rbac:groups=pipes.dev,resources=connectedaccounts,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=pipes.dev,resources=connectedaccounts/status,verbs=get;update;patch
@@ -639,7 +635,7 @@ func (r *ConnectedAccountReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if workers == 0 {
 		workers = DefaultAccountWorkers
 	}
-	r.reencrypting = make(chan struct{}, cmp.Or(r.MaxConcurrentReencryptions, DefaultReencryptions))
+	r.reencrypting = make(chan struct{}, MaxConcurrentReencryptions)
 	// Only spec changes of Providers and OrganizationProviders matter to accounts; their
 	// status (the Provider's account count) changes with the accounts themselves.
 	specChanged := builder.WithPredicates(predicate.GenerationChangedPredicate{})
