@@ -174,7 +174,7 @@ func (h *harness) firstSync(ctx context.Context, t *testing.T, limit WriteLimit)
 		Accounts: h.n, Seconds: d.Seconds(), CreateSeconds: createdIn.Seconds(), PerSecond: float64(h.n) / d.Seconds(),
 		LatencyP50Ms: ms(percentile(lat, 50)), LatencyP99Ms: ms(percentile(lat, 99)),
 		ShareOfCeiling:   float64(h.n) / d.Seconds() / limit.AccountCeilingPerSecond,
-		WritesPerAccount: writesPer(writes, h.n), RSSMiB: cur, PeakRSSMiB: peak, CPUSeconds: cpu,
+		WritesPerAccount: writesPer(writes, h.n), RSSMiB: cur, PeakRSSMiB: peak, CPUSeconds: cpu, Cores: coreTime(cpu),
 		RequestsPerAccount: requests,
 	}
 }
@@ -241,7 +241,7 @@ func (h *harness) rotationStorm(ctx context.Context, t *testing.T) Rotation {
 	h.checkVends(ctx, t, token, min(h.n, 200), 2)
 	return Rotation{Accounts: h.n, Seconds: d.Seconds(), PerSecond: float64(h.n) / d.Seconds(),
 		WatchedAccounts: watched, WatchersSawAllSeconds: watchersDone.Seconds(), WritesPerAccount: writesPer(writes, h.n),
-		CPUSeconds: cpu, RequestsPerAccount: requests}
+		CPUSeconds: cpu, Cores: coreTime(cpu), RequestsPerAccount: requests}
 }
 
 // callerToken makes a ServiceAccount in the benchmark namespace allowed to vend, and a

@@ -15,6 +15,10 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"go.uber.org/zap/zapcore"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
 var (
@@ -36,6 +40,9 @@ func TestMain(m *testing.M) {
 		os.Exit(runLoadgen())
 	}
 	flag.Parse()
+	// The suite's own informers log through controller-runtime; errors only, so a run's
+	// output is its figures.
+	log.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
 	os.Exit(m.Run())
 }
 
