@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/pipes-dev/pipes-operator/internal/devenv"
@@ -141,6 +142,9 @@ func Start(o Options) (*Env, error) {
 		out = io.MultiWriter(e.Log, o.LogTo)
 	}
 	log := zap.New(zap.WriteTo(out), zap.UseDevMode(true), zap.Level(zapcore.Level(-10)))
+	// As cmd/manager does: controller-runtime's own loggers (the caches' informers) write
+	// to the manager's log instead of warning on stderr that none was set.
+	ctrllog.SetLogger(log)
 	opts := operator.Options{
 		Namespace: OperatorNamespace, MetricsAddr: "0", ProbeAddr: "0",
 		DisableWebhooks: !o.Webhooks, SkipNameValidation: true,
